@@ -1,0 +1,5 @@
+"""python -m bncli --help"""
+
+from bncli.cli import main
+
+main()

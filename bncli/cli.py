@@ -1,0 +1,237 @@
+"""The bncli command line: thin commands that parse flags, call the library, and render.
+
+    bncli depth-study --init kaiming
+    bncli running-stats --momentum 0.3
+
+Heavy imports (torch, pandas, pydantic) happen inside the commands, so `--help` is instant.
+Errors the user can fix come out as one line on stderr with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from bncli import __version__
+from bncli.choices import Activation, DType, Init, InputKind, Norm
+from bncli.errors import BncliError
+
+
+class _Group(TyperGroup):
+    """Turns every usage error, ours or click's, into one line: `Error: ...`."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except BncliError as e:
+            _fail(str(e), e.exit_code)
+        except typer.Abort:
+            _fail("aborted", 130)
+        except Exception as e:
+            # click's usage errors (typer vendors click in recent releases, so match by shape)
+            if not (hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)):
+                raise
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            _fail(e.format_message() + hint, e.exit_code)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str, code: int):
+    typer.echo(f"Error: {' '.join(message.split())}", err=True)
+    sys.exit(code)
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_show_locals=False,
+                  help="Experiments on how weight init and normalization shape the signal in deep nets.")
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"bncli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Show the version and exit.")] = False):
+    pass
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM ends a run the way Ctrl-C does: what was computed is saved, marked interrupted."""
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, raise_interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        old = None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+@contextmanager
+def _progress(total: int, label: str, enabled: bool):
+    """A transient progress bar; yields the callback a study calls with units done."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=True, console=_console()) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def _execute(study: str, cfg, out: Path, name: str | None, progress_total: int | None = None):
+    from bncli.results import execute
+
+    with _sigterm_as_interrupt(), _progress(progress_total or 0, study, progress_total is not None) as cb:
+        return execute(study, cfg, out, name, progress=cb)
+
+
+def _finish(console, run) -> None:
+    status = run.meta["status"]
+    if status == "interrupted":
+        console.print(f"interrupted: partial results saved in {run.dir}")
+        raise typer.Exit(130)
+    console.print(f"results: {run.dir}")
+
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML config file; flags override its fields.",
+                                                   show_default=False)]
+OutOpt = Annotated[Path, typer.Option(help="Root directory for results.")]
+NameOpt = Annotated[Optional[str], typer.Option(help="Run name (default: a timestamp and the settings).",
+                                                show_default=False)]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed.", show_default="0")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="auto (cuda when available, else cpu), cpu, cuda or cuda:N.",
+                                                  show_default="auto")]
+
+
+@app.command("depth-study")
+def depth_study(
+    config: ConfigOpt = None,
+    init: Annotated[Optional[Init], typer.Option(help="Weight init scheme.", show_default="kaiming")] = None,
+    init_std: Annotated[Optional[float], typer.Option(help="Std of the normal init.", show_default="1.0")] = None,
+    norm: Annotated[Optional[Norm], typer.Option(help="Normalization after each Linear.",
+                                                 show_default="batchnorm")] = None,
+    activation: Annotated[Optional[Activation], typer.Option(help="Activation after the norm.",
+                                                             show_default="relu")] = None,
+    depth: Annotated[Optional[int], typer.Option(help="Number of layers.", show_default="100")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Features per layer.", show_default="256")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Rows of the N(0,1) input.", show_default="16")] = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: Annotated[Optional[DType], typer.Option(help="Floating-point type.", show_default="float32")] = None,
+    keep_weights: Annotated[Optional[bool], typer.Option(
+        "--keep-weights/--stream-weights",
+        help="Build every weight up front, or draw each when its layer runs (same numbers, less memory).",
+        show_default="stream")] = None,
+    out: OutOpt = Path("results"),
+    name: NameOpt = None,
+    every: Annotated[Optional[int], typer.Option(
+        min=1, help="Show every K-th layer on screen (default: all up to 100 layers, else about 50 rows).",
+        show_default=False)] = None,
+):
+    """Std of every layer's output in a deep MLP, stopping at the first non-finite layer.
+
+    Linear(bias=False) -> norm -> activation, `depth` times, on N(0,1) input of shape
+    (batch_size, width). Writes layers.csv, config.yaml and meta.json under
+    OUT/depth-study/NAME/.
+
+    Example: bncli depth-study --init normal --norm none --depth 50
+    """
+    from bncli import config as cfgmod
+    from bncli import report
+
+    cfg = cfgmod.load("depth-study", config, init=init, init_std=init_std, norm=norm,
+                      activation=activation, depth=depth, width=width, batch_size=batch_size,
+                      seed=seed, device=device, dtype=dtype, keep_weights=keep_weights)
+    long = cfg.depth > 500 or cfg.depth * cfg.width**2 * cfg.batch_size > 5e10
+    run = _execute("depth-study", cfg, out, name, cfg.depth if long else None)
+    console = _console()
+    if run.result is not None:
+        info = run.result.info
+        console.print(report.depth_table(run.result.table, every, info["diverged_at"]))
+        console.print(report.depth_summary(run.result.table, info["diverged_at"], run.meta["status"]))
+    _finish(console, run)
+
+
+def _momentum(value: str | None):
+    if value is None or value.strip().lower() == "none":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise BncliError(f"--momentum: expected a number in [0, 1] or none, got {value!r}") from None
+
+
+@app.command("running-stats")
+def running_stats(
+    config: ConfigOpt = None,
+    momentum: Annotated[Optional[str], typer.Option(
+        help="A number in [0, 1], or none for the cumulative average.", show_default="0.3")] = None,
+    dims: Annotated[Optional[int], typer.Option(help="1, 2 or 3: BatchNorm1d, 2d or 3d.", show_default="1")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Samples per batch.", show_default="3")] = None,
+    num_features: Annotated[Optional[int], typer.Option(help="Channels (default: 5, 6, 4 for 1d, 2d, 3d).",
+                                                        show_default=False)] = None,
+    feature_shape: Annotated[Optional[str], typer.Option(
+        help="Per-channel shape, like 2,2 (default: 1 / 2,2 / 2,2,3 for 1d / 2d / 3d).",
+        show_default=False)] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="Batches fed to the layer.", show_default="2")] = None,
+    input: Annotated[Optional[InputKind], typer.Option(
+        "--input", help="constant: channel c holds c+1; randn: fresh seeded N(0,1) each batch.",
+        show_default="constant")] = None,
+    eps: Annotated[Optional[float], typer.Option(help="BatchNorm eps.", show_default="1e-05")] = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: Annotated[Optional[DType], typer.Option(help="float32 or float64.", show_default="float32")] = None,
+    out: OutOpt = Path("results"),
+    name: NameOpt = None,
+):
+    """BatchNorm's running_mean/var, checked against r = (1 - m) * r + m * batch_stat.
+
+    Feeds `iterations` batches to nn.BatchNorm{1,2,3}d in train mode and compares its
+    running buffers with the update formula computed independently in float64. Writes
+    running_stats.csv, config.yaml and meta.json under OUT/running-stats/NAME/.
+
+    Example: bncli running-stats --momentum 0.3 --dims 2
+    """
+    from bncli import config as cfgmod
+    from bncli import report
+
+    cfg = cfgmod.load("running-stats", config, momentum=_momentum(momentum), dims=dims,
+                      batch_size=batch_size, num_features=num_features, feature_shape=feature_shape,
+                      iterations=iterations, input=input, eps=eps, seed=seed, device=device, dtype=dtype)
+    run = _execute("running-stats", cfg, out, name)
+    console = _console()
+    if run.result is not None:
+        console.print(report.running_table(run.result.table, cfg.dtype.value))
+        console.print(report.running_summary(run.result.table, run.result.info["shapes"], cfg.dtype.value))
+    _finish(console, run)
+
+
+def main():
+    app()

@@ -1,0 +1,213 @@
+"""Typed, flat configs for each study, loaded from YAML and the command line.
+
+    bncli depth-study --config configs/depth_study.yaml --depth 50
+
+Precedence: the defaults below (the notebook's settings) < `--config FILE.yaml` < flags.
+Field names are the flags' names with underscores, so a saved config.yaml is a valid --config.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
+
+from bncli.choices import Activation, DType, Init, InputKind, Norm
+from bncli.errors import BncliError
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+SEED_MAX = 2**63 - 1
+
+
+def _check_device(v: Any) -> Any:
+    if isinstance(v, str) and not _DEVICE.match(v):
+        raise ValueError("must be auto, cpu, cuda or cuda:N")
+    return v
+
+
+def _none_word(v: Any) -> Any:
+    # YAML has no `none` literal and flags are strings: accept the word for PyTorch's None
+    return None if isinstance(v, str) and v.strip().lower() in ("none", "null") else v
+
+
+def _int_list(v: Any) -> Any:
+    # "2,2" from a flag or YAML scalar; an int for a 1-element shape
+    if isinstance(v, str):
+        try:
+            return [int(p) for p in v.split(",") if p.strip()]
+        except ValueError:
+            raise ValueError("must be comma-separated positive integers, like 2,2") from None
+    if isinstance(v, int) and not isinstance(v, bool):
+        return [v]
+    return v
+
+
+Device = Annotated[str, BeforeValidator(_check_device)]
+Seed = Annotated[StrictInt, Field(ge=0, le=SEED_MAX)]
+Positive = Annotated[StrictInt, Field(ge=1)]
+PosFloat = Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+class DepthConfig(_Config):
+    """A deep MLP, Linear(bias=False) -> norm -> activation, fed N(0,1) input."""
+
+    depth: Positive = 100  # number of layers
+    width: Positive = 256  # features per layer
+    batch_size: Positive = 16  # rows of the N(0,1) input
+    init: Init = Init.kaiming  # weight init scheme
+    init_std: PosFloat = 1.0  # std of the `normal` init; ignored by the others
+    norm: Norm = Norm.batchnorm  # batchnorm uses batch statistics (train mode)
+    activation: Activation = Activation.relu
+    seed: Seed = 0  # seeds the input and, per layer, each weight
+    device: Device = "auto"  # auto: cuda when available, else cpu
+    dtype: DType = DType.float32
+    keep_weights: bool = False  # build every weight up front instead of one layer at a time
+
+    @model_validator(mode="after")
+    def _batchnorm_needs_two_rows(self) -> DepthConfig:
+        if self.norm == Norm.batchnorm and self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 with norm batchnorm "
+                             "(BatchNorm cannot normalise a single sample)")
+        return self
+
+
+NOTEBOOK_CHANNELS = {1: 5, 2: 6, 3: 4}
+NOTEBOOK_SHAPES = {1: [1], 2: [2, 2], 3: [2, 2, 3]}
+
+
+class RunningStatsConfig(_Config):
+    """BatchNorm{1,2,3}d fed a few batches; its running stats checked against the formula."""
+
+    momentum: Annotated[
+        Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)] | None,
+        BeforeValidator(_none_word),
+    ] = 0.3  # None: PyTorch's cumulative average
+    dims: Literal[1, 2, 3] = 1  # BatchNorm1d, 2d or 3d
+    batch_size: Positive = 3
+    num_features: Positive | None = None  # None follows dims: 5, 6, 4
+    feature_shape: Annotated[list[Positive] | None, BeforeValidator(_int_list)] = None  # None follows dims
+    iterations: Positive = 2
+    input: InputKind = InputKind.constant
+    eps: PosFloat = 1e-5
+    seed: Seed = 0
+    device: Device = "auto"
+    dtype: Literal[DType.float32, DType.float64] = DType.float32
+
+    @model_validator(mode="after")
+    def _follow_dims(self) -> RunningStatsConfig:
+        if self.num_features is None:
+            self.num_features = NOTEBOOK_CHANNELS[self.dims]
+        if self.feature_shape is None:
+            self.feature_shape = list(NOTEBOOK_SHAPES[self.dims])
+        if len(self.feature_shape) != self.dims:
+            raise ValueError(f"feature_shape must have {self.dims} entries for dims {self.dims}, "
+                             f"got {','.join(map(str, self.feature_shape))}")
+        if self.batch_size * math.prod(self.feature_shape) < 2:
+            raise ValueError("batch_size x feature_shape must give at least 2 values per channel "
+                             "(BatchNorm cannot normalise a single value)")
+        return self
+
+
+CONFIGS: dict[str, type[_Config]] = {"depth-study": DepthConfig, "running-stats": RunningStatsConfig}
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def describe(err: ValidationError, flags: set[str] = frozenset(), source: str | None = None) -> str:
+    """One line naming each bad field (as a flag when it came from one) and what is accepted."""
+    parts = []
+    for e in err.errors(include_url=False):
+        loc = [str(p) for p in e["loc"]]
+        field = loc[0] if loc else ""
+        if not field:  # a model-level check: its message names the fields itself
+            parts.append(str(e["msg"]).removeprefix("Value error, "))
+            continue
+        name = _flag(field) if field in flags else (f"{field} in {source}" if source else field)
+        if len(loc) > 1 and loc[1] not in ("constrained-float", "constrained-int"):
+            name += "[" + ",".join(loc[1:]) + "]"
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        got = e.get("input")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field; accepted fields: " + ", ".join(_fields_of(err))
+        elif got is not None and not isinstance(got, dict):
+            msg += f" (got {got!r})"
+        parts.append(f"{name}: {msg}")
+    return "; ".join(parts)
+
+
+def _fields_of(err: ValidationError) -> list[str]:
+    return list(CONFIGS_BY_TITLE[err.title].model_fields)
+
+
+CONFIGS_BY_TITLE = {cls.__name__: cls for cls in CONFIGS.values()}
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file with safe_load only: no tag can construct a Python object."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BncliError(f"--config: file not found: {path}") from None
+    except IsADirectoryError:
+        raise BncliError(f"--config: {path} is a directory, not a YAML file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BncliError(f"--config: cannot read {path}: {e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(str(x) for x in (e.context, e.problem) if x)
+        raise BncliError(f"--config: {path} is not valid YAML{where}: {what}".strip()) from None
+    except yaml.YAMLError as e:
+        raise BncliError(f"--config: {path} is not valid YAML: {e}") from None
+
+
+def validate(cls: type[_Config], data: Any, flags: set[str] = frozenset(), source: str | None = None):
+    if not isinstance(data, dict):
+        raise BncliError(f"{source or 'config'}: must be a mapping of field: value, "
+                         f"got {type(data).__name__}")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise BncliError(f"{source or 'config'}: field names must be strings, got {bad[0]!r}")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise BncliError(describe(e, flags, source)) from None
+
+
+def load(study: str, path: Path | None = None, **flags: Any):
+    """Resolve a study's config: defaults < the YAML file at `path` < flags that are not None."""
+    cls = CONFIGS[study]
+    data = {}
+    if path is not None:
+        data = read_yaml(path)
+        if data is None:  # an empty file means "all defaults"
+            data = {}
+        if not isinstance(data, dict):
+            raise BncliError(f"--config: {path} must hold a mapping of field: value, "
+                             f"got {type(data).__name__}")
+    given = {k: v for k, v in flags.items() if v is not None}
+    return validate(cls, {**data, **given}, set(given), str(path) if path else None)

@@ -1,0 +1,95 @@
+"""Rich renderables for results. Nothing here prints: the CLI decides where output goes."""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+from rich.text import Text
+
+
+def fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "nan"
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return f"{v:.4g}" if v == 0 or 1e-3 <= abs(v) < 1e5 else f"{v:.3e}"
+    return str(v)
+
+
+def _num(v: float) -> str:
+    """Three decimals where that reads well (0.583), scientific elsewhere (4.50e+37)."""
+    return f"{v:.3f}" if math.isfinite(v) and (v == 0 or 1e-2 <= abs(v) < 1e4) else fmt(float(v))
+
+
+def auto_every(depth: int) -> int:
+    """Every layer up to 100 layers, then about 50 rows."""
+    return 1 if depth <= 100 else math.ceil(depth / 50)
+
+
+def shown_layers(n: int, every: int, diverged_at: int | None = None) -> list[int]:
+    """Every `every`-th layer, plus the first, the last and the diverging one, always."""
+    keep = set(range(0, n, every)) | {0, n - 1}
+    if diverged_at is not None:
+        keep.add(diverged_at)
+    return sorted(i for i in keep if 0 <= i < n)
+
+
+def depth_table(table, every: int | None = None, diverged_at: int | None = None,
+                title: str | None = None) -> Table:
+    every = every or auto_every(len(table))
+    t = Table(title=title, header_style="bold")
+    for col in table.columns:
+        t.add_column(col, justify="right")
+    for i in shown_layers(len(table), every, diverged_at):
+        row = table.iloc[i]
+        style = "red" if i == diverged_at else None
+        t.add_row(*[str(int(row[c])) if c == "layer" else fmt(float(row[c])) for c in table.columns],
+                  style=style)
+    return t
+
+
+def depth_summary(table, diverged_at: int | None, status: str = "ok") -> Text:
+    """`std over 100 layers: min 0.570, max 0.595, last 0.583` and, if so, where it diverged."""
+    lines = []
+    finite = table["std"][table["std"].map(math.isfinite)]
+    if len(finite):
+        lines.append(f"std over {len(table)} layers: min {_num(finite.min())}, "
+                     f"max {_num(finite.max())}, last {_num(table['std'].iloc[-1])}")
+    if diverged_at is not None:
+        lines.append(f"diverged: non-finite output at layer {diverged_at}")
+    if status == "interrupted":
+        lines.append(f"interrupted after {len(table)} layers")
+    return Text("\n".join(lines))
+
+
+def agrees(table, dtype: str = "float32"):
+    """Does torch's running stat match the formula, to the precision of `dtype`?"""
+    import numpy as np
+
+    rtol, atol = (1e-5, 1e-6) if dtype == "float32" else (1e-12, 1e-14)
+    return (np.isclose(table["running_mean"], table["expected_mean"], rtol=rtol, atol=atol)
+            & np.isclose(table["running_var"], table["expected_var"], rtol=rtol, atol=atol))
+
+
+def running_table(table, dtype: str = "float32", title: str | None = None) -> Table:
+    t = Table(title=title, header_style="bold")
+    for col in (*table.columns, "matches formula"):
+        t.add_column(col, justify="right")
+    for ok, (_, row) in zip(agrees(table, dtype), table.iterrows(), strict=True):
+        cells = [str(int(row[c])) if c in ("iteration", "channel") else fmt(float(row[c]))
+                 for c in table.columns]
+        t.add_row(*cells, Text("yes", "green") if ok else Text("NO", "bold red"))
+    return t
+
+
+def shapes_line(shapes: dict) -> Text:
+    return Text("  ".join(f"{k} {tuple(v)}" for k, v in shapes.items()))
+
+
+def running_summary(table, shapes: dict, dtype: str = "float32") -> Text:
+    ok = agrees(table, dtype)
+    verdict = (f"torch matches the update formula on all {len(table)} values" if ok.all()
+               else f"torch differs from the update formula on {int((~ok).sum())} of {len(table)} values")
+    return Text(f"{verdict}\nshapes: ") + shapes_line(shapes)

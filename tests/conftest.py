@@ -1,0 +1,30 @@
+import os
+
+import pytest
+
+os.environ.setdefault("COLUMNS", "140")  # rich tables in CliRunner output: wide enough to read
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Invoke bncli in-process; results go under tmp_path/results unless --out is given."""
+    from typer.testing import CliRunner
+
+    from bncli.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "results"
+
+    def invoke(*args, out_dir=out):
+        args = [str(a) for a in args]
+        if args and args[0] in ("depth-study", "running-stats") and "--out" not in args:
+            args += ["--out", str(out_dir)]
+        return runner.invoke(app, args)
+
+    invoke.out = out
+    return invoke
+
+
+def run_dirs(out, study):
+    d = out / study
+    return sorted(p for p in d.iterdir()) if d.exists() else []

@@ -1,0 +1,195 @@
+"""The command line, through CliRunner: files written, configs reproduced, clean errors."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import run_dirs
+
+
+def only_run(out, study):
+    dirs = run_dirs(out, study)
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def test_version_and_help(cli):
+    from bncli import __version__
+
+    r = cli("--version")
+    assert r.exit_code == 0 and r.output.strip() == f"bncli {__version__}"
+    r = cli("--help")
+    assert r.exit_code == 0
+    assert "depth-study" in r.output and "running-stats" in r.output
+
+
+def test_help_does_not_import_heavy_modules():
+    code = ("import sys; from bncli.cli import main; sys.argv = ['bncli', 'depth-study', '--help']\n"
+            "try: main()\nexcept SystemExit: pass\n"
+            "heavy = [m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out
+
+
+def test_python_dash_m_works():
+    r = subprocess.run([sys.executable, "-m", "bncli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("bncli ")
+
+
+def test_depth_study_writes_its_files(cli):
+    r = cli("depth-study", "--depth", 12, "--width", 32, "--every", 5, "--name", "demo")
+    assert r.exit_code == 0, r.output
+    run = cli.out / "depth-study" / "demo"
+    assert f"results: {run}" in r.output
+    assert "std over 12 layers: min" in r.output
+    shown = [line.split("│")[1].strip() for line in r.output.splitlines() if line.startswith("│")]
+    assert shown == ["0", "5", "10", "11"]
+    table = pd.read_csv(run / "layers.csv")
+    assert list(table.columns) == ["layer", "mean", "std", "abs_max", "zero_fraction"]
+    assert table["layer"].tolist() == list(range(12))
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "ok" and meta["diverged_at"] is None and meta["seed"] == 0
+    assert meta["device"] == "cpu" and meta["dtype"] == "float32" and meta["wall_seconds"] > 0
+    for key in ("bncli_version", "torch_version", "started_at", "git_commit"):
+        assert key in meta
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["depth"] == 12 and cfg["width"] == 32 and cfg["init"] == "kaiming"
+
+
+def test_saved_config_reproduces_the_run(cli, tmp_path):
+    r = cli("depth-study", "--depth", 9, "--width", 24, "--init", "xavier", "--seed", 5, "--name", "a")
+    assert r.exit_code == 0, r.output
+    first = cli.out / "depth-study" / "a"
+    r = cli("depth-study", "--config", first / "config.yaml", "--name", "b")
+    assert r.exit_code == 0, r.output
+    second = cli.out / "depth-study" / "b"
+    assert (first / "layers.csv").read_bytes() == (second / "layers.csv").read_bytes()
+    assert (first / "config.yaml").read_text() == (second / "config.yaml").read_text()
+
+
+def test_divergence_is_a_result_not_an_error(cli):
+    r = cli("depth-study", "--init", "normal", "--norm", "none")
+    assert r.exit_code == 0, r.output
+    run = only_run(cli.out, "depth-study")
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "diverged"
+    assert f"diverged: non-finite output at layer {meta['diverged_at']}" in r.output
+    table = pd.read_csv(run / "layers.csv")
+    assert len(table) == meta["diverged_at"] + 1
+    assert table["std"].isna().iloc[-1]
+
+
+def test_default_names_never_collide(cli):
+    for _ in range(3):
+        assert cli("depth-study", "--depth", 2, "--width", 8).exit_code == 0
+    names = [p.name for p in run_dirs(cli.out, "depth-study")]
+    assert len(names) == 3 and all(n.split("-", 2)[2].startswith("kaiming-batchnorm") for n in names)
+
+
+def test_an_existing_run_is_never_overwritten(cli):
+    assert cli("depth-study", "--depth", 2, "--width", 8, "--name", "x").exit_code == 0
+    before = (cli.out / "depth-study" / "x" / "layers.csv").read_bytes()
+    r = cli("depth-study", "--depth", 3, "--width", 8, "--name", "x")
+    assert r.exit_code == 2 and "already exists" in r.output
+    assert (cli.out / "depth-study" / "x" / "layers.csv").read_bytes() == before
+
+
+def test_running_stats_prints_and_writes(cli):
+    r = cli("running-stats", "--momentum", 0.3, "--name", "nb")
+    assert r.exit_code == 0, r.output
+    assert "torch matches the update formula on all 10 values" in r.output
+    assert "running_mean (5,)" in r.output and "num_batches_tracked ()" in r.output
+    run = cli.out / "running-stats" / "nb"
+    t = pd.read_csv(run / "running_stats.csv")
+    assert t[t.iteration == 1]["running_mean"].tolist() == pytest.approx([0.51, 1.02, 1.53, 2.04, 2.55])
+    assert yaml.safe_load((run / "config.yaml").read_text())["momentum"] == 0.3
+    assert json.loads((run / "meta.json").read_text())["status"] == "ok"
+
+
+def test_running_stats_momentum_none_and_dims(cli):
+    r = cli("running-stats", "--momentum", "none", "--dims", 3, "--name", "cum")
+    assert r.exit_code == 0, r.output
+    assert "running_mean (4,)" in r.output
+    cfg = yaml.safe_load((cli.out / "running-stats" / "cum" / "config.yaml").read_text())
+    assert cfg["momentum"] is None and cfg["feature_shape"] == [2, 2, 3]
+
+
+BAD = [
+    (["depth-study", "--init", "kaimin"], "--init"),
+    (["depth-study", "--norm", "groupnorm"], "--norm"),
+    (["depth-study", "--activation", "sigmoid"], "--activation"),
+    (["depth-study", "--dtype", "float16"], "--dtype"),
+    (["depth-study", "--depth", "0"], "--depth: Input should be greater than or equal to 1"),
+    (["depth-study", "--width", "0"], "--width: Input should be greater than or equal to 1"),
+    (["depth-study", "--batch-size", "0"], "--batch-size: Input should be greater than or equal to 1"),
+    (["depth-study", "--batch-size", "1"], "batch_size must be at least 2 with norm batchnorm"),
+    (["depth-study", "--init-std", "-1"], "--init-std: Input should be greater than 0"),
+    (["depth-study", "--config", "missing.yaml"], "--config: file not found: missing.yaml"),
+    (["depth-study", "--device", "tpu"], "--device: must be auto, cpu, cuda or cuda:N"),
+    (["depth-study", "--name", "../escape"], "--name: '../escape' is not a valid name"),
+    (["depth-study", "--name", "a/b"], "--name: 'a/b' is not a valid name"),
+    (["running-stats", "--momentum", "1.5"], "--momentum: Input should be less than or equal to 1"),
+    (["running-stats", "--momentum", "-0.5"], "--momentum: Input should be greater than or equal to 0"),
+    (["running-stats", "--momentum", "fast"], "--momentum: expected a number in [0, 1] or none"),
+    (["running-stats", "--dims", "4"], "--dims: Input should be 1, 2 or 3"),
+    (["running-stats", "--batch-size", "1"], "at least 2 values per channel"),
+    (["running-stats", "--input", "ones"], "--input"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_clean_line(cli, args, message):
+    r = cli(*args)
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.output
+    assert message in lines[0]
+    assert "Traceback" not in r.output
+    assert not cli.out.exists() or not any(cli.out.rglob("meta.json"))
+
+
+@pytest.mark.parametrize("text,message", [
+    ("depth: [1\n", "not valid YAML at line 2"),
+    ("depht: 3\n", "depht in"),
+    ("depth: three\n", "depth in"),
+    ("norm: batchnorm\nbatch_size: 1\n", "batch_size must be at least 2"),
+])
+def test_bad_config_file_is_one_clean_line(cli, tmp_path, text, message):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    r = cli("depth-study", "--config", f)
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert r.output.startswith("Error: ") and message in r.output and len(r.output.splitlines()) == 1
+    assert not cli.out.exists()
+
+
+def test_cuda_without_cuda_is_a_clean_error(cli):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    r = cli("depth-study", "--device", "cuda")
+    assert r.exit_code == 2
+    assert r.output.startswith("Error: --device cuda: CUDA is not available")
+    assert not cli.out.exists()
+
+
+def test_help_defaults_match_the_models():
+    """The --help defaults are written out by hand (so --help needs no pydantic); keep them true."""
+    import typer.main
+
+    from bncli import config
+    from bncli.cli import app
+
+    group = typer.main.get_command(app)
+    for study, model in config.CONFIGS.items():
+        for p in group.commands[study].params:
+            field = model.model_fields.get(p.name)
+            if field is None or not isinstance(p.show_default, str) or p.name == "keep_weights":
+                continue
+            default = field.default.value if hasattr(field.default, "value") else field.default
+            assert p.show_default == str(default), (study, p.name)

@@ -1,0 +1,179 @@
+"""Depth study against torch.nn modules and analytic values."""
+
+import math
+
+import pytest
+import torch
+
+from bncli import config
+from bncli.nets import make_input, make_weight
+from bncli.studies import depth
+
+CPU = torch.device("cpu")
+
+
+def run(**kw):
+    cfg = config.load("depth-study", None, device="cpu", **kw)
+    return cfg, depth.run(cfg, CPU)
+
+
+def reference_stds(cfg, norm_module, act_module):
+    """The notebook's MLP, built from nn modules, with bncli's weights copied in."""
+    x = make_input(cfg, CPU)
+    stds, means = [], []
+    for i in range(cfg.depth):
+        lin = torch.nn.Linear(cfg.width, cfg.width, bias=False, dtype=x.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(make_weight(cfg, i, CPU))
+        x = act_module(norm_module(cfg.width, dtype=x.dtype).train()(lin(x)))
+        stds.append(x.std().item())
+        means.append(x.mean().item())
+    return stds, means
+
+
+@pytest.mark.parametrize("norm,norm_module", [
+    ("batchnorm", torch.nn.BatchNorm1d),
+    ("layernorm", torch.nn.LayerNorm),
+    ("none", lambda w, dtype: torch.nn.Identity()),
+])
+@pytest.mark.parametrize("act,act_module", [("relu", torch.nn.ReLU()), ("tanh", torch.nn.Tanh()),
+                                            ("linear", torch.nn.Identity())])
+def test_matches_nn_modules(norm, norm_module, act, act_module):
+    cfg, res = run(depth=12, width=48, batch_size=8, norm=norm, activation=act, dtype="float64")
+    stds, means = reference_stds(cfg, norm_module, act_module)
+    assert res.table["std"].tolist() == pytest.approx(stds, rel=1e-10)
+    assert res.table["mean"].tolist() == pytest.approx(means, rel=1e-8, abs=1e-12)
+
+
+def test_stats_of_one_layer_by_hand():
+    cfg, res = run(depth=1, width=32, batch_size=4, norm="none", init="xavier")
+    x = torch.relu(make_input(cfg, CPU) @ make_weight(cfg, 0, CPU).T)
+    row = res.table.iloc[0]
+    assert row["mean"] == pytest.approx(x.mean().item(), rel=1e-6)
+    assert row["std"] == pytest.approx(x.std(unbiased=True).item(), rel=1e-6)
+    assert row["abs_max"] == pytest.approx(x.abs().max().item(), rel=1e-6)
+    assert row["zero_fraction"] == (x == 0).sum().item() / x.numel()
+    assert list(res.table.columns) == ["layer", "mean", "std", "abs_max", "zero_fraction"]
+
+
+BN_RELU_STD = math.sqrt((math.pi - 1) / (2 * math.pi))  # std of relu(z), z ~ N(0, 1): 0.584
+
+
+@pytest.mark.parametrize("init", ["kaiming", "xavier", "normal", "orthogonal", "default"])
+def test_bn_relu_std_is_analytic_whatever_the_init(init):
+    _, res = run(depth=40, width=256, batch_size=64, init=init)
+    assert res.status == "ok"
+    assert res.table["std"].mean() == pytest.approx(BN_RELU_STD, abs=0.01)
+    assert res.table["zero_fraction"].mean() == pytest.approx(0.5, abs=0.02)
+
+
+def test_normal_init_without_norm_diverges_within_40_layers():
+    _, res = run(init="normal", norm="none")
+    assert res.status == "diverged"
+    assert res.info["diverged_at"] < 40
+    assert len(res.table) == res.info["diverged_at"] + 1  # the diverging row is kept
+    last = res.table.iloc[-1]
+    assert not math.isfinite(last["std"]) and not math.isfinite(last["abs_max"])
+    assert res.table.iloc[:-1][["mean", "std", "abs_max"]].map(math.isfinite).all().all()
+
+
+def test_kaiming_without_norm_keeps_the_second_moment():
+    # He et al.: with gain sqrt(2) the mean square of relu pre-activations stays put in depth
+    _, res = run(depth=30, width=512, batch_size=64, norm="none", dtype="float64")
+    assert res.status == "ok"
+    sq = res.table["std"] ** 2 + res.table["mean"] ** 2
+    assert sq.iloc[-1] / sq.iloc[0] == pytest.approx(1, abs=0.5)
+
+
+@pytest.mark.parametrize("init,var", [
+    ("kaiming", 2 / 400), ("kaiming_uniform", 2 / 400), ("xavier", 1 / 400), ("xavier_uniform", 1 / 400),
+    ("orthogonal", 1 / 400), ("default", 1 / (3 * 400)),
+])
+def test_init_variances(init, var):
+    cfg = config.load("depth-study", None, init=init, width=400, device="cpu")
+    w = make_weight(cfg, 0, CPU)
+    assert w.var().item() == pytest.approx(var, rel=0.02)
+
+
+def test_default_init_is_nn_linears_distribution():
+    cfg = config.load("depth-study", None, init="default", width=300, device="cpu")
+    w = make_weight(cfg, 0, CPU)
+    bound = 1 / math.sqrt(300)
+    lin = torch.nn.Linear(300, 300, bias=False).weight
+    assert w.abs().max() <= bound and lin.abs().max() <= bound
+    assert w.abs().max() > 0.99 * bound
+
+
+def test_normal_init_uses_init_std():
+    cfg = config.load("depth-study", None, init="normal", init_std=0.25, width=300, device="cpu")
+    assert make_weight(cfg, 3, CPU).std().item() == pytest.approx(0.25, rel=0.01)
+
+
+def test_weights_are_seeded_per_layer():
+    a = config.load("depth-study", None, width=16, device="cpu")
+    b = config.load("depth-study", None, width=16, device="cpu", seed=1)
+    assert torch.equal(make_weight(a, 5, CPU), make_weight(a, 5, CPU))
+    assert not torch.equal(make_weight(a, 5, CPU), make_weight(a, 6, CPU))
+    assert not torch.equal(make_weight(a, 5, CPU), make_weight(b, 5, CPU))
+
+
+@pytest.mark.parametrize("norm,init", [("batchnorm", "kaiming"), ("none", "normal"), ("layernorm", "orthogonal")])
+def test_streaming_and_full_model_are_bitwise_identical(norm, init):
+    _, stream = run(depth=60, width=64, norm=norm, init=init)
+    _, full = run(depth=60, width=64, norm=norm, init=init, keep_weights=True)
+    assert stream.table.to_csv() == full.table.to_csv()
+    assert stream.info == full.info
+
+
+def test_no_per_layer_host_sync(monkeypatch):
+    """Statistics stay on the device: reads back are a handful, not one per layer."""
+    calls = {"item": 0, "tolist": 0, "cpu": 0}
+    for name in calls:
+        orig = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _orig=orig, _name=name, **k):
+            calls[_name] += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    _, res = run(depth=200, width=32)
+    assert len(res.table) == 200
+    assert calls["item"] + calls["tolist"] == 0
+    assert calls["cpu"] == 1
+
+
+def test_bfloat16_runs():
+    _, res = run(depth=20, width=64, dtype="bfloat16")
+    assert res.status == "ok"
+    assert res.table["std"].mean() == pytest.approx(BN_RELU_STD, abs=0.03)
+
+
+def test_interrupt_keeps_the_layers_done(monkeypatch):
+    import bncli.studies.depth as d
+
+    real = d.make_weight
+
+    def flaky(cfg, layer, device):
+        if layer == 7:
+            raise KeyboardInterrupt
+        return real(cfg, layer, device)
+
+    monkeypatch.setattr(d, "make_weight", flaky)
+    _, res = run(depth=20, width=16)
+    assert res.status == "interrupted"
+    assert res.table["layer"].tolist() == list(range(7))
+
+
+def test_progress_is_called_every_few_layers():
+    seen = []
+    cfg = config.load("depth-study", None, depth=50, width=8, device="cpu")
+    depth.run(cfg, CPU, progress=seen.append)
+    assert seen == [16, 32, 48]
+
+
+def test_too_large_is_refused_before_allocating():
+    from bncli.errors import BncliError
+
+    cfg = config.load("depth-study", None, width=10**6, device="cpu")
+    with pytest.raises(BncliError, match=r"too large: .*width 1000000, .*needs about .* GiB"):
+        depth.preflight(cfg)
