@@ -26,6 +26,14 @@ from bncli.errors import BncliError
 class _Group(TyperGroup):
     """Turns every usage error, ours or click's, into one line: `Error: ...`."""
 
+    def get_help_option(self, ctx):
+        # An unused --help flag reads as None, which typer coerces through a pydantic adapter,
+        # importing pydantic (~0.1 s) on `bncli CMD --help`; a bool default skips that.
+        opt = super().get_help_option(ctx)
+        if opt is not None and opt.default is None:
+            opt.default = False
+        return opt
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
@@ -231,6 +239,134 @@ def running_stats(
         console.print(report.running_table(run.result.table, cfg.dtype.value))
         console.print(report.running_summary(run.result.table, run.result.info["shapes"], cfg.dtype.value))
     _finish(console, run)
+
+
+@contextmanager
+def _sweep_progress(enabled: bool):
+    """Runs done out of total, the current run and the ETA; yields sweep.run's callback."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), TextColumn("{task.fields[current]}"), transient=True,
+                  console=_console()) as bar:
+        task = None
+
+        def update(done: int, total: int, current: str | None):
+            nonlocal task
+            if task is None:  # runs already done on --resume do not count towards the ETA
+                task = bar.add_task("sweep", total=total, completed=done, current="")
+            bar.update(task, completed=done, current=current or "")
+
+        yield update
+
+
+@app.command("sweep")
+def sweep_cmd(
+    file: Annotated[Path, typer.Argument(help="Sweep file: study, base, grid, seeds.", show_default=False)],
+    out: OutOpt = Path("results"),
+    name: Annotated[Optional[str], typer.Option(help="Sweep name (default: the file's `name`, else its stem).",
+                                                show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Finish an existing sweep: skip runs already "
+                                         "ok or diverged, redo the rest.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed run.")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Processes running in parallel (spawned; torch threads "
+                                         "are split between them).")] = 1,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+):
+    """Run a study over a grid of settings times seeds; write summary.csv, aggregate.csv and a plot.
+
+    Every grid point is checked before anything runs. Runs go to OUT/sweeps/NAME/runs/, one
+    directory each, exactly as a single run writes it. Exit code 1 if any run failed, 130 if
+    interrupted (finished runs are kept: add --resume to finish).
+
+    Example: bncli sweep configs/sweeps/init_vs_norm.yaml --workers 2
+    """
+    from bncli import report
+    from bncli import sweep as sweepmod
+
+    plan = sweepmod.plan(file, out, name)
+    with _sigterm_as_interrupt(), _sweep_progress(progress) as cb:
+        outcome = sweepmod.run(plan, resume=resume, fail_fast=fail_fast, workers=workers, progress=cb)
+    console = _console()
+    if (plan.dir / "summary.csv").exists():
+        table = sweepmod.read_table(plan.dir / "summary.csv")
+        console.print(report.sweep_summary(table, plan.keys, plan.study, title=f"sweep {plan.name}"))
+        console.print(report.sweep_counts(table))
+    if outcome.skipped:
+        console.print(f"resumed: {outcome.skipped} of {len(plan.points)} runs were already done")
+    for run_name, error in outcome.errors.items():
+        console.print(f"[red]failed[/red] {run_name}: {error}", markup=True, highlight=False)
+    if outcome.plot is not None:
+        console.print(f"plot: {outcome.plot}")
+    console.print(f"results: {plan.dir}")
+    if outcome.interrupted:
+        console.print(f"interrupted: {len(outcome.status)} of {len(plan.points)} runs finished; "
+                      "rerun with --resume to finish")
+        raise typer.Exit(130)
+    if outcome.stopped:
+        console.print("stopped at the first failure (--fail-fast)")
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+@app.command("plot")
+def plot_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Run and/or sweep directories.", show_default=False)],
+    metric: Annotated[Optional[str], typer.Option(
+        help="Column to plot (any numeric column of the CSV; default: std, or running_mean and running_var).",
+        show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="PNG file (default: inside PATH when one is given, else in the current directory).",
+        show_default=False)] = None,
+):
+    """Plot a metric against layer (log y) for runs and sweeps: one line per config, +-1 sd band.
+
+    A diverged run ends with an x at its divergence layer. Running-stats results plot
+    running_mean and running_var against iteration, with the formula's values dashed.
+
+    Example: bncli plot results/sweeps/init_vs_norm --metric abs_max --out abs_max.png
+    """
+    from bncli import plot
+
+    path = plot.plot(paths, out, metric)
+    _console().print(f"plot: {path}")
+
+
+@app.command("show")
+def show_cmd(
+    path: Annotated[Path, typer.Argument(help="A run or sweep directory.", show_default=False)],
+    every: Annotated[Optional[int], typer.Option(
+        min=1, help="Show every K-th layer (depth study; default: all up to 100 layers, else about 50 rows).",
+        show_default=False)] = None,
+):
+    """Re-render a saved run's table and summary, or a sweep's summary, from its files alone.
+
+    Example: bncli show results/sweeps/init_vs_norm
+    """
+    from bncli import report
+    from bncli import sweep as sweepmod
+
+    console = _console()
+    if not path.is_dir():
+        raise BncliError(f"PATH: {path} is not a directory (give a run or sweep directory)")
+    if sweepmod.is_sweep(path):
+        study, keys, table = sweepmod.open_sweep(path)
+        console.print(report.sweep_summary(table, keys, study, title=f"sweep {path.name}"))
+        console.print(report.sweep_counts(table))
+        return
+    study, cfg, meta, table = sweepmod.open_run(path)
+    status = meta.get("status")
+    if table is not None and study == "depth-study":
+        console.print(report.depth_table(table, every, meta.get("diverged_at")))
+        console.print(report.depth_summary(table, meta.get("diverged_at"), status))
+    elif table is not None:
+        dtype = str(cfg.get("dtype", "float32"))
+        console.print(report.running_table(table, dtype))
+        console.print(report.running_summary(table, meta.get("shapes") or {}, dtype))
+    console.print(f"status: {status}" + (f" ({meta['error']})" if meta.get("error") else ""))
 
 
 def main():

@@ -93,3 +93,77 @@ def running_summary(table, shapes: dict, dtype: str = "float32") -> Text:
     verdict = (f"torch matches the update formula on all {len(table)} values" if ok.all()
                else f"torch differs from the update formula on {int((~ok).sum())} of {len(table)} values")
     return Text(f"{verdict}\nshapes: ") + shapes_line(shapes)
+
+
+def _pm(values) -> str:
+    """`0.583 ± 0.004` over seeds; `-` when no seed has a value."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return "-"
+    mean = _num(float(v.mean()))
+    if len(v) < 2:
+        return mean
+    sd = float(v.std(ddof=1))
+    return f"{mean} ± " + (f"{sd:.3f}" if "e" not in mean and mean != "nan" else fmt(sd))  # same precision
+
+
+def sweep_configs(summary, keys: list[str]) -> list[tuple[tuple, object]]:
+    """(grid values, rows) per config, in the sweep's order."""
+    if not keys:
+        return [((), summary)]
+    groups = summary.groupby(keys, sort=False, dropna=False)
+    return [(k if isinstance(k, tuple) else (k,), g) for k, g in groups]
+
+
+def sweep_summary(summary, keys: list[str], study: str, title: str | None = None) -> Table:
+    """One row per config: depth studies give the last layer's std as mean ± sd over seeds, the
+    min and max std over layers and seeds, and how many seeds diverged; running-stats sweeps
+    give the largest gap between torch's running stats and the formula, and the final
+    running_var."""
+    import numpy as np
+
+    failed_any = (summary["status"] == "failed").any()
+    t = Table(title=title, header_style="bold")
+    for k in keys:
+        t.add_column(k, no_wrap=True)
+    t.add_column("seeds", justify="right")
+    if study == "depth-study":
+        cols = ["last-layer std", "min std", "max std", "diverged"]
+    else:
+        cols = ["final running_var", "max |mean - expected|", "max |var - expected|", "matches formula"]
+    for c in cols + (["failed"] if failed_any else []):
+        t.add_column(c, justify="right", no_wrap=True)
+    for values, g in sweep_configs(summary, keys):
+        runs = g.groupby("run", sort=False) if "run" in g else g.groupby("seed", sort=False)
+        done = [r for _, r in runs if r["status"].iloc[0] in ("ok", "diverged")]
+        failed = sum(r["status"].iloc[0] == "failed" for _, r in runs)
+        cells = [str(v) for v in values] + [str(runs.ngroups)]
+        if study == "depth-study":
+            std = np.concatenate([r["std"].to_numpy(float) for r in done]) if done else np.array([])
+            std = std[np.isfinite(std)]
+            last = [r["std"].iloc[-1] for r in done if r["status"].iloc[0] == "ok"]
+            diverged = sum(r["status"].iloc[0] == "diverged" for r in done)
+            cells += [_pm(last), _num(float(std.min())) if len(std) else "-",
+                      _num(float(std.max())) if len(std) else "-", f"{diverged}/{len(done)}"]
+        else:
+            def gap(col, r):
+                return float(np.abs(r[f"running_{col}"] - r[f"expected_{col}"]).max()) if len(r) else float("nan")
+
+            final = [r[r["iteration"] == r["iteration"].max()]["running_var"].mean() for r in done]
+            match = sum(bool(agrees(r, str(r["dtype"].iloc[0]) if "dtype" in r else "float32").all()) for r in done)
+            cells += [_pm(final), fmt(max((gap("mean", r) for r in done), default=float("nan"))),
+                      fmt(max((gap("var", r) for r in done), default=float("nan"))), f"{match}/{len(done)}"]
+        if failed_any:
+            cells.append(Text(str(failed), "bold red") if failed else "0")
+        t.add_row(*cells)
+    return t
+
+
+def sweep_counts(summary) -> Text:
+    """`60 runs: 55 ok, 5 diverged, 0 failed`."""
+    status = summary.groupby("run", sort=False)["status"].first()
+    counts = {s: int((status == s).sum()) for s in ("ok", "diverged", "failed")}
+    return Text(f"{len(status)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))

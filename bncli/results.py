@@ -185,22 +185,38 @@ def execute(study: str, cfg, out: Path, name: str | None = None, progress=None) 
     run_dir = new_run_dir(out, study, name, f"{stamp}-{mod.label(cfg)}")
     meta = base_meta(study, cfg, device)
     write_start(run_dir, cfg, meta)
-    t0 = time.perf_counter()
-    result = None
     try:
-        result = mod.run(cfg, device, progress)
-    except KeyboardInterrupt:  # outside the study's own loop: nothing computed to keep
-        meta["status"] = "interrupted"
+        result = compute(study, cfg, device, meta, progress)
     except Exception as e:  # noqa: BLE001 - recorded, then re-raised for the caller
-        meta.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0],
-                    wall_seconds=round(time.perf_counter() - t0, 6))
         write_result(run_dir, mod.CSV, None, meta)
         if _out_of_memory(e):
             raise RunError(f"out of memory on {device}: {mod.describe_size(cfg)}; "
                            f"try smaller values (run recorded failed in {run_dir})") from None
         raise
+    write_result(run_dir, mod.CSV, result, meta)
+    return Run(run_dir, result, meta)
+
+
+def compute(study: str, cfg, device, meta: dict, progress=None):
+    """Run one study in memory and fill `meta` with its outcome; touches no file.
+
+    Returns the studies.Result (None when interrupted before the study's own loop). An
+    exception leaves meta saying failed, with the error's first line, and propagates. Sweeps
+    (and their worker processes) call this, then write the files with write_start/write_result.
+    """
+    from bncli import studies
+
+    t0 = time.perf_counter()
+    result = None
+    try:
+        result = studies.get(study).run(cfg, device, progress)
+    except KeyboardInterrupt:  # outside the study's own loop: nothing computed to keep
+        meta["status"] = "interrupted"
+    except Exception as e:
+        meta.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0],
+                    wall_seconds=round(time.perf_counter() - t0, 6))
+        raise
     meta["wall_seconds"] = round(time.perf_counter() - t0, 6)
     if result is not None:
         meta.update(status=result.status, **result.info)
-    write_result(run_dir, mod.CSV, result, meta)
-    return Run(run_dir, result, meta)
+    return result
