@@ -21,16 +21,19 @@ LINESTYLES = ["-", "--", ":", "-."]
 
 
 def load(paths: list[Path]):
-    """(study, long table with `label`, `parts`, `seed`, `status`, ids, stats) from run/sweep dirs."""
+    """(study, long table with `label`, `parts`, `seed`, `status`, ids, stats, the stat columns)
+    from run and sweep directories."""
     import pandas as pd
 
-    frames, runs, study = [], [], None
+    frames, runs, study, stats = [], [], None, {}
     for path in paths:
         path = Path(path)
         if not path.is_dir():
             raise BncliError(f"PATH: {path} is not a directory (give run or sweep directories)")
         if sweep.is_sweep(path):
             s, keys, table = sweep.open_sweep(path)
+            cols = list(table.columns)
+            stats.update(dict.fromkeys(cols[cols.index("status") + 1:]))
             prefix = f"{path.name}: " if len(paths) > 1 else ""
             table = table.assign(parts=[tuple((k, sweep.word(r[k])) for k in keys) for _, r in table.iterrows()])
             table["label"] = [prefix + (", ".join(f"{k}={v}" for k, v in p) or path.name) for p in table["parts"]]
@@ -40,6 +43,7 @@ def load(paths: list[Path]):
             if table is None or table.empty:
                 raise BncliError(f"{path}: the run has no results to plot (status {meta.get('status')})")
             runs.append((path, cfg, meta, table))
+            stats.update(dict.fromkeys(table.columns))
         if study is not None and s != study:
             raise BncliError(f"PATH: cannot plot {study} and {s} results together")
         study = s
@@ -51,17 +55,14 @@ def load(paths: list[Path]):
             parts = tuple((k, sweep.word(cfg.get(k))) for k in keys)
             frames.append(table.assign(label=", ".join(f"{k}={v}" for k, v in parts), parts=[parts] * len(table),
                                        seed=cfg.get("seed"), status=meta.get("status"), run=path.name))
-    return study, pd.concat(frames, ignore_index=True)
+    return study, pd.concat(frames, ignore_index=True), list(stats)
 
 
-def metrics_of(table, study: str) -> list[str]:
+def metrics_of(table, study: str, stats: list[str]) -> list[str]:
     """The numeric statistic columns: any of them can be plotted."""
     import pandas as pd
 
-    from bncli.config import CONFIGS
-
-    skip = {*sweep.ID_COLUMNS[study], *CONFIGS[study].model_fields, "label", "parts", "status", "run"}
-    return [c for c in table.columns if c not in skip and pd.api.types.is_numeric_dtype(table[c])]
+    return [c for c in stats if c not in sweep.ID_COLUMNS[study] and pd.api.types.is_numeric_dtype(table[c])]
 
 
 def _styles(groups: list[tuple]) -> dict[tuple, dict]:
@@ -125,8 +126,8 @@ def plot(paths: list[Path], out: Path | None = None, metric: str | None = None) 
     """Draw the runs and sweeps at `paths` into one PNG; returns its path."""
     if not paths:
         raise BncliError("PATH: give at least one run or sweep directory")
-    study, table = load(paths)
-    available = metrics_of(table, study)
+    study, table, stats = load(paths)
+    available = metrics_of(table, study, stats)
     if metric is not None and metric not in available:
         raise BncliError(f"--metric: {metric!r} is not a numeric column of these results; "
                          f"available: {', '.join(available)}")

@@ -348,7 +348,10 @@ def summary(plan: Plan):
         table = read_table(run_dir / csv) if (run_dir / csv).exists() else None
         if table is None or table.empty:  # a failed run: one row, so its status is on record
             table = pd.DataFrame({c: [pd.NA] for c in ID_COLUMNS[plan.study]})
-        cols = {"run": p.name, **_config_columns(plan, p), "status": status}
+        config = _config_columns(plan, p)
+        # a setting named like a statistic (erank: on/off, erank: the value) keeps a cfg. prefix
+        config = {f"cfg.{k}" if k in table.columns else k: v for k, v in config.items()}
+        cols = {"run": p.name, **config, "status": status}
         head = pd.DataFrame({k: [v] * len(table) for k, v in cols.items()})
         frames.append(pd.concat([head, table.reset_index(drop=True)], axis=1))
     if not frames:
@@ -408,8 +411,9 @@ def _plot(plan: Plan) -> Path | None:
 def read_table(path: Path):
     import pandas as pd
 
-    # round_trip: the numbers read back are exactly the ones written
-    return pd.read_csv(path, float_precision="round_trip", keep_default_na=False, na_values=["nan", ""])
+    # the numbers read back must be exactly the ones written: pandas 3 parses round-trip by default
+    exact = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+    return pd.read_csv(path, keep_default_na=False, na_values=["nan", ""], **exact)
 
 
 def keys_of(sweep_dir: Path) -> list[str]:

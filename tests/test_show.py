@@ -1,0 +1,60 @@
+"""bncli show: a saved run or sweep re-rendered from its files, with the numbers it saved."""
+
+import numpy as np
+import pandas as pd
+import yaml
+
+
+def rows(output):
+    return [line for line in output.splitlines() if line.startswith("│")]
+
+
+def test_show_a_depth_run_reproduces_its_table_and_summary(cli):
+    r = cli("depth-study", "--depth", 40, "--width", 16, "--init", "normal", "--norm", "none",
+            "--init-std", 10, "--every", 5, "--name", "d")
+    assert r.exit_code == 0, r.output
+    assert "diverged" in r.output
+    shown = cli("show", cli.out / "depth-study" / "d", "--every", 5)
+    assert shown.exit_code == 0, shown.output
+    assert rows(shown.output) == rows(r.output) and len(rows(r.output)) >= 3
+    summary = [ln for ln in r.output.splitlines() if ln.startswith(("std over", "diverged:"))]
+    assert len(summary) == 2 and all(ln in shown.output.splitlines() for ln in summary)
+    assert "status: diverged" in shown.output
+
+
+def test_show_a_running_stats_run(cli):
+    r = cli("running-stats", "--momentum", "0.1", "--dims", 2, "--name", "r")
+    assert r.exit_code == 0, r.output
+    shown = cli("show", cli.out / "running-stats" / "r")
+    assert shown.exit_code == 0, shown.output
+    assert rows(shown.output) == rows(r.output)
+    assert "torch matches the update formula on all 12 values" in shown.output
+    assert "running_mean (6,)" in shown.output
+
+
+def test_show_a_sweep_gives_mean_and_sd_over_seeds(cli, tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"study": "depth-study", "base": {"depth": 4, "width": 8, "batch_size": 4},
+                                    "grid": {"norm": ["batchnorm", "none"]}, "seeds": [0, 1, 2]}))
+    r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
+    assert r.exit_code == 0, r.output
+    d = tmp_path / "out" / "sweeps" / "s"
+    shown = cli("show", d)
+    assert shown.exit_code == 0, shown.output
+    assert rows(shown.output) == rows(r.output)
+    for norm in ("batchnorm", "none"):
+        tables = [pd.read_csv(d / "runs" / f"norm={norm},seed={s}" / "layers.csv") for s in (0, 1, 2)]
+        last = np.array([t["std"].iloc[-1] for t in tables])
+        every = np.concatenate([t["std"] for t in tables])
+        row = next(line for line in rows(shown.output) if f" {norm} " in line)
+        cells = [c.strip() for c in row.strip("│").split("│")]
+        assert cells == [norm, "3", f"{last.mean():.3f} ± {last.std(ddof=1):.3f}",
+                         f"{every.min():.3f}", f"{every.max():.3f}", "0/3"]
+    assert "6 runs: 6 ok, 0 diverged, 0 failed" in shown.output
+
+
+def test_show_refuses_what_is_not_a_run(cli, tmp_path):
+    r = cli("show", tmp_path)
+    assert r.exit_code == 2 and "not a run or sweep directory" in r.output
+    r = cli("show", tmp_path / "missing")
+    assert r.exit_code == 2 and "not a directory" in r.output

@@ -1,0 +1,239 @@
+"""bncli sweep: grid expansion, checks before running, files equal to single runs, resume, failures."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from bncli import sweep
+
+BASE = {"depth": 5, "width": 16, "batch_size": 4, "init_std": 1e10}  # normal + none overflows at layer 3
+GRID = {"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"]}
+
+
+def write_sweep(tmp_path, name="s", grid=GRID, seeds=(0, 1), base=BASE, study="depth-study", **extra):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"study": study, "base": base, "grid": grid, "seeds": list(seeds), **extra},
+                                   sort_keys=False))
+    return path
+
+
+def sweep_cli(cli, *args):
+    return cli("sweep", *args, "--no-progress")
+
+
+def files(d):
+    """Every file under d (but the plot and meta.json, whose times differ), as bytes."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file() and p.name not in ("meta.json", "std_by_layer.png")}
+
+
+def test_expand_is_the_cartesian_product_times_seeds():
+    points = sweep.expand({"init": ["a", "b"], "norm": ["x", "y", "z"]}, [0, 1])
+    assert len(points) == 12
+    assert points[:3] == [{"init": "a", "norm": "x", "seed": 0}, {"init": "a", "norm": "x", "seed": 1},
+                          {"init": "a", "norm": "y", "seed": 0}]
+    assert points[-1] == {"init": "b", "norm": "z", "seed": 1}
+    assert len({tuple(p.values()) for p in points}) == 12
+    assert sweep.expand({}, [3]) == [{"seed": 3}]
+
+
+def test_plan_validates_every_point_with_the_study_model(tmp_path):
+    plan = sweep.plan(write_sweep(tmp_path, grid={"momentum": [0.1, None]}, base={"iterations": 3},
+                                  study="running-stats", seeds=[0]), tmp_path / "out")
+    assert [p.name for p in plan.points] == ["momentum=0.1,seed=0", "momentum=none,seed=0"]
+    assert plan.points[1].cfg.momentum is None and plan.points[0].cfg.iterations == 3
+    assert plan.dir == tmp_path / "out" / "sweeps" / "s" and plan.keys == ["momentum"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("grid, base, extra, words", [
+    ({"init": ["kaiming", "kaimin"]}, BASE, {}, ["init", "kaimin", "xavier"]),
+    ({"norm": ["batchnorm"], "batch_size": [4, 1]}, {"depth": 3}, {}, ["batch_size", "at least 2"]),
+    ({"nrom": ["none"]}, BASE, {}, ["grid.nrom", "unknown field"]),
+    ({"seed": [1]}, BASE, {}, ["grid.seed", "seeds"]),
+    ({"init": []}, BASE, {}, ["grid.init", "at least 1"]),
+    (GRID, BASE, {"gird": 1}, ["gird", "unknown key", "grid"]),
+    (GRID, BASE, {"study": "depth"}, ["study", "depth-study"]),
+])
+def test_a_bad_sweep_file_fails_before_anything_runs(cli, tmp_path, grid, base, extra, words):
+    out = tmp_path / "out"
+    r = sweep_cli(cli, write_sweep(tmp_path, grid=grid, base=base, **extra), "--out", out)
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("Error: ") and len(r.output.strip().splitlines()) == 1, r.output
+    for w in words:
+        assert w in r.output, (w, r.output)
+    assert not out.exists()
+
+
+def test_sweep_runs_equal_single_runs_and_summaries_are_right(cli, tmp_path):
+    out = tmp_path / "out"
+    r = sweep_cli(cli, write_sweep(tmp_path), "--out", out)
+    assert r.exit_code == 0, r.output
+    d = out / "sweeps" / "s"
+    assert (d / "sweep.yaml").read_text() == (tmp_path / "s.yaml").read_text()
+    names = sorted(p.name for p in (d / "runs").iterdir())
+    assert len(names) == 8 and "init=normal,norm=none,seed=1" in names
+
+    # each run is byte for byte what `bncli depth-study` writes for the same settings
+    single = tmp_path / "single"
+    for name in names:
+        values = dict(kv.split("=") for kv in name.split(","))
+        r = cli("depth-study", "--depth", 5, "--width", 16, "--batch-size", 4, "--init-std", "1e10",
+                "--init", values["init"], "--norm", values["norm"], "--seed", values["seed"],
+                "--name", name, out_dir=single)
+        assert r.exit_code == 0, r.output
+        for f in ("layers.csv", "config.yaml"):
+            assert (d / "runs" / name / f).read_bytes() == (single / "depth-study" / name / f).read_bytes()
+        meta = json.loads((d / "runs" / name / "meta.json").read_text())
+        assert meta["status"] == ("diverged" if values["init"] == "normal" and values["norm"] == "none" else "ok")
+
+    summary = pd.read_csv(d / "summary.csv")
+    assert len(summary) == sum(len(pd.read_csv(d / "runs" / n / "layers.csv")) for n in names)
+    assert {"init", "norm", "seed", "depth", "width", "batch_size", "activation", "status", "layer", "std"} \
+        <= set(summary.columns)
+    for name in names:
+        rows = summary[summary["run"] == name]
+        own = pd.read_csv(d / "runs" / name / "layers.csv")
+        np.testing.assert_array_equal(rows[own.columns].to_numpy(), own.to_numpy())
+        values = dict(kv.split("=") for kv in name.split(","))
+        assert set(rows["init"]) == {values["init"]} and set(rows["seed"]) == {int(values["seed"])}
+    diverged = summary[summary["status"] == "diverged"]
+    assert set(diverged["init"]) == {"normal"} and set(diverged["norm"]) == {"none"}
+
+    # aggregate: mean and sd (ddof 1) over seeds of the finite values, per config per layer
+    agg = pd.read_csv(d / "aggregate.csv")
+    lengths = summary.groupby(["init", "norm"])["layer"].max() + 1
+    assert len(agg) == lengths.sum() and lengths.sort_values().tolist()[1:] == [5, 5, 5]
+    assert lengths[("normal", "none")] < 5  # stops at its diverging layer
+    for (init, norm), _ in summary.groupby(["init", "norm"]):
+        runs = [pd.read_csv(d / "runs" / f"init={init},norm={norm},seed={s}" / "layers.csv") for s in (0, 1)]
+        for layer in range(max(len(t) for t in runs)):
+            vals = np.array([t["std"][layer] for t in runs if layer < len(t)])
+            vals = vals[np.isfinite(vals)]
+            row = agg[(agg["init"] == init) & (agg["norm"] == norm) & (agg["layer"] == layer)]
+            assert len(row) == 1 and row["seeds"].item() == 2
+            if len(vals):
+                assert row["std_mean"].item() == pytest.approx(vals.mean(), rel=1e-12)
+            if len(vals) > 1:
+                assert row["std_sd"].item() == pytest.approx(vals.std(ddof=1), rel=1e-9)
+    png = d / "std_by_layer.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_existing_sweep_needs_resume(cli, tmp_path):
+    path = write_sweep(tmp_path, grid={"init": ["kaiming"]}, seeds=[0])
+    out = tmp_path / "out"
+    assert sweep_cli(cli, path, "--out", out).exit_code == 0
+    r = sweep_cli(cli, path, "--out", out)
+    assert r.exit_code == 2 and "--resume" in r.output and len(r.output.strip().splitlines()) == 1
+    path.write_text(path.read_text().replace("seeds: [0]", "seeds: [0, 1]").replace("- 0\n", "- 0\n- 1\n"))
+    r = sweep_cli(cli, path, "--out", out, "--resume")
+    assert r.exit_code == 2 and "differs" in r.output
+
+
+def test_resume_after_a_kill_ends_with_the_same_files(cli, tmp_path, monkeypatch):
+    import bncli.studies.depth as depth
+
+    path = write_sweep(tmp_path)
+    clean = tmp_path / "clean"
+    assert sweep_cli(cli, path, "--out", clean).exit_code == 0
+
+    real, calls = depth.run, []
+
+    def killed_at_fourth(cfg, device, progress=None):
+        calls.append(cfg)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(cfg, device, progress)
+
+    monkeypatch.setattr(depth, "run", killed_at_fourth)
+    out = tmp_path / "out"
+    r = sweep_cli(cli, path, "--out", out)
+    assert r.exit_code == 130, r.output
+    d = out / "sweeps" / "s"
+    order = [p.name for p in sweep.plan(path, out).points]
+    runs = [d / "runs" / n for n in order[:4]]
+    assert sorted(p.name for p in (d / "runs").iterdir()) == sorted(order[:4])
+    status = [json.loads((p / "meta.json").read_text())["status"] for p in runs]
+    assert status == ["ok", "ok", "ok", "interrupted"], status
+    assert pd.read_csv(d / "summary.csv")["run"].nunique() == 3  # what finished, and only that
+    # a hard kill (no Python cleanup) leaves meta.json saying running: resume must redo it too
+    first = runs[0]
+    kept = (first / "meta.json").read_text()
+    hard = d / "runs" / "init=normal,norm=none,seed=1"
+    hard.mkdir()
+    (hard / "meta.json").write_text(json.dumps({"status": "running"}))
+    (hard / "junk.tmp").write_text("half")
+
+    monkeypatch.setattr(depth, "run", real)
+    r = sweep_cli(cli, path, "--out", out, "--resume")
+    assert r.exit_code == 0, r.output
+    assert "resumed: 3 of 8 runs were already done" in r.output
+    assert (first / "meta.json").read_text() == kept  # skipped, not rerun
+    assert files(d) == files(clean / "sweeps" / "s")
+    assert (d / "std_by_layer.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("fail_fast", [False, True])
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(cli, tmp_path, monkeypatch, fail_fast):
+    import bncli.studies.depth as depth
+
+    real = depth.run
+
+    def fails_for_normal_batchnorm(cfg, device, progress=None):
+        if cfg.init.value == "normal" and cfg.norm.value == "batchnorm":
+            raise RuntimeError("boom\nsecond line")
+        return real(cfg, device, progress)
+
+    monkeypatch.setattr(depth, "run", fails_for_normal_batchnorm)
+    out = tmp_path / "out"
+    r = sweep_cli(cli, write_sweep(tmp_path), "--out", out, *(["--fail-fast"] if fail_fast else []))
+    assert r.exit_code == 1, r.output
+    d = out / "sweeps" / "s"
+    bad = d / "runs" / "init=normal,norm=batchnorm,seed=0"
+    meta = json.loads((bad / "meta.json").read_text())
+    assert meta["status"] == "failed" and meta["error"] == "RuntimeError: boom"
+    assert not (bad / "layers.csv").exists() and (bad / "config.yaml").exists()
+    assert "failed init=normal,norm=batchnorm,seed=0: RuntimeError: boom" in r.output
+    summary = pd.read_csv(d / "summary.csv")
+    failed = summary[summary["status"] == "failed"]
+    ran = sorted(p.name for p in (d / "runs").iterdir())
+    if fail_fast:
+        assert "--fail-fast" in r.output
+        assert len(ran) == 5 and set(failed["run"]) == {bad.name}  # kaiming x 4, then the failure
+    else:
+        assert len(ran) == 8 and set(failed["run"]) == {bad.name, bad.name[:-1] + "1"}
+        assert "8 runs: 4 ok, 2 diverged, 2 failed" in r.output
+    assert len(failed) == len(set(failed["run"]))  # one row per failed run
+    agg = pd.read_csv(d / "aggregate.csv")
+    assert not ((agg["init"] == "normal") & (agg["norm"] == "batchnorm")).any()
+
+
+def test_workers_give_the_same_files_as_sequential(cli, tmp_path):
+    """Workers get cpus // 2 torch threads each. torch's CPU BatchNorm reduces per thread, so the
+    last bits follow the thread count: at the same count the files are identical, at another
+    the numbers agree to float32 rounding."""
+    import torch
+
+    path = write_sweep(tmp_path, grid={"init": ["kaiming", "xavier"], "norm": ["batchnorm", "none"]})
+    default = torch.get_num_threads()
+    assert sweep_cli(cli, path, "--out", tmp_path / "seq").exit_code == 0
+    torch.set_num_threads(max(1, sweep._cpus() // 2))
+    try:
+        assert sweep_cli(cli, path, "--out", tmp_path / "same").exit_code == 0
+    finally:
+        torch.set_num_threads(default)
+    r = sweep_cli(cli, path, "--out", tmp_path / "par", "--workers", 2)
+    assert r.exit_code == 0, r.output
+    par, same = files(tmp_path / "par" / "sweeps" / "s"), files(tmp_path / "same" / "sweeps" / "s")
+    assert len(par) == 2 + 1 + 8 * 2 and par == same
+    a, b = (pd.read_csv(tmp_path / d / "sweeps" / "s" / "summary.csv") for d in ("seq", "par"))
+    cols = list(a.columns[list(a.columns).index("layer") + 1:])  # the statistics
+    assert a.drop(columns=cols).equals(b.drop(columns=cols)) and len(a) == 40
+    np.testing.assert_allclose(a[cols].to_numpy(float), b[cols].to_numpy(float), rtol=1e-5, atol=1e-7)
+    meta = json.loads((tmp_path / "par" / "sweeps" / "s" / "runs" / "init=xavier,norm=none,seed=1" /
+                       "meta.json").read_text())
+    assert meta["status"] == "ok" and meta["torch_threads"] == max(1, sweep._cpus() // 2)
