@@ -12,13 +12,17 @@ class Init(str, Enum):
     xavier = "xavier"  # xavier_normal_
     xavier_uniform = "xavier_uniform"
     normal = "normal"  # N(0, init_std^2)
-    orthogonal = "orthogonal"
+    trunc_normal = "trunc_normal"  # N(0, init_std^2) cut at +-2 init_std
+    lecun_normal = "lecun_normal"  # N(0, init_gain^2 / fan_in)
+    orthogonal = "orthogonal"  # scaled by init_gain
     default = "default"  # what nn.Linear does on its own: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
 
 
 class Norm(str, Enum):
     batchnorm = "batchnorm"
     layernorm = "layernorm"
+    groupnorm = "groupnorm"  # `groups` groups of width / groups features, per sample
+    rmsnorm = "rmsnorm"
     none = "none"
 
 
@@ -26,6 +30,19 @@ class Activation(str, Enum):
     relu = "relu"
     tanh = "tanh"
     linear = "linear"
+    gelu = "gelu"  # exact (erf) GELU
+    silu = "silu"
+    leaky_relu = "leaky_relu"  # slope `negative_slope` below zero
+
+
+class BNMode(str, Enum):
+    train = "train"  # batch statistics, as during training
+    eval = "eval"  # running statistics, which at init are 0 and 1: almost the identity
+
+
+class Order(str, Enum):
+    linear_norm_act = "linear-norm-act"  # the notebook
+    linear_act_norm = "linear-act-norm"
 
 
 class DType(str, Enum):
@@ -42,3 +59,8 @@ class InputKind(str, Enum):
 class Study(str, Enum):
     depth_study = "depth-study"
     running_stats = "running-stats"
+
+
+class RunningStudy(str, Enum):
+    check = "check"  # the notebook's update-formula check
+    convergence = "convergence"  # how far running estimates lie from the true statistics

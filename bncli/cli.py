@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from bncli import __version__
-from bncli.choices import Activation, DType, Init, InputKind, Norm
+from bncli.choices import Activation, BNMode, DType, Init, InputKind, Norm, Order, RunningStudy
 from bncli.errors import BncliError
 
 
@@ -157,6 +157,26 @@ def depth_study(
         "--keep-weights/--stream-weights",
         help="Build every weight up front, or draw each when its layer runs (same numbers, less memory).",
         show_default="stream")] = None,
+    init_gain: Annotated[Optional[float], typer.Option(
+        help="Gain of the orthogonal, xavier, xavier_uniform and lecun_normal inits.", show_default="1.0")] = None,
+    groups: Annotated[Optional[int], typer.Option(help="Groups of groupnorm; must divide --width.",
+                                                  show_default="32")] = None,
+    bn_mode: Annotated[Optional[BNMode], typer.Option(
+        help="batchnorm with batch statistics (train) or running ones, 0 and 1 at init (eval).",
+        show_default="train")] = None,
+    negative_slope: Annotated[Optional[float], typer.Option(help="Slope of leaky_relu below zero.",
+                                                            show_default="0.01")] = None,
+    order: Annotated[Optional[Order], typer.Option(help="Order of norm and activation after each Linear.",
+                                                   show_default="linear-norm-act")] = None,
+    residual: Annotated[Optional[float], typer.Option(
+        metavar="ALPHA", help="Residual stack: each layer is x + ALPHA * f(x); 0 is a plain stack.",
+        show_default="0.0")] = None,
+    grads: Annotated[Optional[bool], typer.Option(
+        "--grads/--no-grads", help="One backward pass: grad_std and weight_grad_norm (keeps every weight).",
+        show_default=False)] = None,
+    erank: Annotated[Optional[bool], typer.Option(
+        "--erank/--no-erank", help="Effective rank of every layer's output (an SVD per layer).",
+        show_default=False)] = None,
     out: OutOpt = Path("results"),
     name: NameOpt = None,
     every: Annotated[Optional[int], typer.Option(
@@ -169,21 +189,26 @@ def depth_study(
     (batch_size, width). Writes layers.csv, config.yaml and meta.json under
     OUT/depth-study/NAME/.
 
-    Example: bncli depth-study --init normal --norm none --depth 50
+    Each layer's row also has Brock et al.'s chan_sq_mean and chan_var and the mean-field
+    prediction theory_std; --erank and --grads add the effective rank and the gradients.
+
+    Example: bncli depth-study --init normal --norm none --depth 50 --grads
     """
     from bncli import config as cfgmod
     from bncli import report
 
     cfg = cfgmod.load("depth-study", config, init=init, init_std=init_std, norm=norm,
                       activation=activation, depth=depth, width=width, batch_size=batch_size,
-                      seed=seed, device=device, dtype=dtype, keep_weights=keep_weights)
+                      seed=seed, device=device, dtype=dtype, keep_weights=keep_weights, init_gain=init_gain,
+                      groups=groups, bn_mode=bn_mode, negative_slope=negative_slope, order=order,
+                      residual=residual, grads=grads, erank=erank)
     long = cfg.depth > 500 or cfg.depth * cfg.width**2 * cfg.batch_size > 5e10
     run = _execute("depth-study", cfg, out, name, cfg.depth if long else None)
     console = _console()
     if run.result is not None:
         info = run.result.info
         console.print(report.depth_table(run.result.table, every, info["diverged_at"]))
-        console.print(report.depth_summary(run.result.table, info["diverged_at"], run.meta["status"]))
+        console.print(report.depth_summary(run.result.table, info["diverged_at"], run.meta["status"], info))
     _finish(console, run)
 
 

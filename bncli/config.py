@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from bncli.choices import Activation, DType, Init, InputKind, Norm
+from bncli.choices import Activation, BNMode, DType, Init, InputKind, Norm, Order
 from bncli.errors import BncliError
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -59,6 +59,7 @@ Device = Annotated[str, BeforeValidator(_check_device)]
 Seed = Annotated[StrictInt, Field(ge=0, le=SEED_MAX)]
 Positive = Annotated[StrictInt, Field(ge=1)]
 PosFloat = Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
 
 
 class _Config(BaseModel):
@@ -82,12 +83,23 @@ class DepthConfig(_Config):
     device: Device = "auto"  # auto: cuda when available, else cpu
     dtype: DType = DType.float32
     keep_weights: bool = False  # build every weight up front instead of one layer at a time
+    init_gain: PosFloat = 1.0  # gain of orthogonal, xavier, xavier_uniform and lecun_normal
+    groups: Positive = 32  # groupnorm's number of groups; must divide width
+    bn_mode: BNMode = BNMode.train  # eval: running stats, 0 and 1 at init, so almost the identity
+    negative_slope: NonNegFloat = 0.01  # leaky_relu's slope below zero
+    order: Order = Order.linear_norm_act  # or linear-act-norm
+    residual: NonNegFloat = 0.0  # alpha > 0: each layer is x + alpha * f(x); 0: a plain stack
+    grads: bool = False  # one backward pass for grad_std, weight_grad_norm (keeps every weight)
+    erank: bool = False  # effective rank of every layer's output (one SVD per layer)
 
     @model_validator(mode="after")
     def _batchnorm_needs_two_rows(self) -> DepthConfig:
-        if self.norm == Norm.batchnorm and self.batch_size < 2:
+        if self.norm == Norm.batchnorm and self.bn_mode == BNMode.train and self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 with norm batchnorm "
                              "(BatchNorm cannot normalise a single sample)")
+        if self.norm == Norm.groupnorm and self.width % self.groups:
+            raise ValueError(f"groups must divide width for norm groupnorm: width {self.width} "
+                             f"is not a multiple of groups {self.groups}")
         return self
 
 

@@ -18,6 +18,7 @@ from bncli.errors import BncliError
 
 _MASK64 = (1 << 64) - 1
 INPUT_STREAM, WEIGHT_STREAM = 1, 2
+GRAD_STREAM = 4  # the depth study's backward cotangent (3 is running_stats' batches)
 
 
 def stream_seed(seed: int, stream: int, index: int = 0) -> int:
@@ -60,31 +61,89 @@ def _default_linear_(w: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g)
 
 
+def kaiming_gain(cfg) -> float:
+    """He et al.'s gain for the activation: 1 / sqrt(E[act(Z)^2]), Z ~ N(0, 1).
+
+    relu, tanh and linear keep relu's sqrt(2), as the notebook does; leaky_relu's equals
+    torch's calculate_gain; gelu and silu, which torch has no gain for, get the same rule
+    by numerical integration.
+    """
+    act = cfg.activation.value
+    if act == "leaky_relu":
+        return math.sqrt(2.0 / (1 + cfg.negative_slope**2))
+    if act in ("gelu", "silu"):
+        from bncli.theory import gauss_moments
+
+        return 1 / math.sqrt(gauss_moments(activation(cfg), 1.0)[1])
+    return math.sqrt(2.0)
+
+
+def _kaiming_(w: torch.Tensor, g: torch.Generator, c, uniform: bool) -> torch.Tensor:
+    act = c.activation.value
+    if act in ("relu", "tanh", "linear"):  # torch's own call: bitwise what bncli always drew
+        init = torch.nn.init.kaiming_uniform_ if uniform else torch.nn.init.kaiming_normal_
+        return init(w, mode="fan_in", nonlinearity="relu", generator=g)
+    std = kaiming_gain(c) / math.sqrt(w.shape[1])
+    if uniform:
+        return torch.nn.init.uniform_(w, -math.sqrt(3.0) * std, math.sqrt(3.0) * std, generator=g)
+    return torch.nn.init.normal_(w, 0.0, std, generator=g)
+
+
 # name -> fn(weight, generator, cfg) filling the weight in place
 INITS: dict[str, Callable] = {
-    "kaiming": lambda w, g, c: torch.nn.init.kaiming_normal_(
-        w, mode="fan_in", nonlinearity="relu", generator=g),
-    "kaiming_uniform": lambda w, g, c: torch.nn.init.kaiming_uniform_(
-        w, mode="fan_in", nonlinearity="relu", generator=g),
-    "xavier": lambda w, g, c: torch.nn.init.xavier_normal_(w, generator=g),
-    "xavier_uniform": lambda w, g, c: torch.nn.init.xavier_uniform_(w, generator=g),
+    "kaiming": lambda w, g, c: _kaiming_(w, g, c, uniform=False),
+    "kaiming_uniform": lambda w, g, c: _kaiming_(w, g, c, uniform=True),
+    "xavier": lambda w, g, c: torch.nn.init.xavier_normal_(w, gain=c.init_gain, generator=g),
+    "xavier_uniform": lambda w, g, c: torch.nn.init.xavier_uniform_(w, gain=c.init_gain, generator=g),
     "normal": lambda w, g, c: torch.nn.init.normal_(w, 0.0, c.init_std, generator=g),
-    "orthogonal": lambda w, g, c: torch.nn.init.orthogonal_(w, generator=g),
+    # cut at +-2 std, the usual choice (timm, ViT); the std of what is kept is 0.88 init_std
+    "trunc_normal": lambda w, g, c: torch.nn.init.trunc_normal_(
+        w, 0.0, c.init_std, -2 * c.init_std, 2 * c.init_std, generator=g),
+    "lecun_normal": lambda w, g, c: torch.nn.init.normal_(
+        w, 0.0, c.init_gain / math.sqrt(w.shape[1]), generator=g),
+    "orthogonal": lambda w, g, c: torch.nn.init.orthogonal_(w, gain=c.init_gain, generator=g),
     "default": lambda w, g, c: _default_linear_(w, g),
 }
 
-NORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+EPS = 1e-5  # every norm's eps but rmsnorm's, which is torch's default: finfo(dtype).eps
+
+
+def _bn_eval(cfg, device, dtype):
+    # a freshly built BatchNorm1d in eval mode: running_mean 0, running_var 1
+    mean = torch.zeros(cfg.width, device=device, dtype=dtype)
+    var = torch.ones(cfg.width, device=device, dtype=dtype)
+    return lambda x: F.batch_norm(x, mean, var, training=False, eps=EPS)
+
+
+def _batchnorm(cfg, device, dtype):
+    if cfg.bn_mode.value == "eval":
+        return _bn_eval(cfg, device, dtype)
     # train-mode BatchNorm1d at init (weight 1, bias 0): batch statistics, biased variance
-    "batchnorm": lambda x: F.batch_norm(x, None, None, training=True, eps=1e-5),
-    "layernorm": lambda x: F.layer_norm(x, x.shape[-1:], eps=1e-5),
-    "none": lambda x: x,
+    return lambda x: F.batch_norm(x, None, None, training=True, eps=EPS)
+
+
+# name -> fn(cfg, device, dtype) returning the norm x -> y (affine weight 1, bias 0, as at init)
+NORMS: dict[str, Callable] = {
+    "batchnorm": _batchnorm,
+    "layernorm": lambda c, d, t: lambda x: F.layer_norm(x, x.shape[-1:], eps=EPS),
+    "groupnorm": lambda c, d, t: lambda x: F.group_norm(x, c.groups, eps=EPS),
+    "rmsnorm": lambda c, d, t: lambda x: F.rms_norm(x, x.shape[-1:]),
+    "none": lambda c, d, t: lambda x: x,
 }
 
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": torch.relu,
-    "tanh": torch.tanh,
-    "linear": lambda x: x,
+# name -> fn(cfg) returning the activation x -> y
+ACTIVATIONS: dict[str, Callable] = {
+    "relu": lambda c: torch.relu,
+    "tanh": lambda c: torch.tanh,
+    "linear": lambda c: lambda x: x,
+    "gelu": lambda c: F.gelu,
+    "silu": lambda c: F.silu,
+    "leaky_relu": lambda c: lambda x: F.leaky_relu(x, c.negative_slope),
 }
+
+
+def activation(cfg) -> Callable[[torch.Tensor], torch.Tensor]:
+    return ACTIVATIONS[cfg.activation.value](cfg)
 
 
 def make_weight(cfg, layer: int, device: torch.device) -> torch.Tensor:
@@ -107,7 +166,28 @@ def make_input(cfg, device: torch.device) -> torch.Tensor:
     return torch.randn(cfg.batch_size, cfg.width, generator=g, device=device, dtype=draw_dtype).to(dtype)
 
 
-def layer_fn(cfg) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """x, w -> act(norm(x @ w.T)), the notebook's Linear(bias=False) -> norm -> activation."""
-    norm, act = NORMS[cfg.norm.value], ACTIVATIONS[cfg.activation.value]
-    return lambda x, w: act(norm(F.linear(x, w)))
+def make_cotangent(cfg, device: torch.device) -> torch.Tensor:
+    """The fixed N(0, 1) tensor the last layer's output is contracted with for --grads."""
+    dtype = DTYPES[cfg.dtype.value]
+    draw_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    g = generator(device, cfg.seed, GRAD_STREAM)
+    return torch.randn(cfg.batch_size, cfg.width, generator=g, device=device, dtype=draw_dtype).to(dtype)
+
+
+def layer_fn(cfg, device: torch.device | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """x, w -> act(norm(x @ w.T)), the notebook's Linear(bias=False) -> norm -> activation.
+
+    `order` linear-act-norm swaps norm and activation; `residual` alpha > 0 returns
+    x + alpha * f(x) instead of f(x).
+    """
+    device = device if device is not None else torch.device("cpu")
+    norm = NORMS[cfg.norm.value](cfg, device, DTYPES[cfg.dtype.value])
+    act = activation(cfg)
+    if cfg.order.value == "linear-norm-act":
+        f = lambda x, w: act(norm(F.linear(x, w)))  # noqa: E731
+    else:
+        f = lambda x, w: norm(act(F.linear(x, w)))  # noqa: E731
+    if cfg.residual:
+        alpha = cfg.residual
+        return lambda x, w: x + alpha * f(x, w)
+    return f

@@ -40,23 +40,61 @@ def depth_table(table, every: int | None = None, diverged_at: int | None = None,
                 title: str | None = None) -> Table:
     every = every or auto_every(len(table))
     t = Table(title=title, header_style="bold")
-    for col in table.columns:
+    cols = shown_columns(table)
+    for col in cols:
         t.add_column(col, justify="right")
     for i in shown_layers(len(table), every, diverged_at):
         row = table.iloc[i]
         style = "red" if i == diverged_at else None
-        t.add_row(*[str(int(row[c])) if c == "layer" else fmt(float(row[c])) for c in table.columns],
+        t.add_row(*[str(int(row[c])) if c == "layer" else fmt(float(row[c])) for c in cols],
                   style=style)
     return t
 
 
-def depth_summary(table, diverged_at: int | None, status: str = "ok") -> Text:
-    """`std over 100 layers: min 0.570, max 0.595, last 0.583` and, if so, where it diverged."""
+def shown_columns(table) -> list[str]:
+    """Columns with any value: an off statistic (all "" in memory, all nan read from CSV) is not shown."""
+    import pandas as pd
+
+    def on(col) -> bool:
+        v = table[col]
+        if not pd.api.types.is_numeric_dtype(v):  # "" cells: str or object dtype
+            v = pd.to_numeric(v.replace("", float("nan")), errors="coerce")
+        return len(v) == 0 or not v.isna().all()
+
+    return [c for c in table.columns if on(c)]
+
+
+def growth(values, backwards: bool = False) -> float | None:
+    """Geometric-mean factor per layer, first to last finite positive value (last to first
+    when `backwards`, as for gradients); None when fewer than two such layers."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    ok = np.flatnonzero(np.isfinite(v) & (v > 0))
+    if len(ok) < 2:
+        return None
+    a, b = ok[0], ok[-1]
+    ratio = v[a] / v[b] if backwards else v[b] / v[a]
+    return float(ratio ** (1 / (b - a)))
+
+
+def depth_summary(table, diverged_at: int | None, status: str = "ok", info: dict | None = None) -> Text:
+    """`std over 100 layers: min 0.570, max 0.595, last 0.583`, the growth factors per layer
+    of std and (going backwards) grad_std, and, if so, where it diverged."""
     lines = []
     finite = table["std"][table["std"].map(math.isfinite)]
     if len(finite):
         lines.append(f"std over {len(table)} layers: min {_num(finite.min())}, "
                      f"max {_num(finite.max())}, last {_num(table['std'].iloc[-1])}")
+    g = growth(table["std"]) if len(table) else None
+    if g is not None:
+        lines.append(f"std growth per layer: x{g:.4f} (geometric mean, first to last layer)")
+    cols = shown_columns(table)
+    g = growth(table["grad_std"], backwards=True) if "grad_std" in cols else None
+    if g is not None:
+        pred = (info or {}).get("grad_growth_theory")
+        lines.append(f"grad_std growth per layer, going backwards: x{g:.4f}"
+                     + (f" (mean-field theory, Yang et al. 2019: x{pred:.4f})" if pred else ""))
     if diverged_at is not None:
         lines.append(f"diverged: non-finite output at layer {diverged_at}")
     if status == "interrupted":

@@ -49,8 +49,15 @@ def test_depth_study_writes_its_files(cli):
     shown = [line.split("│")[1].strip() for line in r.output.splitlines() if line.startswith("│")]
     assert shown == ["0", "5", "10", "11"]
     table = pd.read_csv(run / "layers.csv")
-    assert list(table.columns) == ["layer", "mean", "std", "abs_max", "zero_fraction"]
+    assert list(table.columns) == ["layer", "mean", "std", "abs_max", "zero_fraction", "chan_sq_mean",
+                                   "chan_var", "erank", "grad_std", "weight_grad_norm", "theory_std"]
     assert table["layer"].tolist() == list(range(12))
+    # statistics that are off are empty cells (read back as nan), not the word nan
+    lines = (run / "layers.csv").read_text().splitlines()
+    assert lines[1].split(",")[7:10] == ["", "", ""]
+    assert table[["erank", "grad_std", "weight_grad_norm"]].isna().all().all()
+    header = next(line for line in r.output.splitlines() if line.startswith("┃"))
+    assert "theory_std" in header and "chan_var" in header and "erank" not in header and "grad_std" not in header
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "ok" and meta["diverged_at"] is None and meta["seed"] == 0
     assert meta["device"] == "cpu" and meta["dtype"] == "float32" and meta["wall_seconds"] > 0
@@ -120,7 +127,14 @@ def test_running_stats_momentum_none_and_dims(cli):
 
 BAD = [
     (["depth-study", "--init", "kaimin"], "--init"),
-    (["depth-study", "--norm", "groupnorm"], "--norm"),
+    (["depth-study", "--norm", "weightnorm"], "--norm"),
+    (["depth-study", "--norm", "groupnorm", "--width", "48"],
+     "groups must divide width for norm groupnorm: width 48 is not a multiple of groups 32"),
+    (["depth-study", "--bn-mode", "test"], "--bn-mode"),
+    (["depth-study", "--order", "norm-act"], "--order"),
+    (["depth-study", "--residual", "-1"], "--residual: Input should be greater than or equal to 0"),
+    (["depth-study", "--negative-slope", "-0.1"], "--negative-slope: Input should be greater than or equal to 0"),
+    (["depth-study", "--init-gain", "0"], "--init-gain: Input should be greater than 0"),
     (["depth-study", "--activation", "sigmoid"], "--activation"),
     (["depth-study", "--dtype", "float16"], "--dtype"),
     (["depth-study", "--depth", "0"], "--depth: Input should be greater than or equal to 1"),

@@ -53,7 +53,13 @@ def test_stats_of_one_layer_by_hand():
     assert row["std"] == pytest.approx(x.std(unbiased=True).item(), rel=1e-6)
     assert row["abs_max"] == pytest.approx(x.abs().max().item(), rel=1e-6)
     assert row["zero_fraction"] == (x == 0).sum().item() / x.numel()
-    assert list(res.table.columns) == ["layer", "mean", "std", "abs_max", "zero_fraction"]
+    # Brock et al.'s per-channel statistics, over the batch axis, averaged over channels
+    chan_mean = x.sum(0) / x.shape[0]
+    assert row["chan_sq_mean"] == pytest.approx((chan_mean**2).mean().item(), rel=1e-5)
+    assert row["chan_var"] == pytest.approx(((x - chan_mean) ** 2).mean().item(), rel=1e-5)
+    assert list(res.table.columns) == ["layer", "mean", "std", "abs_max", "zero_fraction", "chan_sq_mean",
+                                       "chan_var", "erank", "grad_std", "weight_grad_norm", "theory_std"]
+    assert (res.table[["erank", "grad_std", "weight_grad_norm"]] == "").all().all()  # off: empty
 
 
 BN_RELU_STD = math.sqrt((math.pi - 1) / (2 * math.pi))  # std of relu(z), z ~ N(0, 1): 0.584
