@@ -59,10 +59,12 @@ def load(paths: list[Path]):
 
 
 def metrics_of(table, study: str, stats: list[str]) -> list[str]:
-    """The numeric statistic columns: any of them can be plotted."""
+    """The numeric statistic columns that hold a finite value: any of them can be plotted."""
+    import numpy as np
     import pandas as pd
 
-    return [c for c in stats if c not in sweep.ID_COLUMNS[study] and pd.api.types.is_numeric_dtype(table[c])]
+    return [c for c in stats if c not in sweep.ID_COLUMNS[study] and pd.api.types.is_numeric_dtype(table[c])
+            and np.isfinite(table[c].to_numpy(float)).any()]
 
 
 def _styles(groups: list[tuple]) -> dict[tuple, dict]:
@@ -194,7 +196,8 @@ def _depth(plt, table, metric: str | None):
     if log:
         ax.set_yscale("log")
     if any_diverged:
-        ax.plot([], [], marker="x", ls="none", color="0.3", ms=8, mew=2, label="diverged: x at the last finite value")
+        ax.plot([], [], marker="x", ls="none", color="0.3", ms=8, mew=2,
+                label="diverged (x at the first non-finite layer)")
     band = f"mean and \u00b11 sd over {seeds} seeds" if seeds > 1 else "one seed"
     ax.set_title(f"{metric} of each layer's output ({band})")
     ax.set_xlabel("layer")

@@ -167,11 +167,11 @@ def sweep_summary(summary, keys: list[str], study: str, title: str | None = None
     t = Table(title=title, header_style="bold")
     for k in keys:
         t.add_column(k, no_wrap=True)
-    t.add_column("seeds", justify="right")
+    t.add_column("seeds", justify="right", no_wrap=True)
     if study == "depth-study":
         cols = ["last-layer std", "min std", "max std", "diverged"]
     else:
-        cols = ["final running_var", "max |mean - expected|", "max |var - expected|", "matches formula"]
+        cols = ["final running_var", "max |mean err|", "max |var err|", "matches formula"]
     for c in cols + (["failed"] if failed_any else []):
         t.add_column(c, justify="right", no_wrap=True)
     for values, g in sweep_configs(summary, keys):

@@ -58,3 +58,18 @@ def test_show_refuses_what_is_not_a_run(cli, tmp_path):
     assert r.exit_code == 2 and "not a run or sweep directory" in r.output
     r = cli("show", tmp_path / "missing")
     assert r.exit_code == 2 and "not a directory" in r.output
+
+
+def test_a_running_stats_sweep_summary_against_the_formula(cli, tmp_path):
+    # constant batches have variance 0, so running_var = (1 - m)^T, and 0 for the cumulative average
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"study": "running-stats", "base": {"iterations": 3},
+                                    "grid": {"momentum": [0.5, None, 0.1]}, "seeds": [0]}))
+    r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
+    assert r.exit_code == 0, r.output
+    cells = {c[0]: c for c in ([x.strip() for x in row.strip("│").split("│")] for row in rows(r.output))}
+    assert cells["0.5"][1:3] == ["1", f"{0.5**3:.3f}"] and cells["0.5"][-1] == "1/1"
+    assert cells["none"][2] == "0.000" and cells["0.1"][2] == f"{0.9**3:.3f}"
+    summary = pd.read_csv(tmp_path / "out" / "sweeps" / "m" / "summary.csv")
+    assert len(summary) == 3 * 3 * 5 and list(summary["momentum"].unique()) == ["0.5", "none", "0.1"]
+    assert (tmp_path / "out" / "sweeps" / "m" / "running_stats.png").stat().st_size > 5000
