@@ -55,7 +55,10 @@ class _Group(TyperGroup):
 
 
 def _fail(message: str, code: int):
-    typer.echo(f"Error: {' '.join(message.split())}", err=True)
+    # one line, and no control character or lone surrogate from a hostile file reaches the terminal
+    text = " ".join(message.split())
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    typer.echo(f"Error: {text}", err=True)
     sys.exit(code)
 
 
@@ -107,10 +110,22 @@ def _progress(total: int, label: str, enabled: bool):
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), transient=True, console=_console()) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda done: bar.update(task, completed=done)
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), transient=True, console=_console())
+    task = None
+
+    def update(done: int):
+        nonlocal task
+        if task is None:  # shown from the run's first step: a refusal before it prints one clean line
+            bar.start()
+            task = bar.add_task(label, total=total)
+        bar.update(task, completed=done)
+
+    try:
+        yield update
+    finally:
+        if task is not None:
+            bar.stop()
 
 
 def _execute(study: str, cfg, out: Path, name: str | None, progress_total: int | None = None):
@@ -328,7 +343,8 @@ def sweep_cmd(
         console.print(f"plot: {outcome.plot}")
     console.print(f"results: {plan.dir}")
     if outcome.interrupted:
-        console.print(f"interrupted: {len(outcome.status)} of {len(plan.points)} runs finished; "
+        finished = sum(s in sweepmod.FINISHED for s in outcome.status.values())
+        console.print(f"interrupted: {finished} of {len(plan.points)} runs finished; "
                       "rerun with --resume to finish")
         raise typer.Exit(130)
     if outcome.stopped:

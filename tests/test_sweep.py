@@ -160,6 +160,7 @@ def test_resume_after_a_kill_ends_with_the_same_files(cli, tmp_path, monkeypatch
     status = [json.loads((p / "meta.json").read_text())["status"] for p in runs]
     assert status == ["ok", "ok", "ok", "interrupted"], status
     assert pd.read_csv(d / "summary.csv")["run"].nunique() == 3  # what finished, and only that
+    assert "interrupted: 3 of 8 runs finished" in r.output
     # a hard kill (no Python cleanup) leaves meta.json saying running: resume must redo it too
     first = runs[0]
     kept = (first / "meta.json").read_text()
