@@ -153,7 +153,7 @@ def theory_std(cfg) -> np.ndarray:
     return out
 
 
-def bn_relu_grad_rate(batch_size: int, samples: int = 200_000, seed: int = 0) -> float:
+def bn_relu_grad_rate(batch_size: int, samples: int | None = None, seed: int = 0) -> float:
     """Mean-field growth factor of the gradient norm per layer, going backwards, in a
     Linear -> BatchNorm (train) -> ReLU stack at batch size B >= 4 (docs/theory.md).
 
@@ -168,6 +168,7 @@ def bn_relu_grad_rate(batch_size: int, samples: int = 200_000, seed: int = 0) ->
         raise ValueError("the mean-field gradient rate needs batch_size >= 4")
     if b > 2048:
         return math.sqrt(math.pi / (math.pi - 1))
+    samples = samples or max(2_000, 1_000_000 // b)  # relative MC error ~ 1/sqrt(samples * B)
     g = torch.Generator().manual_seed(seed)
     a_sum = k_sum = 0.0
     chunk = max(1, min(samples, 2_000_000 // b))
