@@ -85,6 +85,24 @@ def _console():
     return Console()
 
 
+def _convergence(config, out, name, unused: dict, **flags):
+    from bncli import config as cfgmod
+    from bncli import plot, report
+
+    for flag, v in unused.items():
+        if v is not None:
+            raise BncliError(f"{flag}: not used by --study convergence (it feeds (batch_size, num_features) "
+                             "batches to BatchNorm1d)")
+    cfg = cfgmod.load("running-stats-convergence", config, **flags)
+    run = _execute("running-stats-convergence", cfg, out, name)
+    console = _console()
+    if run.result is not None and len(run.result.table):
+        console.print(report.convergence_table(run.result.table, run.result.info["steps_to_1pct"]))
+        path = plot.convergence(run.result.table, run.dir / "convergence.png")
+        console.print(f"plot: {path}")
+    _finish(console, run)
+
+
 @contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM ends a run the way Ctrl-C does: what was computed is saved, marked interrupted."""
@@ -256,6 +274,16 @@ def running_stats(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     dtype: Annotated[Optional[DType], typer.Option(help="float32 or float64.", show_default="float32")] = None,
+    study: Annotated[RunningStudy, typer.Option(
+        help="check: the update formula; convergence: running estimates against the true statistics.")
+    ] = RunningStudy.check,
+    input_mean: Annotated[Optional[str], typer.Option(
+        help="convergence: the stream's true mean, one number or one per channel.", show_default="1.0")] = None,
+    input_std: Annotated[Optional[str], typer.Option(
+        help="convergence: the stream's true std, one number or one per channel.", show_default="2.0")] = None,
+    keras_momentum: Annotated[Optional[str], typer.Option(
+        help="convergence: Keras-style momenta K (comma list), used as PyTorch's m = 1 - K.",
+        show_default=False)] = None,
     out: OutOpt = Path("results"),
     name: NameOpt = None,
 ):
@@ -265,11 +293,27 @@ def running_stats(
     running buffers with the update formula computed independently in float64. Writes
     running_stats.csv, config.yaml and meta.json under OUT/running-stats/NAME/.
 
+    With --study convergence, compares EMA estimates (one per momentum in a comma list),
+    the cumulative average and a PreciseBN population estimate against the true statistics
+    of a seeded N(input_mean, input_std^2) stream, and writes convergence.csv and
+    convergence.png under OUT/running-stats-convergence/NAME/ (defaults there: momentum
+    0.01,0.1,0.3, batch_size 32, num_features 4, iterations 1000).
+
     Example: bncli running-stats --momentum 0.3 --dims 2
+    Example: bncli running-stats --study convergence --momentum 0.01,0.1,0.3 --input-std 2
     """
     from bncli import config as cfgmod
     from bncli import report
 
+    if study == RunningStudy.convergence:
+        _convergence(config, out, name, momentum=momentum, keras_momentum=keras_momentum, batch_size=batch_size,
+                     num_features=num_features, iterations=iterations, input_mean=input_mean,
+                     input_std=input_std, eps=eps, seed=seed, device=device, dtype=dtype,
+                     unused={"--dims": dims, "--feature-shape": feature_shape, "--input": input})
+        return
+    for flag, v in {"--input-mean": input_mean, "--input-std": input_std, "--keras-momentum": keras_momentum}.items():
+        if v is not None:
+            raise BncliError(f"{flag}: only used with --study convergence")
     cfg = cfgmod.load("running-stats", config, momentum=_momentum(momentum), dims=dims,
                       batch_size=batch_size, num_features=num_features, feature_shape=feature_shape,
                       iterations=iterations, input=input, eps=eps, seed=seed, device=device, dtype=dtype)

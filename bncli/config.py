@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,12 +29,13 @@ from pydantic import (
 from bncli.choices import Activation, BNMode, DType, Init, InputKind, Norm, Order
 from bncli.errors import BncliError
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,4})?")
 SEED_MAX = 2**63 - 1
+INT_MAX = 2**63 - 1  # every integer field fits an int64, so no size can overflow torch or a message
 
 
 def _check_device(v: Any) -> Any:
-    if isinstance(v, str) and not _DEVICE.match(v):
+    if isinstance(v, str) and not _DEVICE.fullmatch(v):
         raise ValueError("must be auto, cpu, cuda or cuda:N")
     return v
 
@@ -55,9 +57,16 @@ def _int_list(v: Any) -> Any:
     return v
 
 
+def _dims_int(v: Any) -> Any:
+    # a Literal of ints also takes true and 1.0 (they compare equal): a wrong type is refused
+    if isinstance(v, (bool, float)):
+        raise ValueError("Input should be 1, 2 or 3")
+    return v
+
+
 Device = Annotated[str, BeforeValidator(_check_device)]
 Seed = Annotated[StrictInt, Field(ge=0, le=SEED_MAX)]
-Positive = Annotated[StrictInt, Field(ge=1)]
+Positive = Annotated[StrictInt, Field(ge=1, le=INT_MAX)]
 PosFloat = Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
 
@@ -114,7 +123,7 @@ class RunningStatsConfig(_Config):
         Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)] | None,
         BeforeValidator(_none_word),
     ] = 0.3  # None: PyTorch's cumulative average
-    dims: Literal[1, 2, 3] = 1  # BatchNorm1d, 2d or 3d
+    dims: Annotated[Literal[1, 2, 3], BeforeValidator(_dims_int)] = 1  # BatchNorm1d, 2d or 3d
     batch_size: Positive = 3
     num_features: Positive | None = None  # None follows dims: 5, 6, 4
     feature_shape: Annotated[list[Positive] | None, BeforeValidator(_int_list)] = None  # None follows dims
@@ -140,22 +149,99 @@ class RunningStatsConfig(_Config):
         return self
 
 
-CONFIGS: dict[str, type[_Config]] = {"depth-study": DepthConfig, "running-stats": RunningStatsConfig}
+def _float_list(v: Any) -> Any:
+    # "0.01,0.1,0.3" from a flag, a YAML list, or one number
+    if isinstance(v, str):
+        parts = [p.strip() for p in v.split(",") if p.strip()]
+        try:
+            return [_none_word(p) if _none_word(p) is None else float(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"must be comma-separated numbers, like 0.01,0.1,0.3 (got {v!r})") from None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return [float(v)]
+    return v
+
+
+Unit = Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)]
+Finite = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+
+
+class ConvergenceConfig(_Config):
+    """BatchNorm's running estimates against the true statistics of a seeded stream."""
+
+    momentum: Annotated[list[Unit | None] | None, BeforeValidator(_float_list)] = None  # None: 0.01,0.1,0.3
+    keras_momentum: Annotated[list[Unit] | None, BeforeValidator(_float_list)] = None  # Keras K: m = 1 - K
+    batch_size: Positive = 32
+    num_features: Positive = 4
+    iterations: Positive = 1000
+    input_mean: Annotated[list[Finite], BeforeValidator(_float_list)] = [1.0]  # one, or one per channel
+    input_std: Annotated[list[PosFloat], BeforeValidator(_float_list)] = [2.0]  # one, or one per channel
+    eps: PosFloat = 1e-5
+    seed: Seed = 0
+    device: Device = "auto"
+    dtype: Literal[DType.float32, DType.float64] = DType.float32
+
+    @model_validator(mode="after")
+    def _check(self) -> ConvergenceConfig:
+        if self.momentum is not None and self.keras_momentum is not None:
+            raise ValueError("give momentum or keras_momentum, not both (keras K is momentum 1 - K)")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 (BatchNorm cannot normalise a single sample)")
+        for name in ("input_mean", "input_std"):
+            n = len(getattr(self, name))
+            if n not in (1, self.num_features):
+                raise ValueError(f"{name} must have 1 or num_features ({self.num_features}) values, got {n}")
+        return self
+
+    @property
+    def momenta(self) -> list[float]:
+        """The EMA momenta in PyTorch's convention, in order, without repeats ('none' is the
+        cumulative average, which is always compared)."""
+        if self.keras_momentum is not None:
+            ms = [1.0 - k for k in self.keras_momentum]
+        elif self.momentum is not None:
+            ms = [m for m in self.momentum if m is not None]
+        else:
+            ms = [0.01, 0.1, 0.3]
+        return list(dict.fromkeys(ms))
+
+
+CONFIGS: dict[str, type[_Config]] = {"depth-study": DepthConfig, "running-stats": RunningStatsConfig,
+                                     "running-stats-convergence": ConvergenceConfig}
 
 
 def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+class _Short(reprlib.Repr):
+    """repr for error messages: bounded in length and depth, whatever a YAML file holds."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother, self.maxlong = 2, 40, 40, 40
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = 4
+
+    def repr_int(self, x, level):
+        # repr() of an int over 4300 digits raises ValueError; YAML hex reaches that easily
+        return f"<an integer of {x.bit_length()} bits>" if x.bit_length() > 256 else super().repr_int(x, level)
+
+
+show = _Short().repr  # a value as an error message shows it: one bounded line
+MAX_ERRORS = 3  # problems named in one message; the rest are counted
+
+
 def describe(err: ValidationError, flags: set[str] = frozenset(), source: str | None = None) -> str:
     """One line naming each bad field (as a flag when it came from one) and what is accepted."""
     parts = []
-    for e in err.errors(include_url=False):
+    errors = err.errors(include_url=False)
+    for e in errors[:MAX_ERRORS]:
         loc = [str(p) for p in e["loc"]]
-        field = loc[0] if loc else ""
-        if not field:  # a model-level check: its message names the fields itself
+        field = loc[0] if loc else None
+        if field is None:  # a model-level check: its message names the fields itself
             parts.append(str(e["msg"]).removeprefix("Value error, "))
             continue
+        field = field if field.isidentifier() else show(field)  # '' or odd characters: quoted
         name = _flag(field) if field in flags else (f"{field} in {source}" if source else field)
         if len(loc) > 1 and loc[1] not in ("constrained-float", "constrained-int"):
             name += "[" + ",".join(loc[1:]) + "]"
@@ -164,8 +250,10 @@ def describe(err: ValidationError, flags: set[str] = frozenset(), source: str | 
         if e["type"] == "extra_forbidden":
             msg = "unknown field; accepted fields: " + ", ".join(_fields_of(err))
         elif got is not None and not isinstance(got, dict):
-            msg += f" (got {got!r})"
+            msg += f" (got {show(got)})"
         parts.append(f"{name}: {msg}")
+    if len(errors) > MAX_ERRORS:
+        parts.append(f"and {len(errors) - MAX_ERRORS} more")
     return "; ".join(parts)
 
 
@@ -195,19 +283,31 @@ def read_yaml(path: Path) -> Any:
         raise BncliError(f"--config: {path} is not valid YAML{where}: {what}".strip()) from None
     except yaml.YAMLError as e:
         raise BncliError(f"--config: {path} is not valid YAML: {e}") from None
+    except RecursionError:
+        raise BncliError(f"--config: {path} is nested too deeply to be a config") from None
+    except ValueError as e:  # an integer over Python's 4300-digit limit
+        raise BncliError(f"--config: {path} holds a value bncli cannot read: {str(e).split(';')[0]}") from None
 
 
 def validate(cls: type[_Config], data: Any, flags: set[str] = frozenset(), source: str | None = None):
     if not isinstance(data, dict):
         raise BncliError(f"{source or 'config'}: must be a mapping of field: value, "
                          f"got {type(data).__name__}")
-    bad = [k for k in data if not isinstance(k, str)]
+    bad = [k for k in data if not isinstance(k, str) or not _is_text(k)]
     if bad:
-        raise BncliError(f"{source or 'config'}: field names must be strings, got {bad[0]!r}")
+        raise BncliError(f"{source or 'config'}: field names must be text, got {show(bad[0])}")
     try:
         return cls.model_validate(data)
     except ValidationError as e:
         raise BncliError(describe(e, flags, source)) from None
+
+
+def _is_text(s: str) -> bool:
+    try:
+        s.encode("utf-8")  # YAML's "\\ud800" escape gives a lone surrogate, which no file can hold
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def load(study: str, path: Path | None = None, **flags: Any):

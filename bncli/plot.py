@@ -16,7 +16,8 @@ from pathlib import Path
 from bncli import results, sweep
 from bncli.errors import BncliError, RunError
 
-LABEL_KEYS = {"depth-study": ["init", "norm", "activation"], "running-stats": ["momentum", "dims", "input"]}
+LABEL_KEYS = {"depth-study": ["init", "norm", "activation"], "running-stats": ["momentum", "dims", "input"],
+              "running-stats-convergence": ["momentum", "batch_size", "input_std"]}
 LINESTYLES = ["-", "--", ":", "-."]
 
 
@@ -145,7 +146,8 @@ def plot(paths: list[Path], out: Path | None = None, metric: str | None = None) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = (_depth if study == "depth-study" else _running)(plt, table, metric)
+    draw = {"depth-study": _depth, "running-stats-convergence": _convergence}.get(study, _running)
+    fig = draw(plt, table, metric)
     try:
         _save(fig, out)
     finally:
@@ -239,5 +241,51 @@ def _running(plt, table, metric: str | None):
         handles.append(Line2D([], [], ls="--", color="0.3"))
         labels.append("expected: (1 - m) r + m batch_stat")
     axes[0][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def convergence(table, out: Path) -> Path:
+    """The convergence study's own plot of one run: error against iteration, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = _convergence(plt, table.assign(label="", parts=[()] * len(table), seed=0), None)
+    try:
+        _save(fig, Path(out))
+    finally:
+        plt.close(fig)
+    return Path(out)
+
+
+def _convergence(plt, table, metric: str | None):
+    """One panel per metric; one line per estimator (and run), the mean over channels and seeds."""
+    import numpy as np
+
+    metrics = [metric] if metric else ["mean_error", "var_error"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics) + 2.5, 4.8), squeeze=False)
+    names = list(dict.fromkeys(table["estimator"]))
+    palette = plt.get_cmap("tab10")
+    groups = _groups(table)
+    for ax, m in zip(axes[0], metrics, strict=True):
+        for gi, (_, g) in enumerate(groups):
+            for ei, name in enumerate(names):
+                e = g[g["estimator"] == name]
+                v = e.groupby("iteration", sort=True)[m].mean()
+                label = f"{g['label'].iloc[0]}: {name}" if g["label"].iloc[0] else name
+                y = v.to_numpy(float)
+                ax.plot(v.index.to_numpy() + 1, np.where(y > 0, y, np.nan), lw=1.3, label=label,
+                        color=palette(ei % 10), linestyle=LINESTYLES[gi % len(LINESTYLES)])
+        if m in ("mean_error", "var_error"):
+            ax.axhline(0.01, color="0.4", lw=0.8, ls=":", label="1%")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration (steps)")
+        ax.set_ylabel(m + " (log scale)")
+        ax.set_title(f"{m}, mean over channels")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig

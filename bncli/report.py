@@ -205,3 +205,19 @@ def sweep_counts(summary) -> Text:
     status = summary.groupby("run", sort=False)["status"].first()
     counts = {s: int((status == s).sum()) for s in ("ok", "diverged", "failed")}
     return Text(f"{len(status)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+def convergence_table(table, steps: dict, title: str | None = None) -> Table:
+    """One row per estimator: steps to stay within 1% of the truth, and its last errors."""
+    last = table[table["iteration"] == table["iteration"].max()]
+    n = int(table["iteration"].max()) + 1
+    t = Table(title=title, header_style="bold")
+    for col in ("estimator", "steps to within 1%", "mean_error", "var_error", "train_eval_gap"):
+        t.add_column(col, justify="right")
+    for name, g in last.groupby("estimator", sort=False):
+        k = steps.get(name)
+        t.add_row(name, str(k) if k is not None else f"not in {n}",
+                  *[fmt(float(g[c].max())) for c in ("mean_error", "var_error", "train_eval_gap")])
+    t.caption = (f"after {n} iterations; errors are the worst channel's: |mean - mu| / sigma and "
+                 "|var / sigma^2 - 1|; gap: RMS of eval-mode minus train-mode output")
+    return t

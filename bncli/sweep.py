@@ -28,8 +28,10 @@ from bncli.errors import BncliError, RunError
 
 SWEEPS = "sweeps"
 FINISHED = ("ok", "diverged", "failed")  # runs that go into summary.csv
-PLOT = {"depth-study": "std_by_layer.png", "running-stats": "running_stats.png"}
-ID_COLUMNS = {"depth-study": ["layer"], "running-stats": ["iteration", "channel"]}
+PLOT = {"depth-study": "std_by_layer.png", "running-stats": "running_stats.png",
+        "running-stats-convergence": "convergence.png"}
+ID_COLUMNS = {"depth-study": ["layer"], "running-stats": ["iteration", "channel"],
+              "running-stats-convergence": ["iteration", "estimator", "channel"]}
 
 
 def _none_is_empty(v: Any) -> Any:

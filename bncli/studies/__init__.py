@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-MODULES = {"depth-study": "depth", "running-stats": "running_stats"}
+MODULES = {"depth-study": "depth", "running-stats": "running_stats", "running-stats-convergence": "convergence"}
 
 
 @dataclass
