@@ -119,7 +119,8 @@ def test_cli_convergence_writes_csv_plot_and_summary(cli):
     (["--study", "convergence", "--input-std", "0"], "--input-std[0]: Input should be greater than 0"),
     (["--study", "convergence", "--input-mean", "1,2"], "input_mean must have 1 or num_features (4) values"),
     (["--study", "convergence", "--momentum", "0.1,x"], "comma-separated numbers"),
-    (["--study", "convergence", "--keras-momentum", "1.5"], "--keras-momentum[0]: Input should be less than or equal to 1"),
+    (["--study", "convergence", "--keras-momentum", "1.5"],
+     "--keras-momentum[0]: Input should be less than or equal to 1"),
 ])
 def test_convergence_bad_input_is_one_clean_line(cli, args, message):
     r = cli("running-stats", *args)

@@ -295,3 +295,21 @@ def test_theory_std_closed_forms():
     # BN-ReLU as B -> inf: relu of a standard normal
     assert res.table["theory_std"].tolist() == pytest.approx([math.sqrt((math.pi - 1) / (2 * math.pi))] * 2,
                                                             rel=1e-4)
+
+
+def test_cli_grads_erank_columns_summary_and_plots(cli):
+    r = cli("depth-study", "--depth", 12, "--width", 32, "--grads", "--erank", "--name", "g")
+    assert r.exit_code == 0, r.output
+    header = next(line for line in r.output.splitlines() if line.startswith("┃"))
+    assert "erank" in header and "grad_std" in header and "theory_std" in header
+    assert "std growth per layer: x" in r.output
+    assert "grad_std growth per layer, going backwards: x" in r.output and "Yang et al. 2019" in r.output
+    run_dir = cli.out / "depth-study" / "g"
+    import pandas as pd
+
+    t = pd.read_csv(run_dir / "layers.csv")
+    assert t[["erank", "grad_std", "weight_grad_norm"]].notna().all().all()
+    for metric in ("chan_sq_mean", "chan_var", "erank", "grad_std", "weight_grad_norm", "theory_std"):
+        r = cli("plot", run_dir, "--metric", metric)
+        assert r.exit_code == 0, r.output
+        assert (run_dir / f"{metric}_by_layer.png").stat().st_size > 5_000

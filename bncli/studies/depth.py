@@ -238,9 +238,9 @@ def _grads(cfg, device, outs, weights, n: int):
         ct = make_cotangent(cfg, device)
         g = torch.autograd.grad(outs[n - 1], outs[:n] + weights[:n], ct)
         go, gw = g[:n], g[n:]
-        stats = torch.stack([torch.stack([a.float().std(), torch.linalg.vector_norm(b.float())])
-                             if a.dtype == torch.bfloat16 else
-                             torch.stack([a.std(), torch.linalg.vector_norm(b)]) for a, b in zip(go, gw)])
+        up = (lambda t: t.float()) if ct.dtype == torch.bfloat16 else (lambda t: t)  # noqa: E731
+        stats = torch.stack([torch.stack([up(a).std(), torch.linalg.vector_norm(up(b))])
+                             for a, b in zip(go, gw, strict=True)])
         out[:n] = stats.double().cpu().numpy()
     except KeyboardInterrupt:
         return None
