@@ -447,6 +447,10 @@ def show_cmd(
     if table is not None and study == "depth-study":
         console.print(report.depth_table(table, every, meta.get("diverged_at")))
         console.print(report.depth_summary(table, meta.get("diverged_at"), status))
+    elif table is not None and study == "running-stats-convergence":
+        from bncli.studies.convergence import steps_within
+
+        console.print(report.convergence_table(table, steps_within(table)))
     elif table is not None:
         dtype = str(cfg.get("dtype", "float32"))
         console.print(report.running_table(table, dtype))

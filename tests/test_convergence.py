@@ -104,6 +104,7 @@ def test_cli_convergence_writes_csv_plot_and_summary(cli):
     r = cli("running-stats", "--study", "convergence", "--momentum", "0.1,0.5", "--iterations", 50,
             "--input-mean", "0,1,2,3", "--input-std", 2, "--name", "c")
     assert r.exit_code == 0, r.output
+    first = r.output
     run_dir = cli.out / "running-stats-convergence" / "c"
     assert "steps to within 1%" in r.output and "precise" in r.output
     t = pd.read_csv(run_dir / "convergence.csv")
@@ -111,6 +112,10 @@ def test_cli_convergence_writes_csv_plot_and_summary(cli):
     assert (run_dir / "convergence.png").stat().st_size > 10_000
     r = cli("plot", run_dir, "--metric", "var_error")
     assert r.exit_code == 0, r.output
+    shown = cli("show", run_dir)  # re-rendered from the files: the same summary rows
+    assert shown.exit_code == 0, shown.output
+    rows = [line for line in first.splitlines() if line.startswith("│")]
+    assert rows and all(line in shown.output.splitlines() for line in rows)
 
 
 @pytest.mark.parametrize("args,message", [
