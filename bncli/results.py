@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=,-]{0,199}$")
 
 def check_name(name: str, flag: str = "--name") -> str:
     """A run name is one plain path component: it can never point outside its parent."""
-    if not _NAME.match(name) or ".." in name:
+    if not _NAME.fullmatch(name) or ".." in name:
         raise BncliError(f"{flag}: {name!r} is not a valid name: use letters, digits and . _ + = , - "
                          "(no '/', no '..', at most 200 characters)")
     return name
@@ -51,17 +52,48 @@ def _write_error(path: Path, e: OSError) -> RunError:
     return RunError(f"cannot write {path}: {e.strerror or e}")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp's 0600 would hide results from others
+
+
+def _sync_dir(directory: Path) -> None:
+    # the rename itself is only durable once the directory is on disk (a power cut, not a crash)
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write to a temporary file beside `path`, fsync it, then os.replace it into place.
+
+    A reader (or a crash) sees the old file or the new one, never part of one. Any failure
+    (disk full, no permission, interrupt) removes the temporary file and leaves `path` as it was.
+    """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _MODE)
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        tmp = None
+        _sync_dir(path.parent)
     except OSError as e:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -101,12 +133,15 @@ def make_dir(path: Path) -> Path:
     """Create a new directory; an existing one is never reused."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as e:  # a file in the way, no permission, a NUL in the path
+        raise RunError(f"cannot create {path.parent}: {getattr(e, 'strerror', None) or e}") from None
+    try:
         path.mkdir()
     except FileExistsError:
         raise BncliError(f"--name: {path} already exists; bncli never overwrites a run, "
                          "choose another --name") from None
-    except OSError as e:
-        raise RunError(f"cannot create {path}: {e.strerror or e}") from None
+    except (OSError, ValueError) as e:
+        raise RunError(f"cannot create {path}: {getattr(e, 'strerror', None) or e}") from None
     return path
 
 
@@ -120,6 +155,8 @@ def new_run_dir(out: Path, study: str, name: str | None, default: str) -> Path:
         if not candidate.exists():
             try:
                 return make_dir(candidate)
+            except RunError:  # the disk refused: no other name will do better
+                raise
             except BncliError:  # lost a race with a parallel run: try the next suffix
                 continue
     raise RunError(f"cannot find a free run name under {parent}")
@@ -185,17 +222,34 @@ def execute(study: str, cfg, out: Path, name: str | None = None, progress=None) 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = new_run_dir(out, study, name, f"{stamp}-{mod.label(cfg)}")
     meta = base_meta(study, cfg, device)
-    write_start(run_dir, cfg, meta)
+    try:
+        write_start(run_dir, cfg, meta)
+    except BaseException:  # nothing ran yet: leave no directory behind, not even a half-started one
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     try:
         result = compute(study, cfg, device, meta, progress)
     except Exception as e:  # noqa: BLE001 - recorded, then re-raised for the caller
-        write_result(run_dir, mod.CSV, None, meta)
+        _finish_or_fail(run_dir, mod.CSV, None, meta)
         if _out_of_memory(e):
             raise RunError(f"out of memory on {device}: {mod.describe_size(cfg)}; "
                            f"try smaller values (run recorded failed in {run_dir})") from None
         raise
-    write_result(run_dir, mod.CSV, result, meta)
+    _finish_or_fail(run_dir, mod.CSV, result, meta)
     return Run(run_dir, result, meta)
+
+
+def _finish_or_fail(run_dir: Path, csv_name: str, result, meta: dict) -> None:
+    """write_result; when the disk refuses (full, read-only), record the run failed if it still can."""
+    try:
+        write_result(run_dir, csv_name, result, meta)
+    except RunError as e:
+        meta.update(status="failed", error=str(e))
+        try:
+            write_json(run_dir / "meta.json", meta)
+        except RunError:
+            pass  # meta.json still says running: the run is not mistaken for a finished one
+        raise
 
 
 def compute(study: str, cfg, device, meta: dict, progress=None):

@@ -28,3 +28,21 @@ class Result:
 
 def get(study: str):
     return importlib.import_module(f"bncli.studies.{MODULES[study]}")
+
+
+def check_fits(device, need: int, sizes: str, smaller: str) -> None:
+    """Refuse, before anything is allocated, a run whose estimated peak memory is over 90% of
+    the device's: one clean line instead of an OOM (or the OS killing the process) mid-run."""
+    import os
+
+    from bncli.errors import BncliError
+
+    if device.type == "cuda":
+        import torch
+
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > 0.9 * have:
+        raise BncliError(f"too large: {sizes} needs about {need / 2**30:.1f} GiB but {device} has "
+                         f"{have / 2**30:.1f} GiB; use {smaller}")

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from bncli.nets import DTYPES, generator, resolve_device
-from bncli.studies import Result
+from bncli.studies import Result, check_fits
 
 CSV = "running_stats.csv"
 COLUMNS = ["iteration", "channel", "batch_mean", "batch_var", "running_mean", "running_var",
@@ -33,8 +33,20 @@ def describe_size(cfg) -> str:
             f"feature_shape {','.join(map(str, cfg.feature_shape))}")
 
 
+def estimate_bytes(cfg) -> int:
+    """Peak memory a run needs, before anything is allocated."""
+    elt = DTYPES[cfg.dtype.value].itemsize
+    batch = cfg.batch_size * cfg.num_features * math.prod(cfg.feature_shape)
+    per_batch = batch * (2 * elt + 3 * 8)  # input, BN's output, the float64 copy and its square
+    per_iteration = cfg.num_features * (6 + 16) * 8 + 2048  # the kept statistics and their table rows
+    return per_batch + cfg.iterations * per_iteration
+
+
 def preflight(cfg) -> torch.device:
-    return resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
+    check_fits(device, estimate_bytes(cfg), describe_size(cfg) + f", iterations {cfg.iterations}",
+               "a smaller --batch-size, --num-features, --feature-shape or --iterations")
+    return device
 
 
 def make_batch(cfg, iteration: int, device: torch.device) -> torch.Tensor:

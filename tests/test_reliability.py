@@ -1,0 +1,582 @@
+"""Reliability: nothing lost, nothing half-written, no input that crashes or runs code.
+
+Every promise of README "What bncli guarantees" has a test here (the config fuzzing is in
+test_fuzz_configs.py). Kills are simulated twice: KeyboardInterrupt raised inside a run, and
+real SIGINT/SIGTERM sent to a `python -m bncli` subprocess.
+"""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import run_dirs
+
+from bncli import results
+from bncli.errors import RunError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"depth-study": ["--depth", 6, "--width", 8, "--batch-size", 4], "running-stats": []}
+CSV = {"depth-study": "layers.csv", "running-stats": "running_stats.csv"}
+
+
+def one_line_error(r, code):
+    """The shape of every refusal: exit `code`, exactly one line `Error: ...`, no traceback."""
+    assert r.exit_code == code, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.output
+    assert "Traceback" not in r.output
+    return lines[0]
+
+
+def all_files(root):
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*")) if Path(root).exists() else []
+
+
+def meta_of(run):
+    return json.loads((run / "meta.json").read_text())
+
+
+# -- atomic writes ------------------------------------------------------------------------------
+
+def test_atomic_write_replaces_whole_files(tmp_path):
+    f = tmp_path / "meta.json"
+    results.atomic_write(f, "old\n")
+    results.atomic_write(f, "new\n")
+    assert f.read_text() == "new\n"
+    assert os.listdir(tmp_path) == ["meta.json"]  # no temporary file left beside it
+
+
+@pytest.mark.parametrize("fail", ["fsync", "replace", "write"])
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch, fail):
+    f = tmp_path / "layers.csv"
+    results.atomic_write(f, "layer,std\n0,1.0\n")
+
+    def disk_full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if fail == "write":  # the data itself does not fit: mkstemp's file is half-written, then refused
+        real_fdopen = os.fdopen
+
+        class Half:
+            def __init__(self, f):
+                self.f = f
+
+            def write(self, raw):
+                self.f.write(raw[: len(raw) // 2])
+                self.f.flush()
+                disk_full()
+
+            def __getattr__(self, name):
+                return getattr(self.f, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.f.close()
+
+        monkeypatch.setattr(os, "fdopen", lambda fd, mode: Half(real_fdopen(fd, mode)))
+    else:
+        monkeypatch.setattr(os, fail, disk_full)
+    with pytest.raises(RunError, match=rf"cannot write {f}: No space left on device"):
+        results.atomic_write(f, "layer,std\n0,2.0\n1,3.0\n")
+    monkeypatch.undo()
+    assert f.read_text() == "layer,std\n0,1.0\n"
+    assert os.listdir(tmp_path) == ["layers.csv"]
+
+
+def test_an_interrupted_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    f = tmp_path / "meta.json"
+    results.atomic_write(f, '{"status": "running"}\n')
+
+    def ctrl_c(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        results.atomic_write(f, '{"status": "ok"}\n')
+    monkeypatch.undo()
+    assert f.read_text() == '{"status": "running"}\n' and os.listdir(tmp_path) == ["meta.json"]
+
+
+def test_a_reader_never_sees_a_partial_file(tmp_path):
+    f = tmp_path / "summary.csv"
+    versions = [("a" * 200_000 + "\n").encode(), ("b" * 300_000 + "\n").encode()]
+    results.atomic_write(f, versions[0])
+    seen, stop = set(), threading.Event()
+
+    def read():
+        while not stop.is_set():
+            seen.add(f.read_bytes())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(60):
+            results.atomic_write(f, versions[i % 2])
+    finally:
+        stop.set()
+        reader.join()
+    assert seen and seen <= set(versions), sorted(len(s) for s in seen - set(versions))
+
+
+def test_result_files_are_readable_like_any_other_file(tmp_path):
+    # mkstemp makes 0600 files: results handed to a colleague must get the umask's mode
+    mask = os.umask(0o022)
+    os.umask(mask)
+    f = tmp_path / "config.yaml"
+    results.atomic_write(f, "depth: 3\n")
+    assert f.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("study", ["depth-study", "running-stats"])
+def test_every_result_file_is_written_atomically(cli, monkeypatch, study):
+    written, real = [], results.atomic_write
+
+    def spy(path, data):
+        written.append(Path(path).name)
+        real(path, data)
+
+    monkeypatch.setattr(results, "atomic_write", spy)
+    r = cli(study, *SMALL[study], "--name", "a")
+    assert r.exit_code == 0, r.output
+    run = cli.out / study / "a"
+    assert sorted(os.listdir(run)) == sorted(set(written))  # nothing on disk that bypassed it
+    assert written == ["config.yaml", "meta.json", CSV[study], "meta.json"]  # meta.json first and last
+
+
+# -- run status ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("study", ["depth-study", "running-stats"])
+def test_meta_says_running_while_the_study_runs_then_the_outcome(cli, monkeypatch, study):
+    from bncli import studies
+
+    mod = studies.get(study)
+    real, during = mod.run, {}
+
+    def watched(cfg, device, progress=None):
+        run = cli.out / study / "a"
+        during.update(meta=meta_of(run), files=sorted(os.listdir(run)))
+        return real(cfg, device, progress)
+
+    monkeypatch.setattr(mod, "run", watched)
+    r = cli(study, *SMALL[study], "--name", "a")
+    assert r.exit_code == 0, r.output
+    assert during["meta"]["status"] == "running" and during["meta"]["wall_seconds"] is None
+    assert during["files"] == ["config.yaml", "meta.json"]  # no result file before the run ends
+    after = meta_of(cli.out / study / "a")
+    assert after["status"] == "ok" and after["wall_seconds"] > 0 and after["error"] is None
+
+
+# -- Ctrl-C and SIGTERM -------------------------------------------------------------------------
+
+def test_keyboard_interrupt_at_layer_k_saves_the_layers_done(cli, monkeypatch):
+    import bncli.studies.depth as depth
+
+    real, k = depth.layer_fn, 7
+
+    def ctrl_c_at_layer_k(cfg, device):
+        step, calls = real(cfg, device), [0]
+
+        def counted(x, w):
+            calls[0] += 1
+            if calls[0] == k + 1:
+                raise KeyboardInterrupt
+            return step(x, w)
+
+        return counted
+
+    monkeypatch.setattr(depth, "layer_fn", ctrl_c_at_layer_k)
+    r = cli("depth-study", "--depth", 40, "--width", 16, "--name", "cut")
+    assert r.exit_code == 130, r.output
+    run = cli.out / "depth-study" / "cut"
+    assert f"interrupted: partial results saved in {run}" in r.output
+    meta = meta_of(run)
+    assert meta["status"] == "interrupted" and meta["layers_done"] == k
+    cut = pd.read_csv(run / "layers.csv")
+    assert cut["layer"].tolist() == list(range(k))
+    # the saved layers are the real ones: equal to an uninterrupted run of depth k
+    monkeypatch.setattr(depth, "layer_fn", real)
+    assert cli("depth-study", "--depth", k, "--width", 16, "--name", "whole").exit_code == 0
+    whole = pd.read_csv(cli.out / "depth-study" / "whole" / "layers.csv")
+    pd.testing.assert_frame_equal(cut, whole)
+
+
+def test_keyboard_interrupt_in_running_stats_saves_the_iterations_done(cli, monkeypatch):
+    import bncli.studies.running_stats as rs
+
+    real, calls = rs.make_batch, []
+
+    def ctrl_c_at_third(cfg, t, device):
+        calls.append(t)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(cfg, t, device)
+
+    monkeypatch.setattr(rs, "make_batch", ctrl_c_at_third)
+    r = cli("running-stats", "--iterations", 10, "--name", "cut")
+    assert r.exit_code == 130, r.output
+    run = cli.out / "running-stats" / "cut"
+    assert f"interrupted: partial results saved in {run}" in r.output
+    assert meta_of(run)["status"] == "interrupted" and meta_of(run)["iterations_done"] == 2
+    table = pd.read_csv(run / "running_stats.csv")
+    assert sorted(set(table["iteration"])) == [0, 1] and len(table) == 2 * 5
+
+
+def _start(args, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+    return subprocess.Popen([sys.executable, *map(str, args)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(cond, proc, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"exited {proc.returncode} before the condition held:\n{out}\n{err}")
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail("timed out")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_real_signal_saves_the_layers_done_and_exits_130(tmp_path, sig):
+    depth = 100_000  # minutes of work: the signal always lands mid-run
+    run = tmp_path / "out" / "depth-study" / "sig"
+    proc = _start(["-m", "bncli", "depth-study", "--depth", depth, "--width", 64, "--out", "out",
+                   "--name", "sig"], tmp_path)
+    try:
+        _wait_for(lambda: (run / "meta.json").exists(), proc)
+        time.sleep(0.5)  # into the layers
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err, err
+    assert f"interrupted: partial results saved in {Path('out/depth-study/sig')}" in out
+    meta = meta_of(run)
+    assert meta["status"] == "interrupted"
+    table = pd.read_csv(run / "layers.csv")
+    assert 0 < len(table) < depth and len(table) == meta["layers_done"]
+    assert table["layer"].tolist() == list(range(len(table))) and table["std"].notna().all()
+    assert [p.name for p in run.iterdir()] and not list(run.glob(".*.tmp"))
+
+
+SWEEP_SLOW = """
+import runpy, time
+import bncli.studies.depth as depth
+
+real = depth.layer_fn
+
+
+def slow(cfg, device):  # long runs take 20 ms a layer: the SIGINT lands mid-run on any machine
+    step = real(cfg, device)
+    return (lambda x, w: (time.sleep(0.02), step(x, w))[1]) if cfg.depth > 100 else step
+
+
+depth.layer_fn = slow
+runpy.run_module("bncli", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_sigint_to_a_sweep_keeps_what_finished_and_resume_completes_it(tmp_path):
+    """`python -m bncli sweep`, SIGINT mid-way through its second run, then `--resume`."""
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(yaml.safe_dump({"study": "depth-study", "base": {"width": 8, "batch_size": 4},
+                                          "grid": {"depth": [3, 300]}, "seeds": [0]}))
+    done, cut = "depth=3,seed=0", "depth=300,seed=0"
+    d = tmp_path / "out" / "sweeps" / "s"
+    args = ["sweep", "s.yaml", "--out", "out", "--no-progress"]
+    proc = _start(["-c", SWEEP_SLOW, *args], tmp_path)
+    try:
+        _wait_for(lambda: (d / "runs" / cut / "meta.json").exists(), proc)
+        assert meta_of(d / "runs" / done)["status"] == "ok"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err, err
+    assert "interrupted: 1 of 2 runs finished" in out and "--resume" in out
+    assert meta_of(d / "runs" / done)["status"] == "ok"  # kept
+    partial = meta_of(d / "runs" / cut)
+    assert partial["status"] == "interrupted" and 0 < partial["layers_done"] < 300
+    summary = pd.read_csv(d / "summary.csv")
+    assert set(summary["run"]) == {done} and len(summary) == 3  # what finished, and only that
+    kept = (d / "runs" / done / "meta.json").read_text()
+
+    r = subprocess.run([sys.executable, "-m", "bncli", *args, "--resume"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "resumed: 1 of 2 runs were already done" in r.stdout
+    assert (d / "runs" / done / "meta.json").read_text() == kept  # not redone
+    assert meta_of(d / "runs" / cut)["status"] == "ok"
+    assert len(pd.read_csv(d / "runs" / cut / "layers.csv")) == 300
+    summary = pd.read_csv(d / "summary.csv")
+    assert set(summary["run"]) == {done, cut} and len(summary) == 303
+
+
+# -- no overwrites ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("study", ["depth-study", "running-stats"])
+def test_a_taken_name_is_refused_and_the_run_is_untouched(cli, study):
+    assert cli(study, *SMALL[study], "--name", "x").exit_code == 0
+    run = cli.out / study / "x"
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    r = cli(study, *SMALL[study], "--seed", 1, "--name", "x")
+    line = one_line_error(r, 2)
+    assert f"{run} already exists" in line and "choose another --name" in line
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert run_dirs(cli.out, study) == [run]
+
+
+def test_a_taken_sweep_name_suggests_resume(cli, tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("study: depth-study\nbase: {depth: 2, width: 4, batch_size: 2}\nseeds: [0]\n")
+    assert cli("sweep", f, "--out", cli.out, "--no-progress").exit_code == 0
+    summary = (cli.out / "sweeps" / "s" / "summary.csv").read_bytes()
+    line = one_line_error(cli("sweep", f, "--out", cli.out, "--no-progress"), 2)
+    assert "already exists" in line and "--resume" in line
+    assert (cli.out / "sweeps" / "s" / "summary.csv").read_bytes() == summary
+
+
+# -- unwritable output --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("study", ["depth-study", "running-stats"])
+def test_output_under_a_file_is_a_clean_error(cli, tmp_path, study):
+    # tests run as root, where chmod cannot stop a write: a regular file in the path can
+    blocker = tmp_path / "somefile"
+    blocker.write_text("not a directory\n")
+    line = one_line_error(cli(study, *SMALL[study], "--out", blocker / "sub"), 1)
+    assert f"cannot create {blocker / 'sub' / study}" in line and "Not a directory" in line
+    line = one_line_error(cli(study, *SMALL[study], "--out", blocker), 1)
+    assert f"--out: {blocker} exists and is not a directory" in line
+    assert blocker.read_text() == "not a directory\n" and all_files(tmp_path) == ["somefile"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores chmod: see the file-in-the-way and disk-full tests")
+def test_a_read_only_directory_is_a_clean_error(cli, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        line = one_line_error(cli("depth-study", *SMALL["depth-study"], "--out", ro), 1)
+        assert f"cannot create {ro / 'depth-study'}" in line and "Permission denied" in line
+    finally:
+        ro.chmod(0o700)
+
+
+def _fd_path(fd):
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc to name a file descriptor")
+@pytest.mark.parametrize("study", ["depth-study", "running-stats"])
+def test_disk_full_on_the_results_is_a_clean_error_and_the_run_says_failed(cli, monkeypatch, study):
+    real_fsync = os.fsync
+
+    def full_for_the_csv(fd):
+        if f".{CSV[study]}." in _fd_path(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_for_the_csv)
+    r = cli(study, *SMALL[study], "--name", "full")
+    run = cli.out / study / "full"
+    line = one_line_error(r, 1)
+    assert line == f"Error: cannot write {run / CSV[study]}: No space left on device"
+    assert sorted(os.listdir(run)) == ["config.yaml", "meta.json"]  # no CSV, no temporary file
+    meta = meta_of(run)
+    assert meta["status"] == "failed" and "No space left on device" in meta["error"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc to name a file descriptor")
+def test_disk_full_before_the_run_leaves_no_run_directory(cli, monkeypatch):
+    real_fsync = os.fsync
+
+    def full(fd):
+        if ".config.yaml." in _fd_path(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    line = one_line_error(cli("depth-study", *SMALL["depth-study"], "--name", "full"), 1)
+    assert "cannot write" in line and "config.yaml: No space left on device" in line
+    assert run_dirs(cli.out, "depth-study") == []
+
+
+# -- out of memory ------------------------------------------------------------------------------
+
+OOMS = [
+    lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB"),
+    lambda: RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: "
+                         "can't allocate memory: you tried to allocate 68719476736 bytes."),
+    lambda: MemoryError(),
+]
+
+
+@pytest.mark.parametrize("make_error", OOMS, ids=["cuda", "cpu", "python"])
+@pytest.mark.parametrize("study,sizes", [
+    ("depth-study", "depth 6, width 8, batch_size 4"),
+    ("running-stats", "batch_size 3, num_features 5, feature_shape 1"),
+])
+def test_out_of_memory_names_the_sizes_and_records_failed(cli, monkeypatch, study, sizes, make_error):
+    from bncli import studies
+
+    def oom(cfg, device, progress=None):
+        raise make_error()
+
+    monkeypatch.setattr(studies.get(study), "run", oom)
+    line = one_line_error(cli(study, *SMALL[study], "--name", "oom"), 1)
+    run = cli.out / study / "oom"
+    assert line.startswith(f"Error: out of memory on cpu: {sizes}")
+    assert "try smaller values" in line and str(run) in line
+    meta = meta_of(run)
+    assert meta["status"] == "failed" and meta["error"].split(":")[0] == type(make_error()).__name__
+    assert sorted(os.listdir(run)) == ["config.yaml", "meta.json"]
+
+
+# -- limits -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,says", [
+    (["depth-study", "--width", 10**6], "width 1000000"),
+    (["depth-study", "--depth", 10**12, "--width", 8], "depth 1000000000000"),
+    (["depth-study", "--batch-size", 10**13], "batch_size 10000000000000"),
+    (["running-stats", "--batch-size", 10**12], "batch_size 1000000000000"),
+    (["running-stats", "--dims", 3, "--feature-shape", "100000,100000,100000"], "feature_shape 100000,100000,100000"),
+    (["running-stats", "--iterations", 10**12], "iterations 1000000000000"),
+])
+def test_sizes_that_cannot_fit_are_refused_before_any_allocation(cli, monkeypatch, args, says):
+    def no_allocation(*a, **k):
+        raise AssertionError("allocated before refusing")
+
+    for fn in ("empty", "zeros", "ones", "randn", "arange", "full"):
+        monkeypatch.setattr(torch, fn, no_allocation)
+    line = one_line_error(cli(*args), 2)
+    assert line.startswith("Error: too large: ") and says in line
+    assert "GiB but cpu has" in line and "use a smaller --" in line
+    assert not cli.out.exists()
+
+
+# -- no code from configs -----------------------------------------------------------------------
+
+PAYLOADS = [
+    'depth: !!python/object/apply:os.system ["touch {m}"]\n',
+    '!!python/object/apply:os.system ["touch {m}"]\n',
+    'depth: !!python/object/apply:subprocess.check_call [["touch", "{m}"]]\n',
+    'width: !!python/object/apply:builtins.exec ["open(\'{m}\', \'w\').close()"]\n',
+    'depth: !!python/object/new:subprocess.Popen [["touch", "{m}"]]\n',
+    '? !!python/object/apply:os.system ["touch {m}"]\n: 1\n',
+    'depth: !!python/name:os.system\n',
+    'depth: !!python/module:os\n',
+    'depth: !!python/object:pathlib.PurePosixPath {{}}\n',
+    'depth: !!python/tuple [1, 2]\n',
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=[p.split("!!")[1].split()[0] for p in PAYLOADS])
+@pytest.mark.parametrize("study", ["depth-study", "running-stats", "sweep"])
+def test_python_tags_are_refused_and_never_run(cli, tmp_path, payload, study):
+    marker = tmp_path / "pwned"
+    text = payload.format(m=marker)
+    if "/apply:" in text:  # the payload is live: unsafe YAML runs it
+        yaml.unsafe_load(text)
+        assert marker.exists()
+        marker.unlink()
+    f = tmp_path / "evil.yaml"
+    if study == "sweep":
+        f.write_text("study: depth-study\nbase:\n  " + text.replace("\n", "\n  ").rstrip() + "\nseeds: [0]\n")
+        r = cli("sweep", f, "--out", cli.out, "--no-progress")
+    else:
+        f.write_text(text)
+        r = cli(study, "--config", f)
+    line = one_line_error(r, 2)
+    assert "python/" in line and str(f) in line
+    assert not marker.exists()
+    assert not cli.out.exists()
+
+
+def test_yaml_is_only_ever_safe_loaded():
+    sources = "\n".join(p.read_text() for p in (ROOT / "bncli").rglob("*.py"))
+    for unsafe in ("yaml.load(", "unsafe_load", "full_load", "yaml.Loader", "FullLoader", "UnsafeLoader"):
+        assert unsafe not in sources, unsafe
+    assert "yaml.safe_load(" in sources
+
+
+# -- hostile names ------------------------------------------------------------------------------
+
+HOSTILE_NAMES = ["../escape", "..", ".", "a/b", "/tmp/abs", "a/../../b", "x/..", "..\\x", "", " ", "-",
+                 ".hidden", "a\x00b", "a\nb", "ab\n", "x" * 201, "~root", "$HOME", "*"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=[ascii(n)[:30] for n in HOSTILE_NAMES])
+def test_hostile_names_cannot_escape_the_output_directory(cli, tmp_path, name):
+    out = tmp_path / "a" / "b" / "results"
+    line = one_line_error(cli("depth-study", *SMALL["depth-study"], "--out", out, "--name", name), 2)
+    assert line.startswith("Error: --name: ") and "is not a valid name" in line
+    assert all_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("out", ["../results", "results/../../x", "a/../b", "./x/../../y"])
+def test_hostile_out_is_refused(cli, tmp_path, monkeypatch, out):
+    work = tmp_path / "deep" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    line = one_line_error(cli("depth-study", *SMALL["depth-study"], "--out", out), 2)
+    assert line.startswith("Error: --out: ") and "'..'" in line
+    assert all_files(tmp_path) == ["deep", "deep/work"]
+
+
+def test_a_nul_in_out_is_a_clean_error(cli, tmp_path):
+    r = cli("depth-study", *SMALL["depth-study"], "--out", f"{tmp_path}/a\x00b")
+    assert "--out" in one_line_error(r, 2)
+    assert all_files(tmp_path) == []
+
+
+def test_a_hostile_sweep_name_is_refused(cli, tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("study: depth-study\nname: ../../escape\nseeds: [0]\n")
+    line = one_line_error(cli("sweep", f, "--out", cli.out, "--no-progress"), 2)
+    assert "is not a valid name" in line
+    line = one_line_error(cli("sweep", f, "--out", cli.out, "--name", "a/b", "--no-progress"), 2)
+    assert "--name: 'a/b' is not a valid name" in line
+    assert all_files(tmp_path) == ["s.yaml"]
+
+
+# -- determinism --------------------------------------------------------------------------------
+
+DETERMINISM = [
+    ("depth-study", ["--depth", 30, "--width", 24, "--init", "xavier", "--norm", "batchnorm"]),
+    ("depth-study", ["--depth", 40, "--width", 16, "--init", "normal", "--norm", "none"]),  # diverges
+    ("running-stats", ["--input", "randn", "--dims", 2, "--iterations", 4]),
+    ("running-stats", ["--input", "randn", "--momentum", "none", "--dtype", "float64"]),
+]
+
+
+@pytest.mark.parametrize("study,args", DETERMINISM, ids=[f"{s}-{i}" for i, (s, _) in enumerate(DETERMINISM)])
+def test_same_config_and_seed_give_byte_identical_csvs(cli, study, args):
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        assert cli(study, *args, "--seed", seed, "--name", name).exit_code == 0
+    a, b, c = (cli.out / study / n for n in "abc")
+    assert (a / CSV[study]).read_bytes() == (b / CSV[study]).read_bytes()
+    assert (a / CSV[study]).read_bytes() != (c / CSV[study]).read_bytes()  # the seed does matter
+    # the seed is on record twice, and the saved config alone reproduces the run
+    assert meta_of(a)["seed"] == 7 and yaml.safe_load((a / "config.yaml").read_text())["seed"] == 7
+    assert cli(study, "--config", a / "config.yaml", "--name", "again").exit_code == 0
+    assert (cli.out / study / "again" / CSV[study]).read_bytes() == (a / CSV[study]).read_bytes()
