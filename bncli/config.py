@@ -142,7 +142,7 @@ class RunningStatsConfig(_Config):
             self.feature_shape = list(NOTEBOOK_SHAPES[self.dims])
         if len(self.feature_shape) != self.dims:
             raise ValueError(f"feature_shape must have {self.dims} entries for dims {self.dims}, "
-                             f"got {','.join(map(str, self.feature_shape))}")
+                             f"got {len(self.feature_shape)}: {show(self.feature_shape)}")
         if self.batch_size * math.prod(self.feature_shape) < 2:
             raise ValueError("batch_size x feature_shape must give at least 2 values per channel "
                              "(BatchNorm cannot normalise a single value)")
@@ -156,7 +156,7 @@ def _float_list(v: Any) -> Any:
         try:
             return [_none_word(p) if _none_word(p) is None else float(p) for p in parts]
         except ValueError:
-            raise ValueError(f"must be comma-separated numbers, like 0.01,0.1,0.3 (got {v!r})") from None
+            raise ValueError(f"must be comma-separated numbers, like 0.01,0.1,0.3 (got {show(v)})") from None
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return [float(v)]
     return v

@@ -90,7 +90,7 @@ def _file_error(err: ValidationError, path: Path) -> str:
             parts.append(f"{loc}: unknown key; accepted keys: {', '.join(SweepFile.model_fields)}")
             continue
         got = e.get("input")
-        shown = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list)) else ""
+        shown = f" (got {cfgmod.show(got)})" if got is not None and not isinstance(got, (dict, list)) else ""
         parts.append(f"{loc}: {str(e['msg']).removeprefix('Value error, ')}{shown}")
     return f"{path}: " + "; ".join(parts)
 
@@ -103,6 +103,8 @@ def word(v: Any) -> str:
         return str(v).lower()
     if isinstance(v, float):
         return f"{v:g}"
+    if isinstance(v, int) and v.bit_length() > 256:  # str() of an int over 4300 digits raises
+        return f"int{v.bit_length()}bits"
     if isinstance(v, (list, tuple)):
         return "x".join(word(x) for x in v)
     return str(getattr(v, "value", v))
@@ -146,7 +148,7 @@ def plan(path: Path, out: Path, name: str | None = None) -> Plan:
     for key, values in spec.grid.items():
         words = [word(v) for v in values]
         if len(set(words)) != len(words):
-            raise BncliError(f"{path}: grid.{key}: each value once, got {values!r}")
+            raise BncliError(f"{path}: grid.{key}: each value once, got {cfgmod.show(values)}")
 
     sweep_name = results.check_name(name or spec.name or Path(path).stem, "--name" if name else "name")
     out = results.check_out(out)
@@ -435,8 +437,9 @@ def open_sweep(path: Path):
         raise BncliError(f"{path}: no summary.csv yet (has any run finished? try bncli sweep --resume)")
     data = cfgmod.read_yaml(path / "sweep.yaml") or {}
     study = data.get("study") if isinstance(data, dict) else None
-    if study not in cfgmod.CONFIGS:
-        raise BncliError(f"{path}/sweep.yaml: study: expected depth-study or running-stats, got {study!r}")
+    if not isinstance(study, str) or study not in cfgmod.CONFIGS:
+        raise BncliError(f"{path}/sweep.yaml: study: expected depth-study or running-stats, "
+                         f"got {cfgmod.show(study)}")
     return study, keys_of(path), read_table(path / "summary.csv")
 
 
@@ -451,9 +454,10 @@ def open_run(path: Path):
         meta = results.read_json(path / "meta.json")
     except ValueError as e:
         raise BncliError(f"{path}/meta.json: not valid JSON: {e}") from None
-    study = meta.get("study")
-    if study not in cfgmod.CONFIGS:
-        raise BncliError(f"{path}/meta.json: study: expected depth-study or running-stats, got {study!r}")
+    study = meta.get("study") if isinstance(meta, dict) else None
+    if not isinstance(study, str) or study not in cfgmod.CONFIGS:
+        raise BncliError(f"{path}/meta.json: study: expected depth-study or running-stats, "
+                         f"got {cfgmod.show(study)}")
     cfg = cfgmod.read_yaml(path / "config.yaml") or {}
     csv = path / studies.get(study).CSV
     table = read_table(csv) if csv.exists() else None

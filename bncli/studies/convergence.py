@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from bncli.nets import DTYPES, generator, resolve_device
-from bncli.studies import Result
+from bncli.studies import Result, check_fits
 
 CSV = "convergence.csv"
 COLUMNS = ["iteration", "estimator", "channel", "mean", "var", "mean_error", "var_error", "train_eval_gap"]
@@ -38,8 +38,19 @@ def describe_size(cfg) -> str:
     return f"batch_size {cfg.batch_size}, num_features {cfg.num_features}, iterations {cfg.iterations}"
 
 
+def estimate_bytes(cfg) -> int:
+    """Peak memory a run needs, before anything is allocated (reliability: refuse, don't OOM)."""
+    e, batch = len(cfg.momenta) + 2, cfg.batch_size * cfg.num_features
+    per_batch = batch * (DTYPES[cfg.dtype.value].itemsize * (2 * e + 4) + 2 * 8)  # outputs, gaps, x64
+    per_iteration = e * cfg.num_features * (5 * 8 + 3 * 8 * 8)  # kept statistics, then the table
+    return per_batch + cfg.iterations * per_iteration
+
+
 def preflight(cfg) -> torch.device:
-    return resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
+    check_fits(device, estimate_bytes(cfg), describe_size(cfg),
+               "a smaller --batch-size, --num-features or --iterations")
+    return device
 
 
 def truth(cfg, device=None, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
