@@ -122,6 +122,7 @@ def check_outcome(r, out: Path, study: str, what: str, note=event):
     assert r.exit_code == 2, (what, r.exit_code, r.output)
     lines = r.output.splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), (what, r.output)
+    assert lines[0].isprintable(), ascii(lines[0])  # no terminal escapes from a hostile file
     assert made == [] and not out.exists(), made  # never a run directory on error
 
 
@@ -213,6 +214,7 @@ def check_sweep(text: str, note=event):
         assert r.exit_code == 2, (text[:300], r.exit_code, r.output)
         lines = r.output.splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error: "), (text[:300], r.output)
+        assert lines[0].isprintable(), ascii(lines[0])
         assert not out.exists()
 
 

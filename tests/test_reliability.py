@@ -33,8 +33,9 @@ def one_line_error(r, code):
     """The shape of every refusal: exit `code`, exactly one line `Error: ...`, no traceback."""
     assert r.exit_code == code, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    lines = r.output.strip().splitlines()
+    lines = r.output.splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), r.output
+    assert lines[0].isprintable(), ascii(lines[0])  # no escape sequence from a hostile file or name
     assert "Traceback" not in r.output
     return lines[0]
 
@@ -294,8 +295,9 @@ runpy.run_module("bncli", run_name="__main__", alter_sys=True)
 """
 
 
-def test_sigint_to_a_sweep_keeps_what_finished_and_resume_completes_it(tmp_path):
-    """`python -m bncli sweep`, SIGINT mid-way through its second run, then `--resume`."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_a_sweep_keeps_what_finished_and_resume_completes_it(tmp_path, sig):
+    """`python -m bncli sweep`, a signal mid-way through its second run, then `--resume`."""
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text(yaml.safe_dump({"study": "depth-study", "base": {"width": 8, "batch_size": 4},
                                           "grid": {"depth": [3, 300]}, "seeds": [0]}))
@@ -307,7 +309,7 @@ def test_sigint_to_a_sweep_keeps_what_finished_and_resume_completes_it(tmp_path)
         _wait_for(lambda: (d / "runs" / cut / "meta.json").exists(), proc)
         assert meta_of(d / "runs" / done)["status"] == "ok"
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
@@ -320,6 +322,8 @@ def test_sigint_to_a_sweep_keeps_what_finished_and_resume_completes_it(tmp_path)
     summary = pd.read_csv(d / "summary.csv")
     assert set(summary["run"]) == {done} and len(summary) == 3  # what finished, and only that
     kept = (d / "runs" / done / "meta.json").read_text()
+    if sig == signal.SIGTERM:
+        return  # resuming is the same as after SIGINT
 
     r = subprocess.run([sys.executable, "-m", "bncli", *args, "--resume"], cwd=tmp_path, capture_output=True,
                        text=True, timeout=300)
@@ -580,3 +584,14 @@ def test_same_config_and_seed_give_byte_identical_csvs(cli, study, args):
     assert meta_of(a)["seed"] == 7 and yaml.safe_load((a / "config.yaml").read_text())["seed"] == 7
     assert cli(study, "--config", a / "config.yaml", "--name", "again").exit_code == 0
     assert (cli.out / study / "again" / CSV[study]).read_bytes() == (a / CSV[study]).read_bytes()
+
+
+@pytest.mark.parametrize("args", [
+    ["depth-study", "--init", "\x1b[2J\x1b[31mkaiming"],
+    ["depth-study", "--config", "\x1b]0;pwned\x07.yaml"],
+    ["running-stats", "--momentum", "\x1b[31m0.3"],
+    ["depth-study", "--name", "\x1b[31mred"],
+], ids=["flag-value", "config-path", "momentum", "name"])
+def test_terminal_escapes_in_input_never_reach_the_terminal(cli, args):
+    line = one_line_error(cli(*args), 2)  # isprintable: the escape is shown as \x1b, not sent
+    assert "\\x1b" in line
