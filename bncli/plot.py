@@ -9,12 +9,10 @@ here, inside the functions, so the rest of bncli never pays for it.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from bncli import results, sweep
-from bncli.errors import BncliError, RunError
+from bncli.errors import BncliError
 
 LABEL_KEYS = {"depth-study": ["init", "norm", "activation"], "running-stats": ["momentum", "dims", "input"],
               "running-stats-convergence": ["momentum", "batch_size", "input_std"]}
@@ -104,17 +102,12 @@ def _log_scale(values) -> bool:
 
 
 def _save(fig, out: Path) -> None:
-    """Save next to `out` and move into place: a reader never sees half a PNG."""
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, out)
-    except OSError as e:
-        raise RunError(f"cannot write {out}: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Render in memory, then results.atomic_write: a reader never sees half a PNG."""
+    import io
+
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120, bbox_inches="tight")
+    results.atomic_write(out, png.getvalue())
 
 
 def default_out(paths: list[Path], study: str, metric: str | None) -> Path:

@@ -355,6 +355,12 @@ def test_a_taken_sweep_name_suggests_resume(cli, tmp_path):
     f.write_text("study: depth-study\nbase: {depth: 2, width: 4, batch_size: 2}\nseeds: [0]\n")
     assert cli("sweep", f, "--out", cli.out, "--no-progress").exit_code == 0
     summary = (cli.out / "sweeps" / "s" / "summary.csv").read_bytes()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    made = [p for p in (cli.out / "sweeps" / "s").rglob("*") if p.is_file()]
+    assert {p.suffix for p in made} >= {".csv", ".json", ".yaml", ".png"}
+    assert {oct(p.stat().st_mode & 0o777) for p in made} == {oct(0o666 & ~mask)}  # plots too
+    assert not [p for p in made if p.name.endswith(".tmp")]
     line = one_line_error(cli("sweep", f, "--out", cli.out, "--no-progress"), 2)
     assert "already exists" in line and "--resume" in line
     assert (cli.out / "sweeps" / "s" / "summary.csv").read_bytes() == summary
