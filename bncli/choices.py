@@ -64,3 +64,8 @@ class Study(str, Enum):
 class RunningStudy(str, Enum):
     check = "check"  # the notebook's update-formula check
     convergence = "convergence"  # how far running estimates lie from the true statistics
+
+
+class Backend(str, Enum):
+    local = "local"  # this machine: one process, or a spawn pool with --workers
+    ray = "ray"  # one Ray task per run, on a local instance or a cluster

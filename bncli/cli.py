@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from bncli import __version__
-from bncli.choices import Activation, BNMode, DType, Init, InputKind, Norm, Order, RunningStudy
+from bncli.choices import Activation, Backend, BNMode, DType, Init, InputKind, Norm, Order, RunningStudy
 from bncli.errors import BncliError
 
 
@@ -359,6 +359,15 @@ def sweep_cmd(
     workers: Annotated[int, typer.Option(min=1, help="Processes running in parallel (spawned; torch threads "
                                          "are split between them).")] = 1,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    backend: Annotated[Backend, typer.Option(help="local: this machine; ray: one Ray task per run "
+                                             '(needs pip install "bncli[ray]").')] = Backend.local,
+    address: Annotated[Optional[str], typer.Option(
+        help="Ray cluster to join: auto, or ray://HOST:10001 (default: start a local Ray instance).",
+        show_default=False)] = None,
+    cpus_per_run: Annotated[float, typer.Option(min=0.01, help="Ray: CPUs reserved per run (also its torch "
+                                                "threads).")] = 1.0,
+    gpus_per_run: Annotated[float, typer.Option(min=0.0, help="Ray: GPUs per run; 0.25 packs four runs on a "
+                                                "GPU.")] = 0.0,
 ):
     """Run a study over a grid of settings times seeds; write summary.csv, aggregate.csv and a plot.
 
@@ -371,9 +380,16 @@ def sweep_cmd(
     from bncli import report
     from bncli import sweep as sweepmod
 
+    ray = None
+    if backend == Backend.ray:
+        from bncli.ray_backend import RayOptions
+
+        ray = RayOptions(address, cpus_per_run, gpus_per_run)
+    elif address is not None:
+        raise BncliError("--address: only with --backend ray")
     plan = sweepmod.plan(file, out, name)
     with _sigterm_as_interrupt(), _sweep_progress(progress) as cb:
-        outcome = sweepmod.run(plan, resume=resume, fail_fast=fail_fast, workers=workers, progress=cb)
+        outcome = sweepmod.run(plan, resume=resume, fail_fast=fail_fast, workers=workers, progress=cb, ray=ray)
     console = _console()
     if (plan.dir / "summary.csv").exists():
         table = sweepmod.read_table(plan.dir / "summary.csv")

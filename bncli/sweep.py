@@ -11,6 +11,7 @@ ok or diverged. Computing and writing are separate steps: workers compute, the p
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import shutil
@@ -201,8 +202,10 @@ def _cpus() -> int:
 
 
 def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int = 1,
-        progress: Callable[[int, int, str | None], None] | None = None) -> Outcome:
+        progress: Callable[[int, int, str | None], None] | None = None, ray=None) -> Outcome:
     """Run a planned sweep; progress(done, total, current_run) is called as runs start and end.
+
+    `ray` (a ray_backend.RayOptions) sends each run to Ray as one task instead of running here.
 
     Ctrl-C keeps finished runs, marks the current one interrupted, still writes summary.csv
     and aggregate.csv for what finished, and returns with `interrupted` set.
@@ -211,6 +214,12 @@ def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int 
 
     if workers < 1:
         raise BncliError(f"--workers: must be at least 1, got {workers}")
+    if ray is not None:
+        from bncli import ray_backend
+
+        if workers != 1:
+            raise BncliError("--workers: applies to --backend local; with --backend ray use --cpus-per-run")
+        ray_backend.import_ray()  # a missing extra is a usage error, before any directory exists
     mod = studies.get(plan.study)
     devices = {p.name: mod.preflight(p.cfg) for p in plan.points}  # before any directory exists
     given = plan.dir / "sweep.yaml"
@@ -246,7 +255,12 @@ def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int 
     tick(outcome.skipped, total, None)
 
     try:
-        if workers == 1 or not todo:
+        if ray is not None and todo:
+            from bncli import ray_backend
+
+            store = functools.partial(_store, plan, outcome)
+            ray_backend.run(plan, todo, devices, outcome, fail_fast, tick, store, ray)
+        elif workers == 1 or not todo:
             _sequential(plan, todo, devices, outcome, fail_fast, tick)
         else:
             _pool(plan, todo, outcome, fail_fast, workers, tick)
@@ -301,24 +315,28 @@ def _sequential(plan: Plan, todo: list[Point], devices: dict, outcome: Outcome, 
             return
 
 
+def _store(plan: Plan, outcome: Outcome, p: Point, result, meta: dict) -> None:
+    """Write a run computed elsewhere (a pool worker, a Ray task): the parent writes every file."""
+    from bncli import studies
+
+    run_dir = results.make_dir(plan.dir / "runs" / p.name)
+    results.write_start(run_dir, p.cfg, {**meta, "status": "running"})
+    results.write_result(run_dir, studies.get(plan.study).CSV, result, meta)
+    _record(plan, outcome, p.name, meta)
+
+
 def _pool(plan: Plan, todo: list[Point], outcome: Outcome, fail_fast: bool, workers: int, tick) -> None:
     import multiprocessing as mp
 
-    from bncli import studies
-
-    csv = studies.get(plan.study).CSV
     total = len(plan.points)
     ctx = mp.get_context("spawn")
     pool = ctx.Pool(min(workers, max(1, len(todo))), initializer=_worker_init,
                     initargs=(max(1, _cpus() // workers),))
     try:
         tasks = [(plan.study, p.name, p.cfg) for p in todo]
-        cfgs = {p.name: p.cfg for p in todo}
+        points = {p.name: p for p in todo}
         for name, result, meta in pool.imap_unordered(_work, tasks):
-            run_dir = results.make_dir(plan.dir / "runs" / name)  # the parent writes every file
-            results.write_start(run_dir, cfgs[name], {**meta, "status": "running"})
-            results.write_result(run_dir, csv, result, meta)
-            _record(plan, outcome, name, meta)
+            _store(plan, outcome, points[name], result, meta)
             tick(len(outcome.status), total, name)
             if meta["status"] == "failed" and fail_fast:
                 outcome.stopped = True
@@ -405,7 +423,7 @@ def aggregate(plan: Plan) -> None:
 def _plot(plan: Plan) -> Path | None:
     from bncli import plot
 
-    if not (plan.dir / "summary.csv").exists():
+    if not (plan.dir / "aggregate.csv").exists():  # no run finished ok or diverged: nothing to draw
         return None
     return plot.plot([plan.dir], plan.dir / PLOT[plan.study])
 

@@ -1,0 +1,129 @@
+"""bncli sweep --backend ray: same files as local, failures recorded, resume across backends.
+
+One local Ray instance (2 CPUs, no dashboard) serves the whole module; bncli joins it.
+"""
+
+import os
+import sys
+
+import pytest
+import yaml
+
+from bncli import sweep
+
+BASE = {"depth": 4, "width": 16, "batch_size": 4}
+GRID = {"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"]}
+
+
+def write_sweep(tmp_path, name="s", seeds=(0, 1)):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"study": "depth-study", "base": BASE, "grid": GRID, "seeds": list(seeds)}))
+    return path
+
+
+def files(d):
+    """Every file under d but meta.json (times differ) and the plot, as bytes."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file() and p.name not in ("meta.json", "std_by_layer.png")}
+
+
+def test_missing_ray_is_a_clean_error(cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    r = cli("sweep", write_sweep(tmp_path), "--backend", "ray", "--out", tmp_path / "out", "--no-progress")
+    assert r.exit_code == 2
+    assert r.output == 'Error: --backend ray: Ray is not installed; install it with: pip install "bncli[ray]"\n'
+    assert not (tmp_path / "out").exists()
+
+
+def test_address_needs_the_ray_backend(cli, tmp_path):
+    r = cli("sweep", write_sweep(tmp_path), "--address", "auto", "--out", tmp_path / "out", "--no-progress")
+    assert r.exit_code == 2 and r.output == "Error: --address: only with --backend ray\n"
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def ray_opts(**kw):
+    from bncli.ray_backend import RayOptions
+
+    return RayOptions(**kw)
+
+
+def test_ray_gives_the_same_files_as_local(ray_session, tmp_path, cli):
+    path = write_sweep(tmp_path)
+    local = sweep.run(sweep.plan(path, tmp_path / "local"))
+    r = cli("sweep", path, "--backend", "ray", "--out", tmp_path / "ray", "--no-progress")
+    assert r.exit_code == 0, r.output
+    a, b = files(local.dir), files(tmp_path / "ray" / "sweeps" / "s")
+    assert len(a) == 8 * 2 + 3  # layers.csv and config.yaml per run, sweep.yaml, summary.csv, aggregate.csv
+    assert a == b
+    meta = yaml.safe_load((tmp_path / "ray/sweeps/s/runs/init=normal,norm=none,seed=0/meta.json").read_text())
+    assert meta["status"] in ("ok", "diverged") and meta["error"] is None
+
+
+def test_a_task_that_raises_or_dies_is_recorded_failed(ray_session, tmp_path, monkeypatch):
+    from bncli import ray_backend
+
+    real = ray_backend._task
+
+    def flaky(study, name, cfg, threads):  # defined here, so Ray ships it by value
+        if name == "init=normal,norm=none,seed=1":
+            raise RuntimeError("boom")
+        if name == "init=kaiming,norm=none,seed=0":
+            os._exit(3)  # the worker process dies
+        return real(study, name, cfg, threads)
+
+    monkeypatch.setattr(ray_backend, "_task", flaky)
+    out = sweep.run(sweep.plan(write_sweep(tmp_path), tmp_path / "out"), ray=ray_opts())
+    assert out.failed == 2 and not out.stopped
+    assert out.errors["init=normal,norm=none,seed=1"] == "RuntimeError: boom"
+    assert "init=kaiming,norm=none,seed=0" in out.errors
+    assert sum(s in ("ok", "diverged") for s in out.status.values()) == 6
+    meta = yaml.safe_load((out.dir / "runs/init=normal,norm=none,seed=1/meta.json").read_text())
+    assert meta["status"] == "failed" and meta["error"] == "RuntimeError: boom"
+    summary = sweep.read_table(out.dir / "summary.csv")
+    assert (summary.groupby("run")["status"].first() == "failed").sum() == 2
+
+
+def test_fail_fast_stops_and_cancels(ray_session, tmp_path, monkeypatch):
+    from bncli import ray_backend
+
+    real = ray_backend._task
+
+    def fail_first(study, name, cfg, threads):
+        if name.endswith("seed=0") and name.startswith("init=kaiming,norm=batchnorm"):
+            raise ValueError("first")
+        return real(study, name, cfg, threads)
+
+    monkeypatch.setattr(ray_backend, "_task", fail_first)
+    out = sweep.run(sweep.plan(write_sweep(tmp_path), tmp_path / "out"), fail_fast=True, ray=ray_opts())
+    assert out.stopped and out.failed == 1
+    assert len(out.status) < 8
+
+
+def test_resume_across_backends(ray_session, tmp_path, monkeypatch):
+    """Half a sweep locally, killed; --resume on Ray ends with the files of an uninterrupted sweep."""
+    from bncli import results
+
+    path = write_sweep(tmp_path)
+    clean = sweep.run(sweep.plan(path, tmp_path / "clean"))
+    real, calls = results.compute, []
+
+    def killed_at_fourth(*a, **k):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(results, "compute", killed_at_fourth)
+    half = sweep.run(sweep.plan(path, tmp_path / "out"))
+    assert half.interrupted and sum(s in ("ok", "diverged") for s in half.status.values()) == 3
+    monkeypatch.setattr(results, "compute", real)
+    done = sweep.run(sweep.plan(path, tmp_path / "out"), resume=True, ray=ray_opts())
+    assert done.skipped == 3 and not done.interrupted and done.failed == 0
+    assert files(done.dir) == files(clean.dir)
