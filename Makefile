@@ -1,5 +1,6 @@
 # make run   - set up .venv and run the notebook's depth study on its defaults
-# make test  - set up .venv and run the whole test suite (what CI runs)
+# make test  - set up .venv (with the dev and ray extras) and run the whole test suite (what CI runs)
+# make bench - speed, memory and start-up against side-by-side references -> benchmarks/results.md
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,ray]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -22,6 +23,9 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check bncli tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/bench_depth.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -148,6 +148,56 @@ def test_no_per_layer_host_sync(monkeypatch):
     assert calls["cpu"] == 1
 
 
+@pytest.mark.parametrize("threads", [0, 1, 3])
+def test_weights_do_not_depend_on_the_drawing_threads(threads):
+    """Layers drawn ahead on threads get the weights each layer's generator gives alone."""
+    cfg = config.load("depth-study", None, depth=7, width=40, init="xavier_uniform", seed=3, device="cpu")
+    alone = [make_weight(cfg, i, CPU) for i in reversed(range(7))][::-1]  # in reverse: order is irrelevant
+    drawn = list(depth.draw_weights(cfg, CPU, threads))
+    assert len(drawn) == 7 and all(torch.equal(a, b) for a, b in zip(alone, drawn, strict=True))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_streamed_runs_do_not_depend_on_the_drawing_threads(threads, monkeypatch):
+    before, computing = torch.get_num_threads(), depth.split_threads(CPU)[1]
+    monkeypatch.setattr(depth, "split_threads", lambda device: (0, computing))
+    _, serial = run(depth=40, width=32)
+    monkeypatch.setattr(depth, "split_threads", lambda device: (threads, computing))
+    _, ahead = run(depth=40, width=32)
+    assert torch.get_num_threads() == before  # the computing threads are put back
+    assert serial.table.to_csv() == ahead.table.to_csv()
+
+
+def test_streaming_holds_a_few_weights_whatever_the_depth(monkeypatch):
+    """Memory flat in depth: weights alive at once stay at the draw-ahead count, unless kept."""
+    import weakref
+
+    real, alive, peak = depth.make_weight, weakref.WeakSet(), []
+
+    def tracked(cfg, layer, device):
+        w = real(cfg, layer, device)
+        alive.add(w)
+        peak.append(len(alive))
+        return w
+
+    monkeypatch.setattr(depth, "make_weight", tracked)
+    cfg, res = run(depth=300, width=16)
+    assert res.status == "ok" and len(res.table) == 300
+    assert max(peak) <= depth.draw_ahead(cfg, depth.split_threads(CPU)[0]) + 2
+    peak.clear()
+    run(depth=300, width=16, keep_weights=True)
+    assert max(peak) >= 290  # the full model, for contrast (a few may be in flight at the end)
+
+
+def test_keep_weights_flag_gives_byte_identical_csv(cli):
+    for name, flag in (("stream", "--stream-weights"), ("keep", "--keep-weights")):
+        r = cli("depth-study", "--depth", 40, "--width", 96, "--init", "default", "--name", name, flag)
+        assert r.exit_code == 0, r.output
+    stream, keep = (cli.out / "depth-study" / n / "layers.csv" for n in ("stream", "keep"))
+    assert len(stream.read_text().splitlines()) == 41
+    assert stream.read_bytes() == keep.read_bytes()
+
+
 def test_bfloat16_runs():
     _, res = run(depth=20, width=64, dtype="bfloat16")
     assert res.status == "ok"
