@@ -96,15 +96,15 @@ def _stats(x: torch.Tensor) -> torch.Tensor:
     # Plain vectorised passes in float64, not std_mean/var_mean: torch's Welford kernels cost
     # ~0.8 ms here at width 1024, batch 128, a quarter of the layer's matmul. float64 also keeps
     # squares of outputs near float32's max finite, so only a non-finite output reads as diverged.
-    xd = x.double()
-    cmean = xd.mean(0)
-    chan_var = (xd - cmean).square_().mean()
+    f64 = torch.float64
+    cmean = x.mean(0, dtype=f64)
+    chan_var = (x - cmean).square_().mean()  # x - cmean is float64: no float32 copy of x made first
     mean = cmean.mean()
     var = chan_var + (cmean - mean).square().mean()  # all outputs' biased variance (law of total variance)
     std = (var * (n / (n - 1))).sqrt() if n > 1 else var * float("nan")  # unbiased, as the notebook's x.std()
     lo, hi = torch.aminmax(x)  # abs max in one pass, no abs() temporary
-    zero = (n - x.bool().sum()).to(xd.dtype) / n  # x.bool() is 3x faster than x == 0 on CPU; nan counts as nonzero
-    return torch.stack([mean, std, torch.maximum(-lo, hi).to(xd.dtype), zero, cmean.square().mean(), chan_var])
+    zero = (n - x.bool().sum()).to(f64) / n  # x.bool() is 3x faster than x == 0 on CPU; nan counts as nonzero
+    return torch.stack([mean, std, torch.maximum(-lo, hi).to(f64), zero, cmean.square().mean(), chan_var])
 
 
 def _erank(x: torch.Tensor) -> torch.Tensor:
