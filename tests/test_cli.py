@@ -29,7 +29,7 @@ def test_version_and_help(cli):
 def test_help_does_not_import_heavy_modules():
     code = ("import sys; from bncli.cli import main; sys.argv = ['bncli', 'depth-study', '--help']\n"
             "try: main()\nexcept SystemExit: pass\n"
-            "heavy = [m for m in ('torch', 'pandas', 'matplotlib') if m in sys.modules]\n"
+            "heavy = [m for m in ('torch', 'pandas', 'matplotlib', 'pydantic') if m in sys.modules]\n"
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out
