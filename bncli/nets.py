@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -101,9 +102,29 @@ INITS: dict[str, Callable] = {
         w, 0.0, c.init_std, -2 * c.init_std, 2 * c.init_std, generator=g),
     "lecun_normal": lambda w, g, c: torch.nn.init.normal_(
         w, 0.0, c.init_gain / math.sqrt(w.shape[1]), generator=g),
-    "orthogonal": lambda w, g, c: torch.nn.init.orthogonal_(w, gain=c.init_gain, generator=g),
+    "orthogonal": lambda w, g, c: _orthogonal_(w, g, c),
     "default": lambda w, g, c: _default_linear_(w, g),
 }
+
+@contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to n for the block, then put back."""
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
+
+
+def _orthogonal_(w: torch.Tensor, g: torch.Generator, cfg) -> torch.Tensor:
+    # LAPACK's QR splits its work across threads and its last bits follow the thread count:
+    # one thread, so an orthogonal weight is the same on every machine
+    with torch_threads(1 if w.device.type == "cpu" else torch.get_num_threads()):
+        return torch.nn.init.orthogonal_(w, gain=cfg.init_gain, generator=g)
+
 
 EPS = 1e-5  # every norm's eps but rmsnorm's, which is torch's default: finfo(dtype).eps
 
@@ -115,11 +136,24 @@ def _bn_eval(cfg, device, dtype):
     return lambda x: F.batch_norm(x, mean, var, training=False, eps=EPS)
 
 
+def _bn_train(x: torch.Tensor) -> torch.Tensor:
+    """Train-mode BatchNorm1d at init (weight 1, bias 0): batch statistics, biased variance.
+
+    Written out rather than F.batch_norm: torch's CPU kernel splits its sums across threads,
+    so its last bits follow torch.get_num_threads(), while these per-channel reductions over
+    the batch do not. The same config gives the same bytes on any machine, sequentially, in a
+    --workers pool or in a Ray task.
+    """
+    xf = x.float() if x.dtype == torch.bfloat16 else x  # bfloat16 sums lose too much
+    mean = xf.mean(0)
+    xc = xf - mean
+    return (xc * torch.rsqrt(xc.square().mean(0) + EPS)).to(x.dtype)
+
+
 def _batchnorm(cfg, device, dtype):
     if cfg.bn_mode.value == "eval":
         return _bn_eval(cfg, device, dtype)
-    # train-mode BatchNorm1d at init (weight 1, bias 0): batch statistics, biased variance
-    return lambda x: F.batch_norm(x, None, None, training=True, eps=EPS)
+    return _bn_train
 
 
 # name -> fn(cfg, device, dtype) returning the norm x -> y (affine weight 1, bias 0, as at init)

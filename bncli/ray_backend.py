@@ -57,7 +57,7 @@ def _connect(ray, opts: RayOptions) -> bool:
     return True
 
 
-def run(plan, todo, devices: dict, outcome, fail_fast: bool, tick, store, opts: RayOptions) -> None:
+def run(plan, todo, outcome, fail_fast: bool, tick, store, opts: RayOptions) -> None:
     """Submit every run in `todo` as a task; store(point, result, meta) each as it finishes.
 
     A task that raises or whose worker dies is stored as a failed run. Ctrl-C cancels the
@@ -79,10 +79,7 @@ def run(plan, todo, devices: dict, outcome, fail_fast: bool, tick, store, opts: 
             try:
                 _, result, meta = ray.get(done[0])
             except ray.exceptions.RayError as e:  # the task raised, or its worker died
-                from bncli import results
-
-                result, meta = None, results.base_meta(plan.study, p.cfg, devices[p.name])
-                meta.update(status="failed", error=_first_line(e))
+                result, meta = None, _failed_meta(plan.study, p.cfg, _first_line(e))
             store(p, result, meta)
             tick(len(outcome.status), len(plan.points), p.name)
             if meta["status"] == "failed" and fail_fast:
@@ -93,6 +90,17 @@ def run(plan, todo, devices: dict, outcome, fail_fast: bool, tick, store, opts: 
             ray.cancel(ref, force=True)  # a no-op for tasks already done
         if started:
             ray.shutdown()
+
+
+def _failed_meta(study: str, cfg, error: str) -> dict:
+    """meta.json of a run whose task never returned: the device is the one asked for."""
+    import torch
+
+    from bncli import results
+
+    meta = results.base_meta(study, cfg, torch.device("cpu"))
+    meta.update(status="failed", error=error, device=cfg.device, device_name=None, torch_threads=None)
+    return meta
 
 
 def _first_line(e: BaseException) -> str:

@@ -177,7 +177,7 @@ def base_meta(study: str, cfg, device) -> dict:
         "device_name": name,
         "dtype": cfg.dtype.value,
         "seed": cfg.seed,
-        "torch_threads": torch.get_num_threads(),  # CPU kernels (BatchNorm's stats) reduce per thread
+        "torch_threads": torch.get_num_threads(),  # speed only: the numbers do not depend on it
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": None,
         "git_commit": git_commit(),

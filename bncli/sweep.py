@@ -221,7 +221,9 @@ def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int 
             raise BncliError("--workers: applies to --backend local; with --backend ray use --cpus-per-run")
         ray_backend.import_ray()  # a missing extra is a usage error, before any directory exists
     mod = studies.get(plan.study)
-    devices = {p.name: mod.preflight(p.cfg) for p in plan.points}  # before any directory exists
+    # device and size checks before any directory exists; on Ray each task checks on its own
+    # node, since the driver may well have no GPU
+    devices = {p.name: mod.preflight(p.cfg) for p in plan.points} if ray is None else {}
     given = plan.dir / "sweep.yaml"
     if plan.dir.exists():
         if not resume:
@@ -259,7 +261,7 @@ def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int 
             from bncli import ray_backend
 
             store = functools.partial(_store, plan, outcome)
-            ray_backend.run(plan, todo, devices, outcome, fail_fast, tick, store, ray)
+            ray_backend.run(plan, todo, outcome, fail_fast, tick, store, ray)
         elif workers == 1 or not todo:
             _sequential(plan, todo, devices, outcome, fail_fast, tick)
         else:

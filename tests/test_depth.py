@@ -233,3 +233,29 @@ def test_too_large_is_refused_before_allocating():
     cfg = config.load("depth-study", None, width=10**6, device="cpu")
     with pytest.raises(BncliError, match=r"too large: .*width 1000000, .*needs about .* GiB"):
         depth.preflight(cfg)
+
+
+@pytest.mark.parametrize("norm,init,dtype", [
+    ("batchnorm", "kaiming", "float32"), ("batchnorm", "orthogonal", "float64"), ("layernorm", "orthogonal", "float32"),
+    ("groupnorm", "xavier", "float32"), ("rmsnorm", "default", "float32"), ("none", "normal", "float32")])
+def test_same_bytes_on_any_number_of_threads(norm, init, dtype):
+    """A sweep worker, a Ray task and a laptop run with different torch thread counts: the CSV
+    must not change. (torch's own CPU batch_norm and QR differ in the last bits between 1 and 3
+    threads, which is why bncli writes BatchNorm out and draws orthogonal weights on one thread.)"""
+    from bncli.nets import torch_threads
+
+    tables = []
+    for threads in (1, 3):
+        with torch_threads(threads):
+            _, res = run(depth=25, width=96, batch_size=32, norm=norm, init=init, dtype=dtype, init_std=0.1,
+                         grads=True)
+        tables.append(res.table.to_csv())
+    assert tables[0] == tables[1]
+
+
+def test_written_out_batchnorm_matches_torch_in_float64():
+    from bncli.nets import _bn_train
+
+    x = torch.randn(16, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    ref = torch.nn.BatchNorm1d(40, dtype=torch.float64).train()(x)
+    torch.testing.assert_close(_bn_train(x), ref, rtol=1e-12, atol=1e-12)

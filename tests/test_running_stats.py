@@ -90,3 +90,14 @@ def test_randn_input_is_seeded_and_fresh_each_iteration():
     assert torch.equal(rs.make_batch(cfg, 0, CPU), rs.make_batch(cfg, 0, CPU))
     assert not torch.equal(rs.make_batch(cfg, 0, CPU), rs.make_batch(cfg, 1, CPU))
     assert math.prod(rs.make_batch(cfg, 0, CPU).shape) == 3 * 5 * 1
+
+
+def test_same_bytes_on_any_number_of_threads():
+    from bncli.nets import torch_threads
+
+    tables = []
+    for threads in (1, 3):
+        with torch_threads(threads):
+            _, res = run(momentum=0.1, input="randn", iterations=4, batch_size=16, num_features=64)
+        tables.append(res.table.to_csv())
+    assert tables[0] == tables[1]

@@ -214,28 +214,15 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(cli, tmp_path, monkeypa
 
 
 def test_workers_give_the_same_files_as_sequential(cli, tmp_path):
-    """Workers get cpus // 2 torch threads each. torch's CPU BatchNorm reduces per thread, so the
-    last bits follow the thread count: at the same count the files are identical, at another
-    the numbers agree to float32 rounding."""
-    import torch
-
-    path = write_sweep(tmp_path, grid={"init": ["kaiming", "xavier"], "norm": ["batchnorm", "none"]})
-    default = torch.get_num_threads()
+    """Workers get cpus // 2 torch threads each; every op bncli runs gives the same bits on any
+    number of threads, so a pool writes the same bytes as a sequential sweep."""
+    path = write_sweep(tmp_path, grid={"init": ["kaiming", "orthogonal"], "norm": ["batchnorm", "none"]})
     assert sweep_cli(cli, path, "--out", tmp_path / "seq").exit_code == 0
-    torch.set_num_threads(max(1, sweep._cpus() // 2))
-    try:
-        assert sweep_cli(cli, path, "--out", tmp_path / "same").exit_code == 0
-    finally:
-        torch.set_num_threads(default)
     r = sweep_cli(cli, path, "--out", tmp_path / "par", "--workers", 2)
     assert r.exit_code == 0, r.output
-    par, same = files(tmp_path / "par" / "sweeps" / "s"), files(tmp_path / "same" / "sweeps" / "s")
+    par, seq = files(tmp_path / "par" / "sweeps" / "s"), files(tmp_path / "seq" / "sweeps" / "s")
     assert len(par) == 2 + 1 + 8 * 2
-    assert [k for k in par if par[k] != same.get(k)] == []
-    a, b = (pd.read_csv(tmp_path / d / "sweeps" / "s" / "summary.csv") for d in ("seq", "par"))
-    cols = list(a.columns[list(a.columns).index("layer") + 1:])  # the statistics
-    assert a.drop(columns=cols).equals(b.drop(columns=cols)) and len(a) == 40
-    np.testing.assert_allclose(a[cols].to_numpy(float), b[cols].to_numpy(float), rtol=1e-5, atol=1e-7)
-    meta = json.loads((tmp_path / "par" / "sweeps" / "s" / "runs" / "init=xavier,norm=none,seed=1" /
+    assert [k for k in par if par[k] != seq.get(k)] == []
+    meta = json.loads((tmp_path / "par" / "sweeps" / "s" / "runs" / "init=orthogonal,norm=none,seed=1" /
                        "meta.json").read_text())
     assert meta["status"] == "ok" and meta["torch_threads"] == max(1, sweep._cpus() // 2)

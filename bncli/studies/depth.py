@@ -13,13 +13,12 @@ from __future__ import annotations
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import pandas as pd
 import torch
 
 from bncli.errors import BncliError
-from bncli.nets import DTYPES, layer_fn, make_cotangent, make_input, make_weight, resolve_device
+from bncli.nets import DTYPES, layer_fn, make_cotangent, make_input, make_weight, resolve_device, torch_threads
 from bncli.studies import Result
 
 CSV = "layers.csv"
@@ -165,19 +164,6 @@ def draw_weights(cfg, device: torch.device, threads: int = 0):
             yield w
 
 
-@contextmanager
-def torch_threads(n: int):
-    """torch's intra-op threads set to n for the block, then put back."""
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n != before:
-            torch.set_num_threads(before)
-
-
 def run(cfg, device: torch.device, progress=None) -> Result:
     """Forward N(0,1) input through `cfg.depth` layers; stop at the first non-finite output.
 
@@ -191,10 +177,10 @@ def run(cfg, device: torch.device, progress=None) -> Result:
     buf = torch.empty(cfg.depth, k, device=device, dtype=stat_dtype)
     check = CHECK_EVERY if device.type == "cpu" or progress is not None else 0
     keep = cfg.keep_weights or cfg.grads
-    # the forward's last bits (BatchNorm's sums, QR's for orthogonal) follow the threads that
-    # compute it, so streamed and kept runs compute on the same ones
+    # every op here gives the same bits on any number of threads (nets._bn_train), so the
+    # threads only decide speed
     drawing, computing = split_threads(device)
-    if cfg.init.value == "orthogonal":  # a QR per draw: drawn by the computing threads
+    if cfg.init.value == "orthogonal":  # its QR sets torch's (process-wide) threads: not in a pool
         drawing = 0
     if keep:  # drawn first, on every thread
         with torch_threads(computing):

@@ -14,7 +14,7 @@ import math
 import pandas as pd
 import torch
 
-from bncli.nets import DTYPES, generator, resolve_device
+from bncli.nets import DTYPES, generator, resolve_device, torch_threads
 from bncli.studies import Result, check_fits
 
 CSV = "running_stats.csv"
@@ -70,24 +70,27 @@ def run(cfg, device: torch.device, progress=None) -> Result:
     exp_var = torch.ones(cfg.num_features, dtype=torch.float64)
 
     per_iter, status = [], "ok"
-    try:
-        for t in range(cfg.iterations):
-            x = make_batch(cfg, t, device)
-            with torch.no_grad():
-                bn(x)
-            # the formula, in float64 on the host, from the same input but not from torch's BN
-            x64 = x.detach().to("cpu", torch.float64)
-            mean = x64.mean(dim=reduce)
-            var = ((x64 - mean.view(1, -1, *[1] * cfg.dims)) ** 2).sum(dim=reduce) / (n - 1)
-            m = cfg.momentum if cfg.momentum is not None else 1.0 / (t + 1)  # None: cumulative
-            exp_mean = (1 - m) * exp_mean + m * mean
-            exp_var = (1 - m) * exp_var + m * var
-            per_iter.append(torch.stack([mean, var, bn.running_mean.detach().double().cpu(),
-                                         bn.running_var.detach().double().cpu(), exp_mean, exp_var], 1))
-            if progress is not None:
-                progress(t + 1)
-    except KeyboardInterrupt:
-        status = "interrupted"
+    # torch's CPU BatchNorm splits its sums across threads and its last bits follow the thread
+    # count; these tensors are tiny, so one thread costs nothing and gives the same bytes anywhere
+    with torch_threads(1 if device.type == "cpu" else torch.get_num_threads()):
+        try:
+            for t in range(cfg.iterations):
+                x = make_batch(cfg, t, device)
+                with torch.no_grad():
+                    bn(x)
+                # the formula, in float64 on the host, from the same input but not from torch's BN
+                x64 = x.detach().to("cpu", torch.float64)
+                mean = x64.mean(dim=reduce)
+                var = ((x64 - mean.view(1, -1, *[1] * cfg.dims)) ** 2).sum(dim=reduce) / (n - 1)
+                m = cfg.momentum if cfg.momentum is not None else 1.0 / (t + 1)  # None: cumulative
+                exp_mean = (1 - m) * exp_mean + m * mean
+                exp_var = (1 - m) * exp_var + m * var
+                per_iter.append(torch.stack([mean, var, bn.running_mean.detach().double().cpu(),
+                                             bn.running_var.detach().double().cpu(), exp_mean, exp_var], 1))
+                if progress is not None:
+                    progress(t + 1)
+        except KeyboardInterrupt:
+            status = "interrupted"
 
     cols = COLUMNS[2:]
     frames = [pd.DataFrame(v.numpy(), columns=cols).assign(iteration=t, channel=range(len(v)))
