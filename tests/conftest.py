@@ -28,3 +28,20 @@ def cli(tmp_path):
 def run_dirs(out, study):
     d = out / study
     return sorted(p for p in d.iterdir()) if d.exists() else []
+
+
+@pytest.fixture
+def readbacks(monkeypatch):
+    """Counts of Tensor.item/.tolist/.cpu calls: each is a host sync on a GPU."""
+    import torch
+
+    calls = {"item": 0, "tolist": 0, "cpu": 0}
+    for name in calls:
+        orig = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _orig=orig, _name=name, **k):
+            calls[_name] += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return calls
