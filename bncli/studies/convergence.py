@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from bncli.nets import DTYPES, generator, resolve_device
+from bncli.nets import DTYPES, generator, resolve_device, torch_threads
 from bncli.studies import Result, check_fits
 
 CSV = "convergence.csv"
@@ -85,44 +85,41 @@ def run(cfg, device: torch.device, progress=None) -> Result:
     s_sq = torch.zeros_like(s_mean)
 
     per_iter, status = [], "ok"
-    threads = torch.get_num_threads()
-    if device.type == "cpu":  # (batch x channels)-sized ops: threads only add overhead (30x here)
-        torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            for t in range(cfg.iterations):
-                x = make_batch(cfg, t, device)
-                ests, gaps = [], []
-                y_train = None
-                for bn in bns:
-                    bn.train()
-                    y_train = bn(x)
-                    bn.eval()
-                    gaps.append(bn(x) - y_train)
-                    ests.append((bn.running_mean.clone(), bn.running_var.clone()))
-                # precise: mean of batch means; E[biased batch var] + Var[batch means], made unbiased
-                x64 = x.double()
-                bm = x64.mean(0)
-                s_mean += bm
-                s_sq += bm.square()
-                s_var += (x64 - bm).square().mean(0)
-                k, n = t + 1, (t + 1) * b
-                p_mean = s_mean / k
-                p_var = (s_var / k + s_sq / k - p_mean.square()) * (n / (n - 1))
-                y_eval = F.batch_norm(x, p_mean.to(dtype), p_var.to(dtype), training=False, eps=cfg.eps)
-                gaps.append(y_eval - y_train)
-                ests.append((p_mean.to(dtype), p_var.to(dtype)))
-                means = torch.stack([e[0] for e in ests])  # (estimators, channels)
-                vars_ = torch.stack([e[1] for e in ests])
-                gap = torch.stack(gaps).square().mean(1).sqrt()
-                per_iter.append(torch.stack([means, vars_, (means - true_mean).abs() / true_std,
-                                             (vars_ / true_var - 1).abs(), gap], -1))
-                if progress is not None and (t + 1) % 64 == 0:
-                    progress(t + 1)
-    except KeyboardInterrupt:
-        status = "interrupted"
-    finally:
-        torch.set_num_threads(threads)
+    # (batch x channels)-sized ops: on CPU more threads only add overhead (30x here)
+    with torch_threads(1 if device.type == "cpu" else torch.get_num_threads()):
+        try:
+            with torch.no_grad():
+                for t in range(cfg.iterations):
+                    x = make_batch(cfg, t, device)
+                    ests, gaps = [], []
+                    y_train = None
+                    for bn in bns:
+                        bn.train()
+                        y_train = bn(x)
+                        bn.eval()
+                        gaps.append(bn(x) - y_train)
+                        ests.append((bn.running_mean.clone(), bn.running_var.clone()))
+                    # precise: mean of batch means; E[biased batch var] + Var[batch means], made unbiased
+                    x64 = x.double()
+                    bm = x64.mean(0)
+                    s_mean += bm
+                    s_sq += bm.square()
+                    s_var += (x64 - bm).square().mean(0)
+                    k, n = t + 1, (t + 1) * b
+                    p_mean = s_mean / k
+                    p_var = (s_var / k + s_sq / k - p_mean.square()) * (n / (n - 1))
+                    y_eval = F.batch_norm(x, p_mean.to(dtype), p_var.to(dtype), training=False, eps=cfg.eps)
+                    gaps.append(y_eval - y_train)
+                    ests.append((p_mean.to(dtype), p_var.to(dtype)))
+                    means = torch.stack([e[0] for e in ests])  # (estimators, channels)
+                    vars_ = torch.stack([e[1] for e in ests])
+                    gap = torch.stack(gaps).square().mean(1).sqrt()
+                    per_iter.append(torch.stack([means, vars_, (means - true_mean).abs() / true_std,
+                                                 (vars_ / true_var - 1).abs(), gap], -1))
+                    if progress is not None and (t + 1) % 64 == 0:
+                        progress(t + 1)
+        except KeyboardInterrupt:
+            status = "interrupted"
 
     names = estimator_names(cfg)
     if per_iter:
