@@ -264,29 +264,29 @@ def _fields_of(err: ValidationError) -> list[str]:
 CONFIGS_BY_TITLE = {cls.__name__: cls for cls in CONFIGS.values()}
 
 
-def read_yaml(path: Path) -> Any:
+def read_yaml(path: Path, what: str = "--config") -> Any:
     """Parse a YAML file with safe_load only: no tag can construct a Python object."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise BncliError(f"--config: file not found: {path}") from None
+        raise BncliError(f"{what}: file not found: {path}") from None
     except IsADirectoryError:
-        raise BncliError(f"--config: {path} is a directory, not a YAML file") from None
+        raise BncliError(f"{what}: {path} is a directory, not a YAML file") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise BncliError(f"--config: cannot read {path}: {e}") from None
+        raise BncliError(f"{what}: cannot read {path}: {e}") from None
     try:
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         what = " ".join(str(x) for x in (e.context, e.problem) if x)
-        raise BncliError(f"--config: {path} is not valid YAML{where}: {what}".strip()) from None
+        raise BncliError(f"{what}: {path} is not valid YAML{where}: {what}".strip()) from None
     except yaml.YAMLError as e:
-        raise BncliError(f"--config: {path} is not valid YAML: {e}") from None
+        raise BncliError(f"{what}: {path} is not valid YAML: {e}") from None
     except RecursionError:
-        raise BncliError(f"--config: {path} is nested too deeply to be a config") from None
+        raise BncliError(f"{what}: {path} is nested too deeply to be a config") from None
     except ValueError as e:  # an integer over Python's 4300-digit limit
-        raise BncliError(f"--config: {path} holds a value bncli cannot read: {str(e).split(';')[0]}") from None
+        raise BncliError(f"{what}: {path} holds a value bncli cannot read: {str(e).split(';')[0]}") from None
 
 
 def validate(cls: type[_Config], data: Any, flags: set[str] = frozenset(), source: str | None = None):

@@ -128,7 +128,7 @@ def expand(grid: dict[str, list], seeds: list) -> list[dict[str, Any]]:
 
 def plan(path: Path, out: Path, name: str | None = None) -> Plan:
     """Read and check a sweep file. Any bad value raises BncliError; nothing is written."""
-    data = cfgmod.read_yaml(path)
+    data = cfgmod.read_yaml(path, "sweep file")
     try:
         spec = SweepFile.model_validate(data if data is not None else {})
     except ValidationError as e:

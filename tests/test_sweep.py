@@ -226,3 +226,10 @@ def test_workers_give_the_same_files_as_sequential(cli, tmp_path):
     meta = json.loads((tmp_path / "par" / "sweeps" / "s" / "runs" / "init=orthogonal,norm=none,seed=1" /
                        "meta.json").read_text())
     assert meta["status"] == "ok" and meta["torch_threads"] == max(1, sweep._cpus() // 2)
+
+
+def test_missing_sweep_file_is_named_as_such(cli, tmp_path):
+    r = sweep_cli(cli, tmp_path / "missing.yaml", "--out", tmp_path / "out")
+    assert r.exit_code == 2
+    assert r.output == f"Error: sweep file: file not found: {tmp_path / 'missing.yaml'}\n"
+    assert not (tmp_path / "out").exists()
