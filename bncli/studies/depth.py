@@ -172,7 +172,9 @@ def run(cfg, device: torch.device, progress=None) -> Result:
     layer) and the gradient statistics are read back with a second sync.
     """
     step = layer_fn(cfg, device)
-    stat_dtype = torch.float64 if cfg.dtype.value == "float64" else torch.float32
+    # float64 whatever the dtype: _stats computes in float64, and chan_sq_mean's squares would
+    # overflow a float32 cell long before the outputs themselves do
+    stat_dtype = torch.float64
     k = len(BASE) + int(cfg.erank)
     buf = torch.empty(cfg.depth, k, device=device, dtype=stat_dtype)
     check = CHECK_EVERY if device.type == "cpu" or progress is not None else 0
