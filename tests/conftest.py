@@ -25,6 +25,16 @@ def cli(tmp_path):
     return invoke
 
 
+def sweep_file(tmp_path, name="s", study="depth-study", base=None, grid=None, seeds=(0,), **extra):
+    """Write a sweep file `<tmp_path>/<name>.yaml` and return its path."""
+    import yaml
+
+    path = tmp_path / f"{name}.yaml"
+    spec = {"study": study, "base": base or {}, "grid": grid or {}, "seeds": list(seeds), **extra}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
 def run_dirs(out, study):
     d = out / study
     return sorted(p for p in d.iterdir()) if d.exists() else []

@@ -3,16 +3,15 @@
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from conftest import sweep_file
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
 def small_sweep(cli, tmp_path):
-    path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump({"study": "depth-study", "base": {"depth": 4, "width": 8, "batch_size": 4},
-                                    "grid": {"init": ["kaiming", "xavier"]}, "seeds": [0, 1, 2]}))
+    path = sweep_file(tmp_path, "p", base={"depth": 4, "width": 8, "batch_size": 4},
+                      grid={"init": ["kaiming", "xavier"]}, seeds=[0, 1, 2])
     r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
     assert r.exit_code == 0, r.output
     return tmp_path / "out" / "sweeps" / "p"

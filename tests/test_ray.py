@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import yaml
+from conftest import sweep_file
 
 from bncli import sweep
 
@@ -16,9 +17,7 @@ GRID = {"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"]}
 
 
 def write_sweep(tmp_path, name="s", seeds=(0, 1)):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"study": "depth-study", "base": BASE, "grid": GRID, "seeds": list(seeds)}))
-    return path
+    return sweep_file(tmp_path, name, base=BASE, grid=GRID, seeds=seeds)
 
 
 def files(d):

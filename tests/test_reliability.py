@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import run_dirs
+from conftest import run_dirs, sweep_file
 
 from bncli import results
 from bncli.errors import RunError
@@ -254,21 +254,33 @@ def _wait_for(cond, proc, timeout=60.0):
     pytest.fail("timed out")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_real_signal_saves_the_layers_done_and_exits_130(tmp_path, sig):
-    depth = 100_000  # minutes of work: the signal always lands mid-run
-    run = tmp_path / "out" / "depth-study" / "sig"
-    proc = _start(["-m", "bncli", "depth-study", "--depth", depth, "--width", 64, "--out", "out",
-                   "--name", "sig"], tmp_path)
+def assert_ok(run):
+    assert meta_of(run)["status"] == "ok"
+
+
+def _signal_when(proc, ready, sig, delay: float, check=lambda: None):
+    """Wait until ready(), run check(), let the process go on for `delay` s, send sig, and
+    return (out, err) once it exits; a process that hangs is killed, never left behind."""
     try:
-        _wait_for(lambda: (run / "meta.json").exists(), proc)
-        time.sleep(0.5)  # into the layers
+        _wait_for(ready, proc)
+        check()
+        time.sleep(delay)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err, err
+    return out, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_real_signal_saves_the_layers_done_and_exits_130(tmp_path, sig):
+    depth = 100_000  # minutes of work: the signal always lands mid-run
+    run = tmp_path / "out" / "depth-study" / "sig"
+    proc = _start(["-m", "bncli", "depth-study", "--depth", depth, "--width", 64, "--out", "out",
+                   "--name", "sig"], tmp_path)
+    out, _ = _signal_when(proc, lambda: (run / "meta.json").exists(), sig, 0.5)  # 0.5 s: into the layers
     assert f"interrupted: partial results saved in {Path('out/depth-study/sig')}" in out
     meta = meta_of(run)
     assert meta["status"] == "interrupted"
@@ -298,23 +310,13 @@ runpy.run_module("bncli", run_name="__main__", alter_sys=True)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_to_a_sweep_keeps_what_finished_and_resume_completes_it(tmp_path, sig):
     """`python -m bncli sweep`, a signal mid-way through its second run, then `--resume`."""
-    sweep_file = tmp_path / "s.yaml"
-    sweep_file.write_text(yaml.safe_dump({"study": "depth-study", "base": {"width": 8, "batch_size": 4},
-                                          "grid": {"depth": [3, 300]}, "seeds": [0]}))
+    sweep_file(tmp_path, "s", base={"width": 8, "batch_size": 4}, grid={"depth": [3, 300]})
     done, cut = "depth=3,seed=0", "depth=300,seed=0"
     d = tmp_path / "out" / "sweeps" / "s"
     args = ["sweep", "s.yaml", "--out", "out", "--no-progress"]
     proc = _start(["-c", SWEEP_SLOW, *args], tmp_path)
-    try:
-        _wait_for(lambda: (d / "runs" / cut / "meta.json").exists(), proc)
-        assert meta_of(d / "runs" / done)["status"] == "ok"
-        time.sleep(0.3)
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, (out, err)
-    assert "Traceback" not in err, err
+    out, _ = _signal_when(proc, lambda: (d / "runs" / cut / "meta.json").exists(), sig, 0.3,
+                          check=lambda: assert_ok(d / "runs" / done))
     assert "interrupted: 1 of 2 runs finished" in out and "--resume" in out
     assert meta_of(d / "runs" / done)["status"] == "ok"  # kept
     partial = meta_of(d / "runs" / cut)

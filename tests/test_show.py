@@ -2,7 +2,7 @@
 
 import numpy as np
 import pandas as pd
-import yaml
+from conftest import sweep_file
 
 
 def rows(output):
@@ -33,9 +33,8 @@ def test_show_a_running_stats_run(cli):
 
 
 def test_show_a_sweep_gives_mean_and_sd_over_seeds(cli, tmp_path):
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"study": "depth-study", "base": {"depth": 4, "width": 8, "batch_size": 4},
-                                    "grid": {"norm": ["batchnorm", "none"]}, "seeds": [0, 1, 2]}))
+    path = sweep_file(tmp_path, "s", base={"depth": 4, "width": 8, "batch_size": 4},
+                      grid={"norm": ["batchnorm", "none"]}, seeds=[0, 1, 2])
     r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
     assert r.exit_code == 0, r.output
     d = tmp_path / "out" / "sweeps" / "s"
@@ -62,9 +61,7 @@ def test_show_refuses_what_is_not_a_run(cli, tmp_path):
 
 def test_a_running_stats_sweep_summary_against_the_formula(cli, tmp_path):
     # constant batches have variance 0, so running_var = (1 - m)^T, and 0 for the cumulative average
-    path = tmp_path / "m.yaml"
-    path.write_text(yaml.safe_dump({"study": "running-stats", "base": {"iterations": 3},
-                                    "grid": {"momentum": [0.5, None, 0.1]}, "seeds": [0]}))
+    path = sweep_file(tmp_path, "m", "running-stats", base={"iterations": 3}, grid={"momentum": [0.5, None, 0.1]})
     r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
     assert r.exit_code == 0, r.output
     cells = {c[0]: c for c in ([x.strip() for x in row.strip("│").split("│")] for row in rows(r.output))}

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from conftest import sweep_file
 
 from bncli import sweep
 
@@ -14,10 +14,7 @@ GRID = {"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"]}
 
 
 def write_sweep(tmp_path, name="s", grid=GRID, seeds=(0, 1), base=BASE, study="depth-study", **extra):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"study": study, "base": base, "grid": grid, "seeds": list(seeds), **extra},
-                                   sort_keys=False))
-    return path
+    return sweep_file(tmp_path, name, study, base, grid, seeds, **extra)
 
 
 def sweep_cli(cli, *args):
