@@ -124,7 +124,7 @@ DTYPE = "float32"  # bncli's and the lower bound's; --dtype bfloat16 for GPUs
 
 def make_cfg(size, device, approach="bncli"):
     d, w, b = SIZES[size]
-    return config.load("depth-study", None, depth=d, width=w, batch_size=b, device=str(device), dtype=DTYPE,
+    return config.load(depth.CONFIG, None, depth=d, width=w, batch_size=b, device=str(device), dtype=DTYPE,
                        keep_weights=approach == "bncli --keep-weights")
 
 

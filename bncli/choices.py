@@ -56,16 +56,6 @@ class InputKind(str, Enum):
     randn = "randn"  # seeded N(0, 1), fresh each iteration
 
 
-class Study(str, Enum):
-    depth_study = "depth-study"
-    running_stats = "running-stats"
-
-
-class RunningStudy(str, Enum):
-    check = "check"  # the notebook's update-formula check
-    convergence = "convergence"  # how far running estimates lie from the true statistics
-
-
 class Backend(str, Enum):
     local = "local"  # this machine: one process, or a spawn pool with --workers
     ray = "ray"  # one Ray task per run, on a local instance or a cluster

@@ -3,8 +3,10 @@
     bncli depth-study --init kaiming
     bncli running-stats --momentum 0.3
 
-Heavy imports (torch, pandas, pydantic) happen inside the commands, so `--help` is instant.
-Errors the user can fix come out as one line on stderr with a non-zero exit code.
+Every command is a thin layer over the Python API (bncli.api) and renders with the study's
+own renderer. The library's imports (torch, pandas, pydantic) happen inside the commands, so
+`--help` is instant. Errors the user can fix come out as one line on stderr with a non-zero
+exit code.
 """
 
 from __future__ import annotations
@@ -19,12 +21,25 @@ import typer
 from typer.core import TyperGroup
 
 from bncli import __version__
-from bncli.choices import Activation, Backend, BNMode, DType, Init, InputKind, Norm, Order, RunningStudy
+from bncli.choices import Activation, Backend, BNMode, DType, Init, InputKind, Norm, Order
 from bncli.errors import BncliError
 
 
 class _Group(TyperGroup):
-    """Turns every usage error, ours or click's, into one line: `Error: ...`."""
+    """Turns every usage error, ours or click's, into one line: `Error: ...`; gives every
+    registered study a command, declared below or built from its config model."""
+
+    def list_commands(self, ctx):
+        from bncli import studies
+
+        return [*self.commands, *(s for s in studies.names() if s not in self.commands)]
+
+    def get_command(self, ctx, name):
+        from bncli import studies
+
+        if name in self.commands or name not in studies.REGISTRY:
+            return super().get_command(ctx, name)
+        return _study_command(name)
 
     def get_help_option(self, ctx):
         # An unused --help flag reads as None, which typer coerces through a pydantic adapter,
@@ -86,24 +101,6 @@ def _console():
     return Console()
 
 
-def _convergence(config, out, name, unused: dict, **flags):
-    from bncli import config as cfgmod
-    from bncli import plot, report
-
-    for flag, v in unused.items():
-        if v is not None:
-            raise BncliError(f"{flag}: not used by --study convergence (it feeds (batch_size, num_features) "
-                             "batches to BatchNorm1d)")
-    cfg = cfgmod.load("running-stats-convergence", config, **flags)
-    run = _execute("running-stats-convergence", cfg, out, name)
-    console = _console()
-    if run.result is not None and len(run.result.table):
-        console.print(report.convergence_table(run.result.table, run.result.info["steps_to_1pct"]))
-        path = plot.convergence(run.result.table, run.dir / "convergence.png")
-        console.print(f"plot: {path}")
-    _finish(console, run)
-
-
 @contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM ends a run the way Ctrl-C does: what was computed is saved, marked interrupted."""
@@ -147,19 +144,57 @@ def _progress(total: int, label: str, enabled: bool):
             bar.stop()
 
 
-def _execute(study: str, cfg, out: Path, name: str | None, progress_total: int | None = None):
-    from bncli.results import execute
+def _run(study: str, config: Path | None, out: Path, name: str | None, every: int | None = None,
+         **flags) -> None:
+    """Load the config (flags over --config), run and record the study, render its result."""
+    from bncli import api, studies
+    from bncli import config as cfgmod
 
-    with _sigterm_as_interrupt(), _progress(progress_total or 0, study, progress_total is not None) as cb:
-        return execute(study, cfg, out, name, progress=cb)
-
-
-def _finish(console, run) -> None:
-    status = run.meta["status"]
-    if status == "interrupted":
+    mod = studies.get(study)
+    cfg = cfgmod.load(mod.CONFIG, config, **flags)
+    total = mod.progress_total(cfg)
+    with _sigterm_as_interrupt(), _progress(total or 0, study, total is not None) as cb:
+        run = api.execute(study, cfg, out, name, progress=cb)
+    console = _console()
+    if run.table is not None:
+        for part in mod.render(run, every):
+            console.print(part)
+    if mod.RUN_PLOT and (run.dir / mod.PLOT).exists():
+        console.print(f"plot: {run.dir / mod.PLOT}")
+    if run.status == "interrupted":
         console.print(f"interrupted: partial results saved in {run.dir}")
         raise typer.Exit(130)
     console.print(f"results: {run.dir}")
+
+
+def _study_command(study: str):
+    """A command for a study that declares no flags here: one flag per config field, typed as
+    the field is (int, float, a --x/--no-x switch for bool, else text that the model parses)."""
+    import inspect
+
+    from bncli import studies
+
+    mod = studies.get(study)
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("config", kw, default=None, annotation=ConfigOpt)]
+    for field, info in mod.CONFIG.model_fields.items():
+        kind = info.annotation if info.annotation in (int, float, bool) else str
+        default = getattr(info.default, "value", info.default)
+        option = typer.Option(f"--{field.replace('_', '-')}/--no-{field.replace('_', '-')}" if kind is bool
+                              else f"--{field.replace('_', '-')}", show_default=str(default))
+        params.append(inspect.Parameter(field, kw, default=None, annotation=Annotated[Optional[kind], option]))
+    params += [inspect.Parameter("out", kw, default=Path("results"), annotation=OutOpt),
+               inspect.Parameter("name", kw, default=None, annotation=NameOpt)]
+
+    def command(config, out, name, **flags):
+        _run(study, config, out, name, **flags)
+
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    doc = (mod.__doc__ or study).strip()
+    one = typer.Typer(add_completion=False, rich_markup_mode=None)
+    one.command(study, help=doc, short_help=doc.splitlines()[0])(command)
+    return typer.main.get_command(one)
 
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML config file; flags override its fields.",
@@ -228,22 +263,10 @@ def depth_study(
 
     Example: bncli depth-study --init normal --norm none --depth 50 --grads
     """
-    from bncli import config as cfgmod
-    from bncli import report
-
-    cfg = cfgmod.load("depth-study", config, init=init, init_std=init_std, norm=norm,
-                      activation=activation, depth=depth, width=width, batch_size=batch_size,
-                      seed=seed, device=device, dtype=dtype, keep_weights=keep_weights, init_gain=init_gain,
-                      groups=groups, bn_mode=bn_mode, negative_slope=negative_slope, order=order,
-                      residual=residual, grads=grads, erank=erank)
-    long = cfg.depth > 500 or cfg.depth * cfg.width**2 * cfg.batch_size > 5e10
-    run = _execute("depth-study", cfg, out, name, cfg.depth if long else None)
-    console = _console()
-    if run.result is not None:
-        info = run.result.info
-        console.print(report.depth_table(run.result.table, every, info["diverged_at"]))
-        console.print(report.depth_summary(run.result.table, info["diverged_at"], run.meta["status"], info))
-    _finish(console, run)
+    _run("depth-study", config, out, name, every, init=init, init_std=init_std, norm=norm, activation=activation,
+         depth=depth, width=width, batch_size=batch_size, seed=seed, device=device, dtype=dtype,
+         keep_weights=keep_weights, init_gain=init_gain, groups=groups, bn_mode=bn_mode,
+         negative_slope=negative_slope, order=order, residual=residual, grads=grads, erank=erank)
 
 
 def _momentum(value: str | None):
@@ -275,16 +298,6 @@ def running_stats(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     dtype: Annotated[Optional[DType], typer.Option(help="float32 or float64.", show_default="float32")] = None,
-    study: Annotated[RunningStudy, typer.Option(
-        help="check: the update formula; convergence: running estimates against the true statistics.")
-    ] = RunningStudy.check,
-    input_mean: Annotated[Optional[str], typer.Option(
-        help="convergence: the stream's true mean, one number or one per channel.", show_default="1.0")] = None,
-    input_std: Annotated[Optional[str], typer.Option(
-        help="convergence: the stream's true std, one number or one per channel.", show_default="2.0")] = None,
-    keras_momentum: Annotated[Optional[str], typer.Option(
-        help="convergence: Keras-style momenta K (comma list), used as PyTorch's m = 1 - K.",
-        show_default=False)] = None,
     out: OutOpt = Path("results"),
     name: NameOpt = None,
 ):
@@ -294,41 +307,53 @@ def running_stats(
     running buffers with the update formula computed independently in float64. Writes
     running_stats.csv, config.yaml and meta.json under OUT/running-stats/NAME/.
 
-    With --study convergence, compares EMA estimates (one per momentum in a comma list),
-    the cumulative average and a PreciseBN population estimate against the true statistics
-    of a seeded N(input_mean, input_std^2) stream, and writes convergence.csv and
-    convergence.png under OUT/running-stats-convergence/NAME/ (defaults there: momentum
-    0.01,0.1,0.3, batch_size 32, num_features 4, iterations 1000).
-
     Example: bncli running-stats --momentum 0.3 --dims 2
-    Example: bncli running-stats --study convergence --momentum 0.01,0.1,0.3 --input-std 2
     """
-    from bncli import config as cfgmod
-    from bncli import report
+    _run("running-stats", config, out, name, momentum=_momentum(momentum), dims=dims, batch_size=batch_size,
+         num_features=num_features, feature_shape=feature_shape, iterations=iterations, input=input, eps=eps,
+         seed=seed, device=device, dtype=dtype)
 
-    if study == RunningStudy.convergence:
-        _convergence(config, out, name, momentum=momentum, keras_momentum=keras_momentum, batch_size=batch_size,
-                     num_features=num_features, iterations=iterations, input_mean=input_mean,
-                     input_std=input_std, eps=eps, seed=seed, device=device, dtype=dtype,
-                     unused={"--dims": dims, "--feature-shape": feature_shape, "--input": input})
-        return
-    for flag, v in {"--input-mean": input_mean, "--input-std": input_std, "--keras-momentum": keras_momentum}.items():
-        if v is not None:
-            raise BncliError(f"{flag}: only used with --study convergence")
-    cfg = cfgmod.load("running-stats", config, momentum=_momentum(momentum), dims=dims,
-                      batch_size=batch_size, num_features=num_features, feature_shape=feature_shape,
-                      iterations=iterations, input=input, eps=eps, seed=seed, device=device, dtype=dtype)
-    run = _execute("running-stats", cfg, out, name)
-    console = _console()
-    if run.result is not None:
-        console.print(report.running_table(run.result.table, cfg.dtype.value))
-        console.print(report.running_summary(run.result.table, run.result.info["shapes"], cfg.dtype.value))
-    _finish(console, run)
+
+@app.command("convergence", short_help="BatchNorm's running estimates against the true statistics.")
+def convergence(
+    config: ConfigOpt = None,
+    momentum: Annotated[Optional[str], typer.Option(
+        help="EMA momenta to compare, a comma list (none: the cumulative average, always compared).",
+        show_default="0.01,0.1,0.3")] = None,
+    keras_momentum: Annotated[Optional[str], typer.Option(
+        help="Keras-style momenta K (comma list), used as PyTorch's m = 1 - K.", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Samples per batch.", show_default="32")] = None,
+    num_features: Annotated[Optional[int], typer.Option(help="Channels.", show_default="4")] = None,
+    iterations: Annotated[Optional[int], typer.Option(help="Batches fed to the layers.", show_default="1000")] = None,
+    input_mean: Annotated[Optional[str], typer.Option(
+        help="The stream's true mean, one number or one per channel.", show_default="1.0")] = None,
+    input_std: Annotated[Optional[str], typer.Option(
+        help="The stream's true std, one number or one per channel.", show_default="2.0")] = None,
+    eps: Annotated[Optional[float], typer.Option(help="BatchNorm eps.", show_default="1e-05")] = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: Annotated[Optional[DType], typer.Option(help="float32 or float64.", show_default="float32")] = None,
+    out: OutOpt = Path("results"),
+    name: NameOpt = None,
+):
+    """BatchNorm's running estimates against the true statistics of a seeded stream.
+
+    Compares EMA estimates (nn.BatchNorm1d, one per momentum), the cumulative average and a
+    PreciseBN population estimate against the true mean and variance of a seeded
+    N(input_mean, input_std^2) stream of (batch_size, num_features) batches: how many steps
+    each needs to stay within 1%, and the train/eval output gap. Writes convergence.csv,
+    convergence.png, config.yaml and meta.json under OUT/convergence/NAME/.
+
+    Example: bncli convergence --momentum 0.01,0.1,0.3 --input-std 2
+    """
+    _run("convergence", config, out, name, momentum=momentum, keras_momentum=keras_momentum,
+         batch_size=batch_size, num_features=num_features, iterations=iterations, input_mean=input_mean,
+         input_std=input_std, eps=eps, seed=seed, device=device, dtype=dtype)
 
 
 @contextmanager
 def _sweep_progress(enabled: bool):
-    """Runs done out of total, the current run and the ETA; yields sweep.run's callback."""
+    """Runs done out of total, the current run and the ETA; yields sweeps.run's callback."""
     if not enabled:
         yield None
         return
@@ -378,8 +403,7 @@ def sweep_cmd(
 
     Example: bncli sweep configs/sweeps/init_vs_norm.yaml --workers 2
     """
-    from bncli import report
-    from bncli import sweep as sweepmod
+    from bncli import api, results
 
     ray = None
     if backend == Backend.ray:
@@ -388,24 +412,23 @@ def sweep_cmd(
         ray = RayOptions(address, cpus_per_run, gpus_per_run)
     elif address is not None:
         raise BncliError("--address: only with --backend ray")
-    plan = sweepmod.plan(file, out, name)
     with _sigterm_as_interrupt(), _sweep_progress(progress) as cb:
-        outcome = sweepmod.run(plan, resume=resume, fail_fast=fail_fast, workers=workers, progress=cb, ray=ray)
+        outcome = api.sweep(file, out, name, resume=resume, fail_fast=fail_fast, workers=workers, progress=cb,
+                            ray=ray)
     console = _console()
-    if (plan.dir / "summary.csv").exists():
-        table = sweepmod.read_table(plan.dir / "summary.csv")
-        console.print(report.sweep_summary(table, plan.keys, plan.study, title=f"sweep {plan.name}"))
-        console.print(report.sweep_counts(table))
+    total = outcome.total
+    if (outcome.dir / "summary.csv").exists():
+        _print_sweep(console, results.open_sweep(outcome.dir))
     if outcome.skipped:
-        console.print(f"resumed: {outcome.skipped} of {len(plan.points)} runs were already done")
+        console.print(f"resumed: {outcome.skipped} of {total} runs were already done")
     for run_name, error in outcome.errors.items():
         console.print(f"[red]failed[/red] {run_name}: {error}", markup=True, highlight=False)
     if outcome.plot is not None:
         console.print(f"plot: {outcome.plot}")
-    console.print(f"results: {plan.dir}")
+    console.print(f"results: {outcome.dir}")
     if outcome.interrupted:
-        finished = sum(s in sweepmod.FINISHED for s in outcome.status.values())
-        console.print(f"interrupted: {finished} of {len(plan.points)} runs finished; "
+        finished = sum(s in results.FINISHED for s in outcome.status.values())
+        console.print(f"interrupted: {finished} of {total} runs finished; "
                       "rerun with --resume to finish")
         raise typer.Exit(130)
     if outcome.stopped:
@@ -431,10 +454,9 @@ def plot_cmd(
 
     Example: bncli plot results/sweeps/init_vs_norm --metric abs_max --out abs_max.png
     """
-    from bncli import plot
+    from bncli import api
 
-    path = plot.plot(paths, out, metric)
-    _console().print(f"plot: {path}")
+    _console().print(f"plot: {api.plot_runs(paths, out, metric)}")
 
 
 @app.command("show", short_help="Re-render a saved run or sweep from its files.")
@@ -448,31 +470,28 @@ def show_cmd(
 
     Example: bncli show results/sweeps/init_vs_norm
     """
-    from bncli import report
-    from bncli import sweep as sweepmod
+    from bncli import report, results, studies
 
     console = _console()
     if not path.is_dir():
         raise BncliError(f"PATH: {path} is not a directory (give a run or sweep directory)")
-    if sweepmod.is_sweep(path):
-        study, keys, table = sweepmod.open_sweep(path)
-        console.print(report.sweep_summary(table, keys, study, title=f"sweep {path.name}"))
-        console.print(report.sweep_counts(table))
+    if results.is_sweep(path):
+        _print_sweep(console, results.open_sweep(path))
         return
-    study, cfg, meta, table = sweepmod.open_run(path)
-    status = meta.get("status")
-    if table is not None and study == "depth-study":
-        console.print(report.depth_table(table, every, meta.get("diverged_at")))
-        console.print(report.depth_summary(table, meta.get("diverged_at"), status))
-    elif table is not None and study == "running-stats-convergence":
-        from bncli.studies.convergence import steps_within
+    run = results.open_run(path)
+    if run.table is not None:
+        for part in studies.get(run.study).render(run, every):
+            console.print(part)
+    console.print(report.status_line(run.meta))
 
-        console.print(report.convergence_table(table, steps_within(table)))
-    elif table is not None:
-        dtype = str(cfg.get("dtype", "float32"))
-        console.print(report.running_table(table, dtype))
-        console.print(report.running_summary(table, meta.get("shapes") or {}, dtype))
-    console.print(f"status: {status}" + (f" ({meta['error']})" if meta.get("error") else ""))
+
+def _print_sweep(console, sweep) -> None:
+    """The one rendering of a sweep: its summary table, one row per config, and the run counts."""
+    from bncli import report, studies
+
+    console.print(report.sweep_summary(sweep.table, sweep.keys, studies.get(sweep.study),
+                                       title=f"sweep {sweep.dir.name}"))
+    console.print(report.sweep_counts(sweep.table))
 
 
 def main():

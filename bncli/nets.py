@@ -11,11 +11,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from bncli.errors import BncliError
+
+if TYPE_CHECKING:  # the config is the depth study's; it imports this module, not the reverse
+    from bncli.studies.depth import DepthConfig
 
 _MASK64 = (1 << 64) - 1
 INPUT_STREAM, WEIGHT_STREAM = 1, 2
@@ -62,7 +67,7 @@ def _default_linear_(w: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g)
 
 
-def kaiming_gain(cfg) -> float:
+def kaiming_gain(cfg: DepthConfig) -> float:
     """He et al.'s gain for the activation: 1 / sqrt(E[act(Z)^2]), Z ~ N(0, 1).
 
     relu, tanh and linear keep relu's sqrt(2), as the notebook does; leaky_relu's equals
@@ -73,13 +78,30 @@ def kaiming_gain(cfg) -> float:
     if act == "leaky_relu":
         return math.sqrt(2.0 / (1 + cfg.negative_slope**2))
     if act in ("gelu", "silu"):
-        from bncli.theory import gauss_moments
-
         return 1 / math.sqrt(gauss_moments(activation(cfg), 1.0)[1])
     return math.sqrt(2.0)
 
 
-def _kaiming_(w: torch.Tensor, g: torch.Generator, c, uniform: bool) -> torch.Tensor:
+GAUSS_GRID = 8001  # nodes on [-10, 10] standard deviations: ~1e-6 even for relu's kink
+
+
+def act64(act, z: np.ndarray) -> np.ndarray:
+    return act(torch.from_numpy(z)).numpy()
+
+
+def gauss_moments(act, var: float) -> tuple[float, float]:
+    """(E[act(z)], E[act(z)^2]) for z ~ N(0, var), by the trapezoid rule."""
+    if var <= 0:
+        a0 = float(act64(act, np.zeros(1))[0])
+        return a0, a0 * a0
+    u = np.linspace(-10.0, 10.0, GAUSS_GRID)
+    w = np.exp(-0.5 * u * u)
+    w /= w.sum()
+    a = act64(act, u * math.sqrt(var))
+    return float((w * a).sum()), float((w * a * a).sum())
+
+
+def _kaiming_(w: torch.Tensor, g: torch.Generator, c: DepthConfig, uniform: bool) -> torch.Tensor:
     act = c.activation.value
     if act in ("relu", "tanh", "linear"):  # torch's own call: bitwise what bncli always drew
         init = torch.nn.init.kaiming_uniform_ if uniform else torch.nn.init.kaiming_normal_
@@ -119,7 +141,7 @@ def torch_threads(n: int):
             torch.set_num_threads(before)
 
 
-def _orthogonal_(w: torch.Tensor, g: torch.Generator, cfg) -> torch.Tensor:
+def _orthogonal_(w: torch.Tensor, g: torch.Generator, cfg: DepthConfig) -> torch.Tensor:
     # LAPACK's QR splits its work across threads and its last bits follow the thread count:
     # one thread, so an orthogonal weight is the same on every machine
     with torch_threads(1 if w.device.type == "cpu" else torch.get_num_threads()):
@@ -129,7 +151,7 @@ def _orthogonal_(w: torch.Tensor, g: torch.Generator, cfg) -> torch.Tensor:
 EPS = 1e-5  # every norm's eps but rmsnorm's, which is torch's default: finfo(dtype).eps
 
 
-def _bn_eval(cfg, device, dtype):
+def _bn_eval(cfg: DepthConfig, device, dtype):
     # a freshly built BatchNorm1d in eval mode: running_mean 0, running_var 1
     mean = torch.zeros(cfg.width, device=device, dtype=dtype)
     var = torch.ones(cfg.width, device=device, dtype=dtype)
@@ -150,7 +172,7 @@ def _bn_train(x: torch.Tensor) -> torch.Tensor:
     return (xc * torch.rsqrt(xc.square().mean(0) + EPS)).to(x.dtype)
 
 
-def _batchnorm(cfg, device, dtype):
+def _batchnorm(cfg: DepthConfig, device, dtype):
     if cfg.bn_mode.value == "eval":
         return _bn_eval(cfg, device, dtype)
     return _bn_train
@@ -176,11 +198,11 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
-def activation(cfg) -> Callable[[torch.Tensor], torch.Tensor]:
+def activation(cfg: DepthConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     return ACTIVATIONS[cfg.activation.value](cfg)
 
 
-def make_weight(cfg, layer: int, device: torch.device) -> torch.Tensor:
+def make_weight(cfg: DepthConfig, layer: int, device: torch.device) -> torch.Tensor:
     """Layer `layer`'s (width, width) weight, drawn from its own (seed, layer) generator.
 
     bfloat16 weights are drawn in float32 and rounded, since some inits (orthogonal's QR)
@@ -193,14 +215,14 @@ def make_weight(cfg, layer: int, device: torch.device) -> torch.Tensor:
     return w.to(dtype)
 
 
-def make_input(cfg, device: torch.device) -> torch.Tensor:
+def make_input(cfg: DepthConfig, device: torch.device) -> torch.Tensor:
     dtype = DTYPES[cfg.dtype.value]
     draw_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     g = generator(device, cfg.seed, INPUT_STREAM)
     return torch.randn(cfg.batch_size, cfg.width, generator=g, device=device, dtype=draw_dtype).to(dtype)
 
 
-def make_cotangent(cfg, device: torch.device) -> torch.Tensor:
+def make_cotangent(cfg: DepthConfig, device: torch.device) -> torch.Tensor:
     """The fixed N(0, 1) tensor the last layer's output is contracted with for --grads."""
     dtype = DTYPES[cfg.dtype.value]
     draw_dtype = torch.float64 if dtype == torch.float64 else torch.float32
@@ -208,7 +230,10 @@ def make_cotangent(cfg, device: torch.device) -> torch.Tensor:
     return torch.randn(cfg.batch_size, cfg.width, generator=g, device=device, dtype=draw_dtype).to(dtype)
 
 
-def layer_fn(cfg, device: torch.device | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, weight) -> the layer's output
+
+
+def layer_fn(cfg: DepthConfig, device: torch.device | None = None) -> Step:
     """x, w -> act(norm(x @ w.T)), the notebook's Linear(bias=False) -> norm -> activation.
 
     `order` linear-act-norm swaps norm and activation; `residual` alpha > 0 returns

@@ -8,9 +8,13 @@ torch installed but no shared filesystem. Ray is an optional extra: pip install 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from bncli import results
 from bncli.errors import BncliError
 
 INSTALL = 'pip install "bncli[ray]"'
@@ -31,14 +35,10 @@ def import_ray():
     return ray
 
 
-def _task(study: str, name: str, cfg, threads: int) -> tuple[str, Any, dict]:
-    """Runs on a Ray worker: the same in-memory computation as a local pool worker."""
-    import torch
-
-    from bncli import sweep
-
+def task(study: str, cfg, threads: int) -> results.Run:
+    """Runs on a Ray worker: results.compute, with the device checked on that worker's node."""
     torch.set_num_threads(threads)
-    return (name, *sweep._compute(study, cfg))
+    return results.compute(study, cfg)
 
 
 def _connect(ray, opts: RayOptions) -> bool:
@@ -57,8 +57,10 @@ def _connect(ray, opts: RayOptions) -> bool:
     return True
 
 
-def run(plan, todo, outcome, fail_fast: bool, tick, store, opts: RayOptions) -> None:
-    """Submit every run in `todo` as a task; store(point, result, meta) each as it finishes.
+def run(study: str, items: list[tuple[Any, Any]], store: Callable[[Any, results.Run], bool],
+        opts: RayOptions) -> None:
+    """Submit one task per (key, cfg) in `items`; store(key, run) each as it finishes, and stop
+    when store says so.
 
     A task that raises or whose worker dies is stored as a failed run. Ctrl-C cancels the
     outstanding tasks; what finished is already stored.
@@ -66,41 +68,26 @@ def run(plan, todo, outcome, fail_fast: bool, tick, store, opts: RayOptions) -> 
     ray = import_ray()
     started = _connect(ray, opts)
     threads = max(1, int(opts.cpus_per_run))
-    remote = ray.remote(_task).options(num_cpus=opts.cpus_per_run, num_gpus=opts.gpus_per_run,
-                                       max_retries=0)
-    points = {}
+    remote = ray.remote(task).options(num_cpus=opts.cpus_per_run, num_gpus=opts.gpus_per_run, max_retries=0)
+    keys = {}
     try:
-        for p in todo:
-            points[remote.remote(plan.study, p.name, p.cfg, threads)] = p
-        pending = list(points)
+        for key, cfg in items:
+            keys[remote.remote(study, cfg, threads)] = (key, cfg)
+        pending = list(keys)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            p = points[done[0]]
+            key, cfg = keys[done[0]]
             try:
-                _, result, meta = ray.get(done[0])
+                r = ray.get(done[0])
             except ray.exceptions.RayError as e:  # the task raised, or its worker died
-                result, meta = None, _failed_meta(plan.study, p.cfg, _first_line(e))
-            store(p, result, meta)
-            tick(len(outcome.status), len(plan.points), p.name)
-            if meta["status"] == "failed" and fail_fast:
-                outcome.stopped = True
+                r = results.failed(study, cfg, _first_line(e))
+            if store(key, r):
                 break
     finally:
-        for ref in points:
+        for ref in keys:
             ray.cancel(ref, force=True)  # a no-op for tasks already done
         if started:
             ray.shutdown()
-
-
-def _failed_meta(study: str, cfg, error: str) -> dict:
-    """meta.json of a run whose task never returned: the device is the one asked for."""
-    import torch
-
-    from bncli import results
-
-    meta = results.base_meta(study, cfg, torch.device("cpu"))
-    meta.update(status="failed", error=error, device=cfg.device, device_name=None, torch_threads=None)
-    return meta
 
 
 def _first_line(e: BaseException) -> str:

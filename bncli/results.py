@@ -1,4 +1,10 @@
-"""Run directories on disk: `<out>/<study>/<run-name>/{config.yaml, meta.json, <study>.csv}`.
+"""Runs: computed in memory, written to and read back from `<out>/<study>/<run-name>/`.
+
+    run = compute(study, cfg); run.dir = new_run_dir(out, study, ...); write_run(run)
+
+Every run, single or in a sweep, local, in a worker process or on Ray, goes through the same
+two functions: `compute` (in memory; a failure of the run is recorded, not raised) and
+`write_run` (the one writer of a run directory: config.yaml, meta.json, the study's CSV).
 
 Every file is written to a temporary file in its own directory and moved into place with
 os.replace, so a reader sees the old file or the new one, never half of one. meta.json is
@@ -8,25 +14,32 @@ record: a run whose meta.json says ok, diverged, failed or interrupted is finish
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from bncli import __version__
-from bncli.errors import BncliError, RunError
+import pandas as pd
+import torch
+
+from bncli import __version__, studies
+from bncli.config import Config, read_yaml
+from bncli.errors import BncliError, RunError, show
+from bncli.studies.base import Result
 
 DONE = ("ok", "diverged")  # statuses a resumed sweep does not redo
+FINISHED = ("ok", "diverged", "failed")  # runs that go into a sweep's summary.csv
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=,-]{0,199}$")
 
 
@@ -104,8 +117,12 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         raise
 
 
-def write_csv(path: Path, table) -> None:
-    # na_rep "nan": a diverged layer's statistics are written as nan, not left blank
+def write_csv(path: Path, table: pd.DataFrame, off: list[str] = ()) -> None:
+    """na_rep "nan": a diverged layer's statistics are written as nan; the `off` columns (not
+    computed at all) as empty cells, so the two read differently."""
+    if off:
+        table = table.astype({c: object for c in off})
+        table.loc[:, list(off)] = ""
     atomic_write(path, table.to_csv(index=False, na_rep="nan", lineterminator="\n"))
 
 
@@ -115,6 +132,28 @@ def write_json(path: Path, obj: Any) -> None:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV as written: empty cells and nan read as NaN, floats exactly as written."""
+    # pandas 3 parses round-trip by default; older pandas needs asking
+    exact = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+    return pd.read_csv(path, keep_default_na=False, na_values=["nan", ""], **exact)
+
+
+def word(v: Any) -> str:
+    """A setting's value as it appears in run names, summary columns and plot labels."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, int) and v.bit_length() > 256:  # str() of an int over 4300 digits raises
+        return f"int{v.bit_length()}bits"
+    if isinstance(v, (list, tuple)):
+        return "x".join(word(x) for x in v)
+    return str(getattr(v, "value", v))
 
 
 @cache
@@ -162,9 +201,7 @@ def new_run_dir(out: Path, study: str, name: str | None, default: str) -> Path:
     raise RunError(f"cannot find a free run name under {parent}")
 
 
-def base_meta(study: str, cfg, device) -> dict:
-    import torch
-
+def base_meta(study: str, cfg: Config, device: torch.device) -> dict:
     dev = str(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
     return {
@@ -188,90 +225,197 @@ def base_meta(study: str, cfg, device) -> dict:
 
 @dataclass
 class Run:
-    dir: Path
-    result: Any  # studies.Result, or None when the run failed before producing one
-    meta: dict
+    """One run of a study: what the Python API returns and what `bncli show` reads back.
+
+    `meta` is meta.json's content (status, versions, device, timings and the study's own
+    fields); `settings` is config.yaml's. `dir` is set once the run is on disk.
+    """
+
+    study: str
+    settings: dict[str, Any]
+    meta: dict[str, Any]
+    result: Result | None = None  # None: failed, or interrupted before any result
+    cfg: Config | None = None  # the validated config (None when read back from files)
+    dir: Path | None = None
+    out_of_memory: bool = field(default=False, repr=False)
+
+    @property
+    def status(self) -> str:
+        return self.meta.get("status", "running")
+
+    @property
+    def table(self) -> pd.DataFrame | None:
+        return None if self.result is None else self.result.table
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The study's own outcome fields (diverged_at, shapes, ...), as in meta.json."""
+        return {} if self.result is None else self.result.info
+
+    def save(self, out: Path | str = "results", name: str | None = None) -> Path:
+        """Write this run under `out` as `bncli` would (a new directory); returns it."""
+        if self.dir is not None:
+            raise BncliError(f"this run is already saved in {self.dir}")
+        if self.cfg is None:
+            raise BncliError("only a computed run can be saved")
+        self.dir = new_run_dir(out, self.study, name, default_name(self.study, self.cfg))
+        write_run(self)
+        return self.dir
+
+
+def default_name(study: str, cfg: Config) -> str:
+    return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{studies.get(study).label(cfg)}"
 
 
 def _out_of_memory(e: BaseException) -> bool:
-    import torch
-
     if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
         return True
     text = str(e)
     return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
 
 
-def write_start(run_dir: Path, cfg, meta: dict) -> None:
-    atomic_write(run_dir / "config.yaml", cfg.to_yaml())
-    write_json(run_dir / "meta.json", meta)
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
-def write_result(run_dir: Path, csv_name: str, result, meta: dict) -> None:
-    if result is not None:
-        write_csv(run_dir / csv_name, result.table)
-    write_json(run_dir / "meta.json", meta)  # last: the run is finished once this says so
+def failed(study: str, cfg: Config, error: str) -> Run:
+    """A run that failed before it could start (a Ray task whose worker died, a device missing
+    on the node that took it): the device is the one asked for."""
+    meta = base_meta(study, cfg, torch.device("cpu"))
+    meta.update(status="failed", error=error, device=cfg.device, device_name=None, torch_threads=None)
+    return Run(study, cfg.settings(), meta, cfg=cfg)
 
 
-def execute(study: str, cfg, out: Path, name: str | None = None, progress=None) -> Run:
-    """Check, run and record one study. Bad input raises BncliError before any directory exists."""
-    from bncli import studies
+def compute(study: str, cfg: Config, device: torch.device | None = None,
+            progress: Callable[[int], None] | None = None, on_start: Callable[[Run], None] | None = None) -> Run:
+    """Run one study in memory. Never raises for a failure of the run itself: the Run says
+    failed (with the error's first line) or interrupted, with what was computed.
 
+    `device`: from the study's preflight; None runs the preflight here and records its refusal
+    as a failure (a Ray task, on whatever node took it). `on_start(run)` is called once the
+    run's meta exists and before the study starts: a single run writes its first files there.
+    """
     mod = studies.get(study)
-    device = mod.preflight(cfg)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = new_run_dir(out, study, name, f"{stamp}-{mod.label(cfg)}")
-    meta = base_meta(study, cfg, device)
-    try:
-        write_start(run_dir, cfg, meta)
-    except BaseException:  # nothing ran yet: leave no directory behind, not even a half-started one
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    try:
-        result = compute(study, cfg, device, meta, progress)
-    except Exception as e:  # noqa: BLE001 - recorded, then re-raised for the caller
-        _finish_or_fail(run_dir, mod.CSV, None, meta)
-        if _out_of_memory(e):
-            raise RunError(f"out of memory on {device}: {mod.describe_size(cfg)}; "
-                           f"try smaller values (run recorded failed in {run_dir})") from None
-        raise
-    _finish_or_fail(run_dir, mod.CSV, result, meta)
-    return Run(run_dir, result, meta)
-
-
-def _finish_or_fail(run_dir: Path, csv_name: str, result, meta: dict) -> None:
-    """write_result; when the disk refuses (full, read-only), record the run failed if it still can."""
-    try:
-        write_result(run_dir, csv_name, result, meta)
-    except RunError as e:
-        meta.update(status="failed", error=str(e))
+    if device is None:
         try:
-            write_json(run_dir / "meta.json", meta)
+            device = mod.preflight(cfg)
+        except BncliError as e:
+            return failed(study, cfg, _first_line(e))
+    run = Run(study, cfg.settings(), base_meta(study, cfg, device), cfg=cfg)
+    if on_start is not None:
+        on_start(run)
+    t0 = time.perf_counter()
+    try:
+        run.result = mod.run(cfg, device, progress)
+    except KeyboardInterrupt:  # outside the study's own loop: nothing computed to keep
+        run.meta["status"] = "interrupted"
+    except Exception as e:  # noqa: BLE001 - recorded: the caller decides whether it stops
+        run.meta.update(status="failed", error=_first_line(e))
+        run.out_of_memory = _out_of_memory(e)
+    run.meta["wall_seconds"] = round(time.perf_counter() - t0, 6)
+    if run.result is not None:
+        run.meta.update(status=run.result.status, **run.result.info)
+    return run
+
+
+def write_run(run: Run) -> None:
+    """The one writer of a run directory (`run.dir`, which exists).
+
+    A running run gets config.yaml and meta.json saying running. A finished one gets those
+    first if it has not (it was computed elsewhere), then its CSV, then meta.json last: a run
+    is finished once meta.json says so. When the disk refuses (full, read-only) after the run
+    has started, the run is recorded failed if it still can be, and RunError is raised.
+    """
+    mod = studies.get(run.study)
+    d = run.dir
+    try:
+        if run.status == "running" or not (d / "config.yaml").exists():
+            atomic_write(d / "config.yaml", yaml_of(run))
+            write_json(d / "meta.json", {**run.meta, "status": "running"})
+        if run.status == "running":
+            return
+        if run.result is not None:
+            write_csv(d / mod.CSV, run.result.table, run.result.off)
+            if mod.RUN_PLOT and len(run.result.table):  # unlabelled: the one run's own lines
+                table = run.result.table
+                write_plot(d / mod.PLOT, run.study, table.assign(label="", parts=[()] * len(table), seed=0))
+        write_json(d / "meta.json", run.meta)
+    except RunError as e:
+        if run.status == "running":
+            raise  # nothing ran yet: the caller removes the directory
+        run.meta.update(status="failed", error=str(e))
+        try:
+            write_json(d / "meta.json", run.meta)
         except RunError:
             pass  # meta.json still says running: the run is not mistaken for a finished one
         raise
 
 
-def compute(study: str, cfg, device, meta: dict, progress=None):
-    """Run one study in memory and fill `meta` with its outcome; touches no file.
+def yaml_of(run: Run) -> str:
+    return run.cfg.to_yaml()
 
-    Returns the studies.Result (None when interrupted before the study's own loop). An
-    exception leaves meta saying failed, with the error's first line, and propagates. Sweeps
-    (and their worker processes) call this, then write the files with write_start/write_result.
-    """
-    from bncli import studies
 
-    t0 = time.perf_counter()
-    result = None
+def write_plot(path: Path, study: str, table: pd.DataFrame, metric: str | None = None) -> Path:
+    """The study's `draw` of a labelled table, rendered in memory and written with atomic_write:
+    a reader never sees half a PNG. matplotlib loads here, on first use: nothing else needs it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = studies.get(study).draw(plt, table, metric)
     try:
-        result = studies.get(study).run(cfg, device, progress)
-    except KeyboardInterrupt:  # outside the study's own loop: nothing computed to keep
-        meta["status"] = "interrupted"
-    except Exception as e:
-        meta.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0],
-                    wall_seconds=round(time.perf_counter() - t0, 6))
-        raise
-    meta["wall_seconds"] = round(time.perf_counter() - t0, 6)
-    if result is not None:
-        meta.update(status=result.status, **result.info)
-    return result
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    atomic_write(path, png.getvalue())
+    return path
+
+
+# -- reading back -------------------------------------------------------------------------------
+
+def _study_of(value: Any, where: Path) -> str:
+    if not isinstance(value, str) or studies.ALIASES.get(value, value) not in studies.REGISTRY:
+        raise BncliError(f"{where}: study: expected one of {', '.join(studies.names())}, got {show(value)}")
+    return studies.ALIASES.get(value, value)
+
+
+def open_run(path: Path) -> Run:
+    """A saved run directory, from its files only (its table None when it has no CSV)."""
+    path = Path(path)
+    if not (path / "meta.json").is_file():
+        raise BncliError(f"{path}: not a run or sweep directory (no meta.json or sweep.yaml)")
+    try:
+        meta = read_json(path / "meta.json")
+    except ValueError as e:
+        raise BncliError(f"{path}/meta.json: not valid JSON: {e}") from None
+    study = _study_of(meta.get("study") if isinstance(meta, dict) else None, path / "meta.json")
+    settings = read_yaml(path / "config.yaml") or {}
+    csv = path / studies.get(study).CSV
+    result = Result(read_table(csv), meta.get("status")) if csv.exists() else None
+    return Run(study, settings if isinstance(settings, dict) else {}, meta, result, dir=path)
+
+
+@dataclass
+class SavedSweep:
+    dir: Path
+    study: str
+    keys: list[str]  # the grid's fields, in file order
+    table: pd.DataFrame  # summary.csv
+
+
+def is_sweep(path: Path) -> bool:
+    return (Path(path) / "sweep.yaml").is_file()
+
+
+def open_sweep(path: Path) -> SavedSweep:
+    """A saved sweep, from its files only."""
+    path = Path(path)
+    if not (path / "summary.csv").exists():
+        raise BncliError(f"{path}: no summary.csv yet (has any run finished? try bncli sweep --resume)")
+    data = read_yaml(path / "sweep.yaml")
+    data = data if isinstance(data, dict) else {}
+    study = _study_of(data.get("study"), path / "sweep.yaml")
+    keys = list(data.get("grid") or {}) if isinstance(data.get("grid"), dict) else []
+    return SavedSweep(path, study, keys, read_table(path / "summary.csv"))

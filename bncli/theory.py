@@ -13,27 +13,17 @@ from __future__ import annotations
 
 import math
 from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-_GRID = 8001  # nodes on [-10, 10] standard deviations: ~1e-6 even for relu's kink
+from bncli.nets import EPS, activation, gauss_moments, kaiming_gain
+from bncli.nets import GAUSS_GRID as _GRID
+from bncli.nets import act64 as _act64
 
-
-def _act64(act, z: np.ndarray) -> np.ndarray:
-    return act(torch.from_numpy(z)).numpy()
-
-
-def gauss_moments(act, var: float) -> tuple[float, float]:
-    """(E[act(z)], E[act(z)^2]) for z ~ N(0, var), by the trapezoid rule."""
-    if var <= 0:
-        a0 = float(_act64(act, np.zeros(1))[0])
-        return a0, a0 * a0
-    u = np.linspace(-10.0, 10.0, _GRID)
-    w = np.exp(-0.5 * u * u)
-    w /= w.sum()
-    a = _act64(act, u * math.sqrt(var))
-    return float((w * a).sum()), float((w * a * a).sum())
+if TYPE_CHECKING:  # the config is the depth study's; it imports this module, not the reverse
+    from bncli.studies.depth import DepthConfig
 
 
 def _relu_like(kind: str, slope: float):
@@ -80,10 +70,8 @@ def sphere_moments(act, m: int, centred: bool) -> tuple[float, float]:
     return float((w * a).sum()), float((w * a * a).sum())
 
 
-def weight_var(cfg) -> float:
+def weight_var(cfg: DepthConfig) -> float:
     """The variance sigma_w^2 of one weight entry under cfg's init."""
-    from bncli.nets import kaiming_gain
-
     n = cfg.width
     init = cfg.init.value
     if init in ("kaiming", "kaiming_uniform"):
@@ -101,7 +89,7 @@ def weight_var(cfg) -> float:
     raise ValueError(f"no weight variance for init {init}")
 
 
-def norm_group(cfg) -> tuple[int, bool] | None:
+def norm_group(cfg: DepthConfig) -> tuple[int, bool] | None:
     """(m, centred): how many values each norm normalises over; None for no (or eval) norm."""
     norm = cfg.norm.value
     if norm == "batchnorm":
@@ -110,10 +98,8 @@ def norm_group(cfg) -> tuple[int, bool] | None:
             "rmsnorm": (cfg.width, False), "none": None}[norm]
 
 
-def theory_std(cfg) -> np.ndarray:
+def theory_std(cfg: DepthConfig) -> np.ndarray:
     """Predicted std of each layer's output, layers 0 .. depth-1 (inf once it overflows)."""
-    from bncli.nets import EPS, activation
-
     act = activation(cfg)
     closed = _relu_like(cfg.activation.value, cfg.negative_slope)
     n, s2w, alpha = cfg.width, weight_var(cfg), cfg.residual

@@ -1,3 +1,5 @@
+"""Fixtures only; shared helpers live in helpers.py."""
+
 import os
 
 import pytest
@@ -10,6 +12,7 @@ def cli(tmp_path):
     """Invoke bncli in-process; results go under tmp_path/results unless --out is given."""
     from typer.testing import CliRunner
 
+    from bncli import studies
     from bncli.cli import app
 
     runner = CliRunner()
@@ -17,27 +20,12 @@ def cli(tmp_path):
 
     def invoke(*args, out_dir=out):
         args = [str(a) for a in args]
-        if args and args[0] in ("depth-study", "running-stats") and "--out" not in args:
+        if args and args[0] in studies.names() and "--out" not in args:
             args += ["--out", str(out_dir)]
         return runner.invoke(app, args)
 
     invoke.out = out
     return invoke
-
-
-def sweep_file(tmp_path, name="s", study="depth-study", base=None, grid=None, seeds=(0,), **extra):
-    """Write a sweep file `<tmp_path>/<name>.yaml` and return its path."""
-    import yaml
-
-    path = tmp_path / f"{name}.yaml"
-    spec = {"study": study, "base": base or {}, "grid": grid or {}, "seeds": list(seeds), **extra}
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
-
-
-def run_dirs(out, study):
-    d = out / study
-    return sorted(p for p in d.iterdir()) if d.exists() else []
 
 
 @pytest.fixture

@@ -3,45 +3,47 @@
 from pathlib import Path
 
 import pytest
+from helpers import load
 
-from bncli import config
 from bncli.errors import BncliError
+from bncli.studies.depth import DepthConfig
+from bncli.studies.running_stats import RunningStatsConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_are_the_notebooks():
-    d = config.DepthConfig()
+    d = DepthConfig()
     assert (d.depth, d.width, d.batch_size, d.init.value, d.norm.value, d.activation.value) == (
         100, 256, 16, "kaiming", "batchnorm", "relu")
-    r = config.RunningStatsConfig()
+    r = RunningStatsConfig()
     assert (r.momentum, r.dims, r.batch_size, r.num_features, r.feature_shape, r.iterations) == (
         0.3, 1, 3, 5, [1], 2)
 
 
 @pytest.mark.parametrize("dims,features,shape", [(1, 5, [1]), (2, 6, [2, 2]), (3, 4, [2, 2, 3])])
 def test_running_stats_follows_dims(dims, features, shape):
-    cfg = config.RunningStatsConfig(dims=dims)
+    cfg = RunningStatsConfig(dims=dims)
     assert (cfg.num_features, cfg.feature_shape) == (features, shape)
 
 
 def test_shipped_configs_equal_the_defaults():
-    assert config.load("depth-study", ROOT / "configs/depth_study.yaml") == config.DepthConfig()
-    assert config.load("running-stats", ROOT / "configs/running_stats.yaml") == config.RunningStatsConfig()
+    assert load("depth-study", ROOT / "configs/depth_study.yaml") == DepthConfig()
+    assert load("running-stats", ROOT / "configs/running_stats.yaml") == RunningStatsConfig()
 
 
 def test_precedence_defaults_file_flags(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("depth: 7\nwidth: 32\n")
-    cfg = config.load("depth-study", f, width=64, init=None)
+    cfg = load("depth-study", f, width=64, init=None)
     assert (cfg.depth, cfg.width, cfg.batch_size) == (7, 64, 16)
 
 
 def test_saved_yaml_round_trips(tmp_path):
-    cfg = config.load("running-stats", None, momentum="none", dims=2, feature_shape="3,1")
+    cfg = load("running-stats", None, momentum="none", dims=2, feature_shape="3,1")
     f = tmp_path / "saved.yaml"
     f.write_text(cfg.to_yaml())
-    assert config.load("running-stats", f) == cfg
+    assert load("running-stats", f) == cfg
     assert cfg.momentum is None and cfg.feature_shape == [3, 1]
 
 
@@ -49,9 +51,9 @@ def test_field_errors_name_the_field_and_the_accepted_values(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("init: kaimin\n")
     with pytest.raises(BncliError, match=r"init in .*c.yaml: Input should be 'kaiming', 'kaiming_uniform'"):
-        config.load("depth-study", f)
+        load("depth-study", f)
     with pytest.raises(BncliError, match=r"--depth: Input should be greater than or equal to 1"):
-        config.load("depth-study", None, depth=0)
+        load("depth-study", None, depth=0)
 
 
 @pytest.mark.parametrize("text,match", [
@@ -68,19 +70,19 @@ def test_bad_yaml_is_one_clean_line(tmp_path, text, match):
     f = tmp_path / "c.yaml"
     f.write_text(text)
     with pytest.raises(BncliError, match=match) as e:
-        config.load("depth-study", f)
+        load("depth-study", f)
     assert "\n" not in str(e.value)
 
 
 def test_empty_file_means_defaults(tmp_path):
     f = tmp_path / "empty.yaml"
     f.write_text("")
-    assert config.load("depth-study", f) == config.DepthConfig()
+    assert load("depth-study", f) == DepthConfig()
 
 
 def test_missing_file():
     with pytest.raises(BncliError, match="--config: file not found"):
-        config.load("depth-study", Path("/nonexistent/x.yaml"))
+        load("depth-study", Path("/nonexistent/x.yaml"))
 
 
 @pytest.mark.parametrize("flags,match", [
@@ -90,7 +92,7 @@ def test_missing_file():
 ])
 def test_depth_cross_field_errors(flags, match):
     with pytest.raises(BncliError, match=match):
-        config.load("depth-study", None, **flags)
+        load("depth-study", None, **flags)
 
 
 @pytest.mark.parametrize("flags,match", [
@@ -103,8 +105,8 @@ def test_depth_cross_field_errors(flags, match):
 ])
 def test_running_stats_errors(flags, match):
     with pytest.raises(BncliError, match=match):
-        config.load("running-stats", None, **flags)
+        load("running-stats", None, **flags)
 
 
 def test_layernorm_accepts_batch_of_one():
-    assert config.load("depth-study", None, norm="layernorm", batch_size=1).batch_size == 1
+    assert load("depth-study", None, norm="layernorm", batch_size=1).batch_size == 1

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import load
 
-from bncli import config
 from bncli.errors import BncliError
 from bncli.studies import convergence as cv
 
@@ -15,7 +15,7 @@ CPU = torch.device("cpu")
 
 
 def run(**kw):
-    cfg = config.load("running-stats-convergence", None, device="cpu", dtype="float64", **kw)
+    cfg = load("convergence", None, device="cpu", dtype="float64", **kw)
     return cfg, cv.run(cfg, CPU)
 
 
@@ -72,15 +72,15 @@ def test_ema_noise_floor_is_m_over_2_minus_m():
 
 
 def test_keras_momentum_maps_to_one_minus_k():
-    cfg = config.load("running-stats-convergence", None, keras_momentum="0.99,0.9")
+    cfg = load("convergence", None, keras_momentum="0.99,0.9")
     assert cfg.momenta == pytest.approx([0.01, 0.1])
-    a = cv.run(config.load("running-stats-convergence", None, keras_momentum=[0.9], iterations=20, device="cpu"),
+    a = cv.run(load("convergence", None, keras_momentum=[0.9], iterations=20, device="cpu"),
                CPU).table
-    b = cv.run(config.load("running-stats-convergence", None, momentum=[0.1], iterations=20, device="cpu"),
+    b = cv.run(load("convergence", None, momentum=[0.1], iterations=20, device="cpu"),
                CPU).table
     assert a[["mean", "var"]].to_numpy() == pytest.approx(b[["mean", "var"]].to_numpy(), rel=1e-6)
     with pytest.raises(BncliError, match="not both"):
-        config.load("running-stats-convergence", None, keras_momentum=[0.9], momentum=[0.1])
+        load("convergence", None, keras_momentum=[0.9], momentum=[0.1])
 
 
 def test_steps_within_one_percent():
@@ -95,17 +95,17 @@ def test_layout_and_stream():
     assert list(res.table.columns) == cv.COLUMNS
     assert len(res.table) == 5 * 5 * 3
     assert res.info["estimators"] == ["ema-0.01", "ema-0.1", "ema-0.3", "cumulative", "precise"]
-    big = cv.make_batch(config.load("running-stats-convergence", None, batch_size=100_000, dtype="float64"), 0, CPU)
+    big = cv.make_batch(load("convergence", None, batch_size=100_000, dtype="float64"), 0, CPU)
     assert big.mean(0).tolist() == pytest.approx([1.0] * 4, abs=0.03)
     assert big.std(0).tolist() == pytest.approx([2.0] * 4, rel=0.01)
 
 
 def test_cli_convergence_writes_csv_plot_and_summary(cli):
-    r = cli("running-stats", "--study", "convergence", "--momentum", "0.1,0.5", "--iterations", 50,
+    r = cli("convergence", "--momentum", "0.1,0.5", "--iterations", 50,
             "--input-mean", "0,1,2,3", "--input-std", 2, "--name", "c")
     assert r.exit_code == 0, r.output
     first = r.output
-    run_dir = cli.out / "running-stats-convergence" / "c"
+    run_dir = cli.out / "convergence" / "c"
     assert "steps to within 1%" in r.output and "precise" in r.output
     t = pd.read_csv(run_dir / "convergence.csv")
     assert set(t.estimator) == {"ema-0.1", "ema-0.5", "cumulative", "precise"} and len(t) == 50 * 4 * 4
@@ -119,16 +119,16 @@ def test_cli_convergence_writes_csv_plot_and_summary(cli):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--study", "convergence", "--dims", "2"], "--dims: not used by --study convergence"),
-    (["--input-std", "2"], "--input-std: only used with --study convergence"),
-    (["--study", "convergence", "--input-std", "0"], "--input-std[0]: Input should be greater than 0"),
-    (["--study", "convergence", "--input-mean", "1,2"], "input_mean must have 1 or num_features (4) values"),
-    (["--study", "convergence", "--momentum", "0.1,x"], "comma-separated numbers"),
-    (["--study", "convergence", "--keras-momentum", "1.5"],
+    (["convergence", "--dims", "2"], "No such option: --dims"),
+    (["running-stats", "--input-std", "2"], "No such option: --input-std"),
+    (["convergence", "--input-std", "0"], "--input-std[0]: Input should be greater than 0"),
+    (["convergence", "--input-mean", "1,2"], "input_mean must have 1 or num_features (4) values"),
+    (["convergence", "--momentum", "0.1,x"], "comma-separated numbers"),
+    (["convergence", "--keras-momentum", "1.5"],
      "--keras-momentum[0]: Input should be less than or equal to 1"),
 ])
 def test_convergence_bad_input_is_one_clean_line(cli, args, message):
-    r = cli("running-stats", *args)
+    r = cli(*args)
     assert r.exit_code == 2, r.output
     assert r.output.startswith("Error: ") and message in r.output and len(r.output.strip().splitlines()) == 1
     assert not cli.out.exists() or not any(cli.out.rglob("meta.json"))

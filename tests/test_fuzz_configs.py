@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import CONFIGS, load
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from bncli import choices, config
+from bncli import choices
 from bncli.cli import app
 from bncli.errors import BncliError
 
@@ -30,18 +31,17 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 FUZZ = settings.get_profile("bncli-fuzz")
 
-STUDIES = sorted(config.CONFIGS)
-COMMAND = {"depth-study": ["depth-study"], "running-stats": ["running-stats"],
-           "running-stats-convergence": ["running-stats", "--study", "convergence"]}
+STUDIES = sorted(CONFIGS)
+COMMAND = {"depth-study": ["depth-study"], "running-stats": ["running-stats"], "convergence": ["convergence"]}
 # under every generated file: keeps valid examples tiny (generated keys override these)
 SMALL = {"depth-study": {"depth": 3, "width": 8, "batch_size": 4},
-         "running-stats-convergence": {"iterations": 3, "batch_size": 4}}
+         "convergence": {"iterations": 3, "batch_size": 4}}
 CSV = {"depth-study": "layers.csv", "running-stats": "running_stats.csv",
-       "running-stats-convergence": "convergence.csv"}
+       "convergence": "convergence.csv"}
 
 
 def test_every_study_is_fuzzed():
-    assert set(COMMAND) == set(config.CONFIGS) == set(CSV)
+    assert set(COMMAND) == set(CONFIGS) == set(CSV)
 
 
 # -- strategies ---------------------------------------------------------------------------------
@@ -64,7 +64,7 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
                       max_leaves=12)
 keys_of = {study: st.one_of(st.sampled_from(sorted(cls.model_fields)), st.sampled_from(sorted(cls.model_fields)),
                             text, ints, st.booleans(), st.none(), floats)
-           for study, cls in config.CONFIGS.items()}
+           for study, cls in CONFIGS.items()}
 
 SPECIAL = [  # documents yaml.safe_dump never writes
     "", "---\n", "~\n", "[\n", "{\n", "depth: *nowhere\n", "&a [*a]\n", "a: &a {b: *a}\n",
@@ -153,15 +153,15 @@ def test_load_gives_a_config_that_round_trips_or_one_line(study_text):
         f = Path(tmp) / "c.yaml"
         f.write_text(text, encoding="utf-8", errors="surrogatepass")
         try:
-            cfg = config.load(study, f)
+            cfg = load(study, f)
         except BncliError as e:
             msg = str(e)
             assert msg and len(msg) < 3000, len(msg)
             assert "Traceback" not in msg
             return
-        assert isinstance(cfg, config.CONFIGS[study])
+        assert isinstance(cfg, CONFIGS[study])
         f.write_text(cfg.to_yaml(), encoding="utf-8")  # what a run saves as config.yaml
-        assert config.load(study, f) == cfg
+        assert load(study, f) == cfg
 
 
 # -- the sweep file -----------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def sweep_documents(draw):
     if kind == "other":
         return yaml.safe_dump(draw(st.one_of(values, st.lists(values, max_size=3))))
     study = draw(st.sampled_from(STUDIES))
-    fields = st.sampled_from(sorted(config.CONFIGS[study].model_fields))
+    fields = st.sampled_from(sorted(CONFIGS[study].model_fields))
     base = draw(st.one_of(st.dictionaries(st.one_of(fields, text, ints), values, max_size=4), values))
     if isinstance(base, dict):
         base = {**SMALL.get(study, {}), **base}

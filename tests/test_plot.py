@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import sweep_file
+from helpers import sweep_file
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -42,9 +42,10 @@ def test_the_lines_are_the_mean_over_seeds(small_sweep):
     import matplotlib.pyplot as plt
 
     from bncli import plot
+    from bncli.studies import depth
 
     study, table, stats = plot.load([small_sweep])
-    fig = plot._depth(plt, table, "std")
+    fig = depth.draw(plt, table, "std")
     lines = {ln.get_label(): ln for ln in fig.axes[0].lines if not ln.get_label().startswith("_")}
     assert set(lines) == {"init=kaiming", "init=xavier"}
     for init in ("kaiming", "xavier"):

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import yaml
-from conftest import sweep_file
+from helpers import file_bytes, sweep_file
 
-from bncli import sweep
+from bncli import results, sweeps
 
 BASE = {"depth": 4, "width": 16, "batch_size": 4}
 GRID = {"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"]}
@@ -18,12 +18,6 @@ GRID = {"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"]}
 
 def write_sweep(tmp_path, name="s", seeds=(0, 1)):
     return sweep_file(tmp_path, name, base=BASE, grid=GRID, seeds=seeds)
-
-
-def files(d):
-    """Every file under d but meta.json (times differ) and the plot, as bytes."""
-    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
-            if p.is_file() and p.name not in ("meta.json", "std_by_layer.png")}
 
 
 def test_missing_ray_is_a_clean_error(cli, tmp_path, monkeypatch):
@@ -55,10 +49,10 @@ def ray_opts(**kw):
 
 def test_ray_gives_the_same_files_as_local(ray_session, tmp_path, cli):
     path = write_sweep(tmp_path)
-    local = sweep.run(sweep.plan(path, tmp_path / "local"))
+    local = sweeps.run(sweeps.plan(path, tmp_path / "local"))
     r = cli("sweep", path, "--backend", "ray", "--out", tmp_path / "ray", "--no-progress")
     assert r.exit_code == 0, r.output
-    a, b = files(local.dir), files(tmp_path / "ray" / "sweeps" / "s")
+    a, b = file_bytes(local.dir), file_bytes(tmp_path / "ray" / "sweeps" / "s")
     assert len(a) == 8 * 2 + 3  # layers.csv and config.yaml per run, sweep.yaml, summary.csv, aggregate.csv
     assert a == b
     meta = yaml.safe_load((tmp_path / "ray/sweeps/s/runs/init=normal,norm=none,seed=0/meta.json").read_text())
@@ -68,39 +62,40 @@ def test_ray_gives_the_same_files_as_local(ray_session, tmp_path, cli):
 def test_a_task_that_raises_or_dies_is_recorded_failed(ray_session, tmp_path, monkeypatch):
     from bncli import ray_backend
 
-    real = ray_backend._task
+    real = ray_backend.task
 
-    def flaky(study, name, cfg, threads):  # defined here, so Ray ships it by value
+    def flaky(study, cfg, threads):  # defined here, so Ray ships it by value
+        name = f"init={cfg.init.value},norm={cfg.norm.value},seed={cfg.seed}"
         if name == "init=normal,norm=none,seed=1":
             raise RuntimeError("boom")
         if name == "init=kaiming,norm=none,seed=0":
             os._exit(3)  # the worker process dies
-        return real(study, name, cfg, threads)
+        return real(study, cfg, threads)
 
-    monkeypatch.setattr(ray_backend, "_task", flaky)
-    out = sweep.run(sweep.plan(write_sweep(tmp_path), tmp_path / "out"), ray=ray_opts())
+    monkeypatch.setattr(ray_backend, "task", flaky)
+    out = sweeps.run(sweeps.plan(write_sweep(tmp_path), tmp_path / "out"), ray=ray_opts())
     assert out.failed == 2 and not out.stopped
     assert out.errors["init=normal,norm=none,seed=1"] == "RuntimeError: boom"
     assert "init=kaiming,norm=none,seed=0" in out.errors
     assert sum(s in ("ok", "diverged") for s in out.status.values()) == 6
     meta = yaml.safe_load((out.dir / "runs/init=normal,norm=none,seed=1/meta.json").read_text())
     assert meta["status"] == "failed" and meta["error"] == "RuntimeError: boom"
-    summary = sweep.read_table(out.dir / "summary.csv")
+    summary = results.read_table(out.dir / "summary.csv")
     assert (summary.groupby("run")["status"].first() == "failed").sum() == 2
 
 
 def test_fail_fast_stops_and_cancels(ray_session, tmp_path, monkeypatch):
     from bncli import ray_backend
 
-    real = ray_backend._task
+    real = ray_backend.task
 
-    def fail_first(study, name, cfg, threads):
-        if name.endswith("seed=0") and name.startswith("init=kaiming,norm=batchnorm"):
+    def fail_first(study, cfg, threads):
+        if cfg.seed == 0 and cfg.init.value == "kaiming" and cfg.norm.value == "batchnorm":
             raise ValueError("first")
-        return real(study, name, cfg, threads)
+        return real(study, cfg, threads)
 
-    monkeypatch.setattr(ray_backend, "_task", fail_first)
-    out = sweep.run(sweep.plan(write_sweep(tmp_path), tmp_path / "out"), fail_fast=True, ray=ray_opts())
+    monkeypatch.setattr(ray_backend, "task", fail_first)
+    out = sweeps.run(sweeps.plan(write_sweep(tmp_path), tmp_path / "out"), fail_fast=True, ray=ray_opts())
     assert out.stopped and out.failed == 1
     assert len(out.status) < 8
 
@@ -110,7 +105,7 @@ def test_resume_across_backends(ray_session, tmp_path, monkeypatch):
     from bncli import results
 
     path = write_sweep(tmp_path)
-    clean = sweep.run(sweep.plan(path, tmp_path / "clean"))
+    clean = sweeps.run(sweeps.plan(path, tmp_path / "clean"))
     real, calls = results.compute, []
 
     def killed_at_fourth(*a, **k):
@@ -120,9 +115,9 @@ def test_resume_across_backends(ray_session, tmp_path, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(results, "compute", killed_at_fourth)
-    half = sweep.run(sweep.plan(path, tmp_path / "out"))
+    half = sweeps.run(sweeps.plan(path, tmp_path / "out"))
     assert half.interrupted and sum(s in ("ok", "diverged") for s in half.status.values()) == 3
     monkeypatch.setattr(results, "compute", real)
-    done = sweep.run(sweep.plan(path, tmp_path / "out"), resume=True, ray=ray_opts())
+    done = sweeps.run(sweeps.plan(path, tmp_path / "out"), resume=True, ray=ray_opts())
     assert done.skipped == 3 and not done.interrupted and done.failed == 0
-    assert files(done.dir) == files(clean.dir)
+    assert file_bytes(done.dir) == file_bytes(clean.dir)

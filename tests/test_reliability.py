@@ -6,7 +6,6 @@ real SIGINT/SIGTERM sent to a `python -m bncli` subprocess.
 """
 
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import run_dirs, sweep_file
+from helpers import all_files, meta_of, run_dirs, sweep_file
 
 from bncli import results
 from bncli.errors import RunError
@@ -38,14 +37,6 @@ def one_line_error(r, code):
     assert lines[0].isprintable(), ascii(lines[0])  # no escape sequence from a hostile file or name
     assert "Traceback" not in r.output
     return lines[0]
-
-
-def all_files(root):
-    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*")) if Path(root).exists() else []
-
-
-def meta_of(run):
-    return json.loads((run / "meta.json").read_text())
 
 
 # -- atomic writes ------------------------------------------------------------------------------

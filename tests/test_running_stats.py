@@ -4,15 +4,15 @@ import math
 
 import pytest
 import torch
+from helpers import load
 
-from bncli import config
 from bncli.studies import running_stats as rs
 
 CPU = torch.device("cpu")
 
 
 def run(**kw):
-    cfg = config.load("running-stats", None, device="cpu", **kw)
+    cfg = load("running-stats", None, device="cpu", **kw)
     return cfg, rs.run(cfg, CPU)
 
 
@@ -86,7 +86,7 @@ def test_constant_stream_closed_form(m):
 
 
 def test_randn_input_is_seeded_and_fresh_each_iteration():
-    cfg = config.load("running-stats", None, input="randn", device="cpu")
+    cfg = load("running-stats", None, input="randn", device="cpu")
     assert torch.equal(rs.make_batch(cfg, 0, CPU), rs.make_batch(cfg, 0, CPU))
     assert not torch.equal(rs.make_batch(cfg, 0, CPU), rs.make_batch(cfg, 1, CPU))
     assert math.prod(rs.make_batch(cfg, 0, CPU).shape) == 3 * 5 * 1

@@ -2,11 +2,7 @@
 
 import numpy as np
 import pandas as pd
-from conftest import sweep_file
-
-
-def rows(output):
-    return [line for line in output.splitlines() if line.startswith("│")]
+from helpers import sweep_file, table_rows
 
 
 def test_show_a_depth_run_reproduces_its_table_and_summary(cli):
@@ -16,7 +12,7 @@ def test_show_a_depth_run_reproduces_its_table_and_summary(cli):
     assert "diverged" in r.output
     shown = cli("show", cli.out / "depth-study" / "d", "--every", 5)
     assert shown.exit_code == 0, shown.output
-    assert rows(shown.output) == rows(r.output) and len(rows(r.output)) >= 3
+    assert table_rows(shown.output) == table_rows(r.output) and len(table_rows(r.output)) >= 3
     summary = [ln for ln in r.output.splitlines() if ln.startswith(("std over", "diverged:"))]
     assert len(summary) == 2 and all(ln in shown.output.splitlines() for ln in summary)
     assert "status: diverged" in shown.output
@@ -27,7 +23,7 @@ def test_show_a_running_stats_run(cli):
     assert r.exit_code == 0, r.output
     shown = cli("show", cli.out / "running-stats" / "r")
     assert shown.exit_code == 0, shown.output
-    assert rows(shown.output) == rows(r.output)
+    assert table_rows(shown.output) == table_rows(r.output)
     assert "torch matches the update formula on all 12 values" in shown.output
     assert "running_mean (6,)" in shown.output
 
@@ -40,12 +36,12 @@ def test_show_a_sweep_gives_mean_and_sd_over_seeds(cli, tmp_path):
     d = tmp_path / "out" / "sweeps" / "s"
     shown = cli("show", d)
     assert shown.exit_code == 0, shown.output
-    assert rows(shown.output) == rows(r.output)
+    assert table_rows(shown.output) == table_rows(r.output)
     for norm in ("batchnorm", "none"):
         tables = [pd.read_csv(d / "runs" / f"norm={norm},seed={s}" / "layers.csv") for s in (0, 1, 2)]
         last = np.array([t["std"].iloc[-1] for t in tables])
         every = np.concatenate([t["std"] for t in tables])
-        row = next(line for line in rows(shown.output) if f" {norm} " in line)
+        row = next(line for line in table_rows(shown.output) if f" {norm} " in line)
         cells = [c.strip() for c in row.strip("│").split("│")]
         assert cells == [norm, "3", f"{last.mean():.3f} ± {last.std(ddof=1):.3f}",
                          f"{every.min():.3f}", f"{every.max():.3f}", "0/3"]
@@ -64,7 +60,7 @@ def test_a_running_stats_sweep_summary_against_the_formula(cli, tmp_path):
     path = sweep_file(tmp_path, "m", "running-stats", base={"iterations": 3}, grid={"momentum": [0.5, None, 0.1]})
     r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
     assert r.exit_code == 0, r.output
-    cells = {c[0]: c for c in ([x.strip() for x in row.strip("│").split("│")] for row in rows(r.output))}
+    cells = {c[0]: c for c in ([x.strip() for x in row.strip("│").split("│")] for row in table_rows(r.output))}
     assert cells["0.5"][1:3] == ["1", f"{0.5**3:.3f}"] and cells["0.5"][-1] == "1/1"
     assert cells["none"][2] == "0.000" and cells["0.1"][2] == f"{0.9**3:.3f}"
     summary = pd.read_csv(tmp_path / "out" / "sweeps" / "m" / "summary.csv")

@@ -6,35 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import CPU, load, reference, run_depth
 
-from bncli import config, report
+from bncli import report
 from bncli.nets import make_cotangent, make_input, make_weight
 from bncli.studies import depth
 
-CPU = torch.device("cpu")
-
-
-def run(**kw):
-    cfg = config.load("depth-study", None, device="cpu", **kw)
-    return cfg, depth.run(cfg, CPU)
-
-
-def reference(cfg, norm_module, act_module, grads=False):
-    """The stack built from nn modules with bncli's weights copied in: (outputs, linears)."""
-    x = make_input(cfg, CPU)
-    outs, lins = [], []
-    for i in range(cfg.depth):
-        lin = torch.nn.Linear(cfg.width, cfg.width, bias=False, dtype=x.dtype)
-        with torch.no_grad():
-            lin.weight.copy_(make_weight(cfg, i, CPU))
-        norm = norm_module(cfg)
-        f = act_module(norm(lin(x))) if cfg.order.value == "linear-norm-act" else norm(act_module(lin(x)))
-        x = x + cfg.residual * f if cfg.residual else f
-        if grads:
-            x.retain_grad()
-        outs.append(x)
-        lins.append(lin)
-    return outs, lins
+run = run_depth  # (cfg, Result) on the CPU
 
 
 NORMS = {
@@ -91,14 +69,14 @@ def test_groupnorm_groups_must_divide_width():
     from bncli.errors import BncliError
 
     with pytest.raises(BncliError, match="groups must divide width .* width 40 is not a multiple of groups 32"):
-        config.load("depth-study", None, norm="groupnorm", width=40)
-    config.load("depth-study", None, norm="layernorm", width=40)  # only groupnorm cares
+        load("depth-study", None, norm="groupnorm", width=40)
+    load("depth-study", None, norm="layernorm", width=40)  # only groupnorm cares
 
 
 # --- inits -----------------------------------------------------------------------------
 
 def weight(**kw):
-    return make_weight(config.load("depth-study", None, width=400, device="cpu", **kw), 0, CPU)
+    return make_weight(load("depth-study", None, width=400, device="cpu", **kw), 0, CPU)
 
 
 def test_trunc_normal_is_cut_at_two_std():
@@ -153,7 +131,7 @@ def test_grads_match_autograd_on_nn_modules(norm, extra):
 
 
 def test_cotangent_is_seeded_n01():
-    cfg = config.load("depth-study", None, width=256, batch_size=64, device="cpu")
+    cfg = load("depth-study", None, width=256, batch_size=64, device="cpu")
     ct = make_cotangent(cfg, CPU)
     assert torch.equal(ct, make_cotangent(cfg, CPU)) and not torch.equal(ct, make_input(cfg, CPU))
     assert ct.mean().item() == pytest.approx(0, abs=0.02) and ct.std().item() == pytest.approx(1, abs=0.02)

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import sweep_file
+from helpers import file_bytes, sweep_file
 
-from bncli import sweep
+from bncli import sweeps
 
 BASE = {"depth": 5, "width": 16, "batch_size": 4, "init_std": 1e10}  # normal + none overflows at layer 3
 GRID = {"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"]}
@@ -21,24 +21,18 @@ def sweep_cli(cli, *args):
     return cli("sweep", *args, "--no-progress")
 
 
-def files(d):
-    """Every file under d (but the plot and meta.json, whose times differ), as bytes."""
-    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
-            if p.is_file() and p.name not in ("meta.json", "std_by_layer.png")}
-
-
 def test_expand_is_the_cartesian_product_times_seeds():
-    points = sweep.expand({"init": ["a", "b"], "norm": ["x", "y", "z"]}, [0, 1])
+    points = sweeps.expand({"init": ["a", "b"], "norm": ["x", "y", "z"]}, [0, 1])
     assert len(points) == 12
     assert points[:3] == [{"init": "a", "norm": "x", "seed": 0}, {"init": "a", "norm": "x", "seed": 1},
                           {"init": "a", "norm": "y", "seed": 0}]
     assert points[-1] == {"init": "b", "norm": "z", "seed": 1}
     assert len({tuple(p.values()) for p in points}) == 12
-    assert sweep.expand({}, [3]) == [{"seed": 3}]
+    assert sweeps.expand({}, [3]) == [{"seed": 3}]
 
 
 def test_plan_validates_every_point_with_the_study_model(tmp_path):
-    plan = sweep.plan(write_sweep(tmp_path, grid={"momentum": [0.1, None]}, base={"iterations": 3},
+    plan = sweeps.plan(write_sweep(tmp_path, grid={"momentum": [0.1, None]}, base={"iterations": 3},
                                   study="running-stats", seeds=[0]), tmp_path / "out")
     assert [p.name for p in plan.points] == ["momentum=0.1,seed=0", "momentum=none,seed=0"]
     assert plan.points[1].cfg.momentum is None and plan.points[0].cfg.iterations == 3
@@ -151,7 +145,7 @@ def test_resume_after_a_kill_ends_with_the_same_files(cli, tmp_path, monkeypatch
     r = sweep_cli(cli, path, "--out", out)
     assert r.exit_code == 130, r.output
     d = out / "sweeps" / "s"
-    order = [p.name for p in sweep.plan(path, out).points]
+    order = [p.name for p in sweeps.plan(path, out).points]
     runs = [d / "runs" / n for n in order[:4]]
     assert sorted(p.name for p in (d / "runs").iterdir()) == sorted(order[:4])
     status = [json.loads((p / "meta.json").read_text())["status"] for p in runs]
@@ -171,7 +165,7 @@ def test_resume_after_a_kill_ends_with_the_same_files(cli, tmp_path, monkeypatch
     assert r.exit_code == 0, r.output
     assert "resumed: 3 of 8 runs were already done" in r.output
     assert (first / "meta.json").read_text() == kept  # skipped, not rerun
-    assert files(d) == files(clean / "sweeps" / "s")
+    assert file_bytes(d) == file_bytes(clean / "sweeps" / "s")
     assert (d / "std_by_layer.png").stat().st_size > 0
 
 
@@ -217,12 +211,12 @@ def test_workers_give_the_same_files_as_sequential(cli, tmp_path):
     assert sweep_cli(cli, path, "--out", tmp_path / "seq").exit_code == 0
     r = sweep_cli(cli, path, "--out", tmp_path / "par", "--workers", 2)
     assert r.exit_code == 0, r.output
-    par, seq = files(tmp_path / "par" / "sweeps" / "s"), files(tmp_path / "seq" / "sweeps" / "s")
+    par, seq = file_bytes(tmp_path / "par" / "sweeps" / "s"), file_bytes(tmp_path / "seq" / "sweeps" / "s")
     assert len(par) == 2 + 1 + 8 * 2
     assert [k for k in par if par[k] != seq.get(k)] == []
     meta = json.loads((tmp_path / "par" / "sweeps" / "s" / "runs" / "init=orthogonal,norm=none,seed=1" /
                        "meta.json").read_text())
-    assert meta["status"] == "ok" and meta["torch_threads"] == max(1, sweep._cpus() // 2)
+    assert meta["status"] == "ok" and meta["torch_threads"] == max(1, sweeps._cpus() // 2)
 
 
 def test_missing_sweep_file_is_named_as_such(cli, tmp_path):

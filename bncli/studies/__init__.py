@@ -1,48 +1,41 @@
-"""One module per study. Each exposes:
+"""The study registry: one module per study, one line here each.
 
-    CSV: str                         # the per-run table's file name
-    preflight(cfg) -> device         # everything that can fail before a run directory exists
-    run(cfg, device, progress=None) -> Result
+    import bncli; bncli.run("depth-study", depth=50)
 
-Modules load lazily (`get`), so listing studies never imports torch.
+A study module declares everything about its study at module level (see `Study` in
+bncli/studies/base.py for the full list): its name, its config model, its CSV and columns, what identifies a row in a
+sweep, its plot, its labels, its size preflight, `run`, and how a result renders. Nothing
+else in bncli switches on a study's name: results, sweeps, plots, `show` and the Python API
+all ask the module. Modules load on first use, so listing studies imports nothing heavy.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from bncli.errors import BncliError
 
 if TYPE_CHECKING:
-    import pandas as pd
+    from bncli.studies.base import Study
 
-MODULES = {"depth-study": "depth", "running-stats": "running_stats", "running-stats-convergence": "convergence"}
-
-
-@dataclass
-class Result:
-    table: pd.DataFrame  # what goes to the study's CSV
-    status: str  # ok | diverged | interrupted
-    info: dict[str, Any] = field(default_factory=dict)  # study-specific meta.json fields
-
-
-def get(study: str):
-    return importlib.import_module(f"bncli.studies.{MODULES[study]}")
+# study name -> module in this package; the order is the order of --help and of the docs
+REGISTRY = {
+    "depth-study": "depth",
+    "running-stats": "running_stats",
+    "convergence": "convergence",
+}
+ALIASES = {"running-stats-convergence": "convergence"}  # names runs were saved under before
 
 
-def check_fits(device, need: int, sizes: str, smaller: str) -> None:
-    """Refuse, before anything is allocated, a run whose estimated peak memory is over 90% of
-    the device's: one clean line instead of an OOM (or the OS killing the process) mid-run."""
-    import os
+def names() -> list[str]:
+    return list(REGISTRY)
 
-    from bncli.errors import BncliError
 
-    if device.type == "cuda":
-        import torch
-
-        have = torch.cuda.get_device_properties(device).total_memory
-    else:
-        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    if need > 0.9 * have:
-        raise BncliError(f"too large: {sizes} needs about {need / 2**30:.1f} GiB but {device} has "
-                         f"{have / 2**30:.1f} GiB; use {smaller}")
+def get(name: str) -> Study | ModuleType:
+    """The module of study `name` (or of a name it had before), imported on first use."""
+    name = ALIASES.get(name, name)
+    if name not in REGISTRY:
+        raise BncliError(f"study: expected {', '.join(REGISTRY)}, got {name!r}")
+    return importlib.import_module(f"{__name__}.{REGISTRY[name]}")

@@ -1,6 +1,6 @@
 """Running-stats convergence: how far do BatchNorm's running estimates lie from the truth?
 
-    bncli running-stats --study convergence --momentum 0.01,0.1,0.3 --input-mean 1 --input-std 2
+    bncli convergence --momentum 0.01,0.1,0.3 --input-mean 1 --input-std 2
 
 Batches of shape (batch_size, num_features) come from a seeded stream with known per-channel
 mean and std. Each iteration feeds the same batch to every estimator and records, per
@@ -17,28 +17,88 @@ Definitions and closed forms: docs/statistics.md.
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import BeforeValidator, model_validator
+from rich.table import Table
 
+from bncli import figures, report
+from bncli.config import Config, Device, Eps, Finite, FloatDType, PosFloat, Positive, Seed, Unit, float_list
 from bncli.nets import DTYPES, generator, resolve_device, torch_threads
-from bncli.studies import Result, check_fits
+from bncli.studies.base import Result, check_fits
 
+
+class ConvergenceConfig(Config):
+    """BatchNorm's running estimates against the true statistics of a seeded stream."""
+
+    momentum: Annotated[list[Unit | None] | None, BeforeValidator(float_list)] = None  # None: 0.01,0.1,0.3
+    keras_momentum: Annotated[list[Unit] | None, BeforeValidator(float_list)] = None  # Keras K: m = 1 - K
+    batch_size: Positive = 32
+    num_features: Positive = 4
+    iterations: Positive = 1000
+    input_mean: Annotated[list[Finite], BeforeValidator(float_list)] = [1.0]  # one, or one per channel
+    input_std: Annotated[list[PosFloat], BeforeValidator(float_list)] = [2.0]  # one, or one per channel
+    eps: Eps
+    seed: Seed
+    device: Device
+    dtype: FloatDType
+
+    @model_validator(mode="after")
+    def _check(self) -> ConvergenceConfig:
+        if self.momentum is not None and self.keras_momentum is not None:
+            raise ValueError("give momentum or keras_momentum, not both (keras K is momentum 1 - K)")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 (BatchNorm cannot normalise a single sample)")
+        for name in ("input_mean", "input_std"):
+            n = len(getattr(self, name))
+            if n not in (1, self.num_features):
+                raise ValueError(f"{name} must have 1 or num_features ({self.num_features}) values, got {n}")
+        return self
+
+    @property
+    def momenta(self) -> list[float]:
+        """The EMA momenta in PyTorch's convention, in order, without repeats ('none' is the
+        cumulative average, which is always compared)."""
+        if self.keras_momentum is not None:
+            ms = [1.0 - k for k in self.keras_momentum]
+        elif self.momentum is not None:
+            ms = [m for m in self.momentum if m is not None]
+        else:
+            ms = [0.01, 0.1, 0.3]
+        return list(dict.fromkeys(ms))
+
+
+NAME = "convergence"
+CONFIG = ConvergenceConfig
 CSV = "convergence.csv"
+ID_COLUMNS = ["iteration", "estimator", "channel"]
+LABEL_KEYS = ["momentum", "batch_size", "input_std"]
+PLOT = "convergence.png"
+RUN_PLOT = True  # a single run's directory gets its error-against-iteration plot
+SWEEP_COLUMNS = ["steps to 1%: precise", "steps to 1%: cumulative", "worst final mean_error",
+                 "worst final var_error"]
 COLUMNS = ["iteration", "estimator", "channel", "mean", "var", "mean_error", "var_error", "train_eval_gap"]
 STREAM = 5  # the batches' seed stream (1, 2, 4: depth study; 3: running-stats check)
 WITHIN = 0.01  # "within 1% of the truth"
 
 
-def label(cfg) -> str:
+def label(cfg: ConvergenceConfig) -> str:
     return f"m{','.join(f'{m:g}' for m in cfg.momenta)}-b{cfg.batch_size}"
 
 
-def describe_size(cfg) -> str:
+def progress_total(cfg: ConvergenceConfig) -> None:
+    return None
+
+
+def describe_size(cfg: ConvergenceConfig) -> str:
     return f"batch_size {cfg.batch_size}, num_features {cfg.num_features}, iterations {cfg.iterations}"
 
 
-def estimate_bytes(cfg) -> int:
+def estimate_bytes(cfg: ConvergenceConfig) -> int:
     """Peak memory a run needs, before anything is allocated (reliability: refuse, don't OOM)."""
     e, batch = len(cfg.momenta) + 2, cfg.batch_size * cfg.num_features
     per_batch = batch * (DTYPES[cfg.dtype.value].itemsize * (2 * e + 4) + 2 * 8)  # outputs, gaps, x64
@@ -46,14 +106,14 @@ def estimate_bytes(cfg) -> int:
     return per_batch + cfg.iterations * per_iteration
 
 
-def preflight(cfg) -> torch.device:
+def preflight(cfg: ConvergenceConfig) -> torch.device:
     device = resolve_device(cfg.device)
     check_fits(device, estimate_bytes(cfg), describe_size(cfg),
                "a smaller --batch-size, --num-features or --iterations")
     return device
 
 
-def truth(cfg, device=None, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+def truth(cfg: ConvergenceConfig, device=None, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel true mean and std of the stream."""
     c = cfg.num_features
     mean = torch.tensor(cfg.input_mean, dtype=dtype, device=device).expand(c).clone()
@@ -61,7 +121,7 @@ def truth(cfg, device=None, dtype=torch.float64) -> tuple[torch.Tensor, torch.Te
     return mean, std
 
 
-def make_batch(cfg, iteration: int, device: torch.device) -> torch.Tensor:
+def make_batch(cfg: ConvergenceConfig, iteration: int, device: torch.device) -> torch.Tensor:
     dtype = DTYPES[cfg.dtype.value]
     g = generator(device, cfg.seed, STREAM, iteration)
     z = torch.randn(cfg.batch_size, cfg.num_features, generator=g, device=device, dtype=dtype)
@@ -69,11 +129,11 @@ def make_batch(cfg, iteration: int, device: torch.device) -> torch.Tensor:
     return mean + std * z
 
 
-def estimator_names(cfg) -> list[str]:
+def estimator_names(cfg: ConvergenceConfig) -> list[str]:
     return [f"ema-{m:g}" for m in cfg.momenta] + ["cumulative", "precise"]
 
 
-def run(cfg, device: torch.device, progress=None) -> Result:
+def run(cfg: ConvergenceConfig, device: torch.device, progress=None) -> Result:
     dtype = DTYPES[cfg.dtype.value]
     c, b = cfg.num_features, cfg.batch_size
     bns = [torch.nn.BatchNorm1d(c, eps=cfg.eps, momentum=m, device=device, dtype=dtype)
@@ -150,3 +210,69 @@ def steps_within(table, tol: float = WITHIN) -> dict[str, int | None]:
         else:
             out[name] = int(bad.max()) + 2  # iterations count from 0; steps from 1
     return out
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+def estimator_table(table: pd.DataFrame, steps: dict) -> Table:
+    """One row per estimator: steps to stay within 1% of the truth, and its last errors."""
+    last = table[table["iteration"] == table["iteration"].max()]
+    n = int(table["iteration"].max()) + 1
+    t = report.table(["estimator", "steps to within 1%", "mean_error", "var_error", "train_eval_gap"])
+    for name, g in last.groupby("estimator", sort=False):
+        k = steps.get(name)
+        t.add_row(name, str(k) if k is not None else f"not in {n}",
+                  *[report.fmt(float(g[c].max())) for c in ("mean_error", "var_error", "train_eval_gap")])
+    t.caption = (f"after {n} iterations; errors are the worst channel's: |mean - mu| / sigma and "
+                 "|var / sigma^2 - 1|; gap: RMS of eval-mode minus train-mode output")
+    return t
+
+
+def render(run, every: int | None = None) -> list:
+    """One row per estimator (nothing when no iteration finished)."""
+    return [estimator_table(run.table, steps_within(run.table))] if len(run.table) else []
+
+
+def sweep_cells(runs: list[pd.DataFrame]) -> list[str]:
+    """SWEEP_COLUMNS over a config's finished runs: the steps the precise and cumulative
+    estimates need to stay within 1% (mean ± sd over the seeds that got there), and the worst
+    final errors of any estimator and channel."""
+    steps = [steps_within(r) for r in runs]
+
+    def within(name):
+        return report.pm([s[name] if s.get(name) is not None else float("nan") for s in steps])
+
+    def worst(col):
+        return report.fmt(max((float(r[r["iteration"] == r["iteration"].max()][col].max()) for r in runs),
+                              default=float("nan")))
+
+    return [within("precise"), within("cumulative"), worst("mean_error"), worst("var_error")]
+
+
+def draw(plt, table: pd.DataFrame, metric: str | None):
+    """One panel per metric; one line per estimator (and run), the mean over channels and seeds."""
+    metrics = [metric] if metric else ["mean_error", "var_error"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics) + 2.5, 4.8), squeeze=False)
+    names = list(dict.fromkeys(table["estimator"]))
+    palette = plt.get_cmap("tab10")
+    groups = figures.groups(table)
+    for ax, m in zip(axes[0], metrics, strict=True):
+        for gi, (_, g) in enumerate(groups):
+            for ei, name in enumerate(names):
+                e = g[g["estimator"] == name]
+                v = e.groupby("iteration", sort=True)[m].mean()
+                label = f"{g['label'].iloc[0]}: {name}" if g["label"].iloc[0] else name
+                y = v.to_numpy(float)
+                ax.plot(v.index.to_numpy() + 1, np.where(y > 0, y, np.nan), lw=1.3, label=label,
+                        color=palette(ei % 10), linestyle=figures.LINESTYLES[gi % len(figures.LINESTYLES)])
+        if m in ("mean_error", "var_error"):
+            ax.axhline(WITHIN, color="0.4", lw=0.8, ls=":", label="1%")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration (steps)")
+        ax.set_ylabel(m + " (log scale)")
+        ax.set_title(f"{m}, mean over channels")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig

@@ -10,30 +10,78 @@ their columns are left empty when off. Definitions and sources: docs/statistics.
 
 from __future__ import annotations
 
-import os
+import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pandas as pd
 import torch
+from pydantic import model_validator
+from rich.table import Table
+from rich.text import Text
 
+from bncli import figures, report, theory
+from bncli.choices import Activation, BNMode, Init, Norm, Order
+from bncli.config import AnyDType, Config, Device, NonNegFloat, PosFloat, Positive, Seed
 from bncli.errors import BncliError
 from bncli.nets import DTYPES, layer_fn, make_cotangent, make_input, make_weight, resolve_device, torch_threads
-from bncli.studies import Result
+from bncli.studies.base import Result, capacity
 
+
+class DepthConfig(Config):
+    """A deep MLP, Linear(bias=False) -> norm -> activation, fed N(0,1) input."""
+
+    depth: Positive = 100  # number of layers
+    width: Positive = 256  # features per layer
+    batch_size: Positive = 16  # rows of the N(0,1) input
+    init: Init = Init.kaiming  # weight init scheme
+    init_std: PosFloat = 1.0  # std of the `normal` init; ignored by the others
+    norm: Norm = Norm.batchnorm  # batchnorm uses batch statistics (train mode)
+    activation: Activation = Activation.relu
+    seed: Seed  # seeds the input and, per layer, each weight
+    device: Device
+    dtype: AnyDType
+    keep_weights: bool = False  # build every weight up front instead of one layer at a time
+    init_gain: PosFloat = 1.0  # gain of orthogonal, xavier, xavier_uniform and lecun_normal
+    groups: Positive = 32  # groupnorm's number of groups; must divide width
+    bn_mode: BNMode = BNMode.train  # eval: running stats, 0 and 1 at init, so almost the identity
+    negative_slope: NonNegFloat = 0.01  # leaky_relu's slope below zero
+    order: Order = Order.linear_norm_act  # or linear-act-norm
+    residual: NonNegFloat = 0.0  # alpha > 0: each layer is x + alpha * f(x); 0: a plain stack
+    grads: bool = False  # one backward pass for grad_std, weight_grad_norm (keeps every weight)
+    erank: bool = False  # effective rank of every layer's output (one SVD per layer)
+
+    @model_validator(mode="after")
+    def _batchnorm_needs_two_rows(self) -> DepthConfig:
+        if self.norm == Norm.batchnorm and self.bn_mode == BNMode.train and self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 with norm batchnorm "
+                             "(BatchNorm cannot normalise a single sample)")
+        if self.norm == Norm.groupnorm and self.width % self.groups:
+            raise ValueError(f"groups must divide width for norm groupnorm: width {self.width} "
+                             f"is not a multiple of groups {self.groups}")
+        return self
+
+
+NAME = "depth-study"
+CONFIG = DepthConfig
 CSV = "layers.csv"
+ID_COLUMNS = ["layer"]
+LABEL_KEYS = ["init", "norm", "activation"]
+PLOT = "std_by_layer.png"
+RUN_PLOT = False
+SWEEP_COLUMNS = ["last-layer std", "min std", "max std", "diverged"]
 BASE = ["mean", "std", "abs_max", "zero_fraction", "chan_sq_mean", "chan_var"]  # always on
 COLUMNS = ["layer", *BASE, "erank", "grad_std", "weight_grad_norm", "theory_std"]
 OPTIONAL = {"erank": "erank", "grad_std": "grads", "weight_grad_norm": "grads"}  # column: its flag
 # divergence is a non-finite mean, std, abs_max or zero_fraction; chan_sq_mean and chan_var are
 # squares, which overflow (inf) sooner and are kept as values
 WATCH = 4
-OFF = ""  # an off statistic's cell: empty in layers.csv, unlike a diverged value's nan
 CHECK_EVERY = 16  # layers between divergence checks (host syncs) when they are cheap
 DRAW_AHEAD_BYTES = 512 * 2**20  # weights in flight at most when streaming: memory stays flat in depth
 
 
-def estimate_bytes(cfg) -> int:
+def estimate_bytes(cfg: DepthConfig) -> int:
     """Peak memory a run needs, before anything is allocated."""
     elt = DTYPES[cfg.dtype.value].itemsize
     draw = 8 if cfg.dtype.value == "float64" else 4
@@ -48,30 +96,30 @@ def estimate_bytes(cfg) -> int:
     return int(weights + draw_tmp + acts + cfg.depth * len(COLUMNS) * 8)
 
 
-def _capacity(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
 def _gb(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def label(cfg) -> str:
+def label(cfg: DepthConfig) -> str:
     """The part of the default run name that tells runs apart."""
     return f"{cfg.init.value}-{cfg.norm.value}"
 
 
-def describe_size(cfg) -> str:
+def progress_total(cfg: DepthConfig) -> int | None:
+    """Long runs get a progress bar, one step a layer."""
+    long = cfg.depth > 500 or cfg.depth * cfg.width**2 * cfg.batch_size > 5e10
+    return cfg.depth if long else None
+
+
+def describe_size(cfg: DepthConfig) -> str:
     n = cfg.depth if cfg.keep_weights or cfg.grads else 1
     return (f"depth {cfg.depth}, width {cfg.width}, batch_size {cfg.batch_size}, {cfg.dtype.value} "
             f"({n} weight(s) of {cfg.width}x{cfg.width} held at once, about {_gb(estimate_bytes(cfg))})")
 
 
-def preflight(cfg) -> torch.device:
+def preflight(cfg: DepthConfig) -> torch.device:
     device = resolve_device(cfg.device)
-    need, have = estimate_bytes(cfg), _capacity(device)
+    need, have = estimate_bytes(cfg), capacity(device)
     if need > 0.9 * have:
         raise BncliError(
             f"too large: depth {cfg.depth}, width {cfg.width}, batch_size {cfg.batch_size}"
@@ -80,7 +128,7 @@ def preflight(cfg) -> torch.device:
     return device
 
 
-def enabled(cfg) -> list[str]:
+def enabled(cfg: DepthConfig) -> list[str]:
     """The columns this config computes; the others are written empty."""
     return [c for c in COLUMNS if c not in OPTIONAL or getattr(cfg, OPTIONAL[c])]
 
@@ -138,13 +186,13 @@ def split_threads(device: torch.device) -> tuple[int, int]:
     return n // 2, n - n // 2
 
 
-def draw_ahead(cfg, threads: int) -> int:
+def draw_ahead(cfg: DepthConfig, threads: int) -> int:
     """Layers drawn ahead by `threads` threads: one each and one spare, within DRAW_AHEAD_BYTES."""
     size = cfg.width * cfg.width * max(DTYPES[cfg.dtype.value].itemsize, 4)
     return max(1, min(threads + 1, DRAW_AHEAD_BYTES // size)) if threads else 0
 
 
-def draw_weights(cfg, device: torch.device, threads: int = 0):
+def draw_weights(cfg: DepthConfig, device: torch.device, threads: int = 0):
     """Yield every layer's weight in order, drawn `draw_ahead` layers ahead on `threads` threads.
 
     The numbers do not depend on the threads: layer i's weight comes from its own (seed, i)
@@ -164,38 +212,86 @@ def draw_weights(cfg, device: torch.device, threads: int = 0):
             yield w
 
 
-def run(cfg, device: torch.device, progress=None) -> Result:
+def run(cfg: DepthConfig, device: torch.device, progress=None) -> Result:
     """Forward N(0,1) input through `cfg.depth` layers; stop at the first non-finite output.
 
     progress(layers_done) is called every few layers; on CUDA only when given, since each
     call is a host sync. With cfg.grads, one backward pass follows (from the last finite
     layer) and the gradient statistics are read back with a second sync.
     """
-    step = layer_fn(cfg, device)
     # float64 whatever the dtype: _stats computes in float64, and chan_sq_mean's squares would
     # overflow a float32 cell long before the outputs themselves do
-    stat_dtype = torch.float64
-    k = len(BASE) + int(cfg.erank)
-    buf = torch.empty(cfg.depth, k, device=device, dtype=stat_dtype)
-    check = CHECK_EVERY if device.type == "cpu" or progress is not None else 0
+    buf = torch.empty(cfg.depth, len(BASE) + int(cfg.erank), device=device, dtype=torch.float64)
     keep = cfg.keep_weights or cfg.grads
-    # every op here gives the same bits on any number of threads (nets._bn_train), so the
-    # threads only decide speed
+    weights, draws, computing = _weights(cfg, device, keep)
+    outs = [] if cfg.grads else None
+    status = "ok"
+    try:
+        done = _forward(cfg, device, draws, buf, outs, computing, progress)
+    except _Interrupted as e:
+        done, status = e.done, "interrupted"
+    finally:
+        if not keep:
+            draws.close()  # waits for the few draws still in flight
+
+    rows = buf[:done].cpu()  # the one read-back (two with --grads)
+    bad = (~torch.isfinite(rows[:, :WATCH]).all(dim=1)).nonzero()
+    diverged_at = int(bad[0, 0]) if len(bad) else None
+    if diverged_at is not None:
+        rows, status = rows[: diverged_at + 1], "diverged"
+    table = pd.DataFrame(rows.double().numpy(), columns=BASE + (["erank"] if cfg.erank else []))
+    table.insert(0, "layer", range(len(table)))
+    info = {"diverged_at": diverged_at, "layers_done": len(table)}
+    if cfg.grads:
+        grads = _grads(cfg, device, outs, weights, len(table) if diverged_at is None else diverged_at)
+        if grads is None:
+            status = "interrupted"
+            table["grad_std"] = table["weight_grad_norm"] = float("nan")
+        else:
+            table["grad_std"], table["weight_grad_norm"] = grads[: len(table), 0], grads[: len(table), 1]
+        if _bn_relu(cfg):
+            info["grad_growth_theory"] = round(theory.bn_relu_grad_rate(cfg.batch_size), 4)
+    table["theory_std"] = theory.theory_std(cfg)[: len(table)]
+    off = [c for c in COLUMNS if c not in enabled(cfg)]
+    for col in off:
+        table[col] = float("nan")
+    return Result(table[COLUMNS], status, info, off)
+
+
+def _weights(cfg: DepthConfig, device: torch.device, keep: bool):
+    """(every weight or None, an iterator over the weights, the computing threads).
+
+    Every op here gives the same bits on any number of threads (nets._bn_train), so the
+    threads only decide speed. Kept weights are drawn first, on every thread.
+    """
     drawing, computing = split_threads(device)
     if cfg.init.value == "orthogonal":  # its QR sets torch's (process-wide) threads: not in a pool
         drawing = 0
-    if keep:  # drawn first, on every thread
-        with torch_threads(computing):
-            weights = list(draw_weights(cfg, device, drawing + computing if drawing else 0))
-        draws = iter(weights)
-    else:
-        weights, draws = None, draw_weights(cfg, device, drawing)
-    outs = [] if cfg.grads else None
+    if not keep:
+        return None, draw_weights(cfg, device, drawing), computing
+    with torch_threads(computing):
+        weights = list(draw_weights(cfg, device, drawing + computing if drawing else 0))
     if cfg.grads:
         for w in weights:
             w.requires_grad_(True)
+    return weights, iter(weights), computing
 
-    done, status = 0, "ok"
+
+class _Interrupted(Exception):
+    def __init__(self, done: int):
+        self.done = done
+
+
+def _forward(cfg: DepthConfig, device: torch.device, draws, buf: torch.Tensor, outs: list | None,
+             computing: int, progress) -> int:
+    """Fill buf's rows layer by layer; the number of layers done (early at a non-finite block).
+
+    On CPU (or with a progress bar) every CHECK_EVERY layers one host sync looks for a
+    non-finite output; on CUDA without one the run never waits for the host.
+    """
+    step = layer_fn(cfg, device)
+    check = CHECK_EVERY if device.type == "cpu" or progress is not None else 0
+    done = 0
     try:
         with torch.set_grad_enabled(cfg.grads), torch_threads(computing):
             x = make_input(cfg, device)
@@ -212,51 +308,22 @@ def run(cfg, device: torch.device, progress=None) -> Result:
                     if progress is not None:
                         progress(done)
     except KeyboardInterrupt:
-        status = "interrupted"
-    finally:
-        if not keep:
-            draws.close()  # waits for the few draws still in flight
-
-    rows = buf[:done].cpu()  # the one read-back (two with --grads)
-    bad = (~torch.isfinite(rows[:, :WATCH]).all(dim=1)).nonzero()
-    diverged_at = int(bad[0, 0]) if len(bad) else None
-    if diverged_at is not None:
-        rows, status = rows[: diverged_at + 1], "diverged"
-    table = pd.DataFrame(rows.double().numpy(), columns=BASE + (["erank"] if cfg.erank else []))
-    table.insert(0, "layer", range(len(table)))
-    info = {"diverged_at": diverged_at, "layers_done": len(table)}
-    from bncli import theory
-
-    if cfg.grads:
-        grads = _grads(cfg, device, outs, weights, len(table) if diverged_at is None else diverged_at)
-        if grads is None:
-            status = "interrupted"
-            table["grad_std"] = table["weight_grad_norm"] = float("nan")
-        else:
-            table["grad_std"], table["weight_grad_norm"] = grads[: len(table), 0], grads[: len(table), 1]
-        if _bn_relu(cfg):
-            info["grad_growth_theory"] = round(theory.bn_relu_grad_rate(cfg.batch_size), 4)
-    table["theory_std"] = theory.theory_std(cfg)[: len(table)]
-    for col in OPTIONAL:
-        if col not in table:
-            table[col] = OFF
-    return Result(table[COLUMNS], status, info)
+        raise _Interrupted(done) from None
+    return done
 
 
-def _bn_relu(cfg) -> bool:
+def _bn_relu(cfg: DepthConfig) -> bool:
     """The stack Yang et al.'s ReLU gradient rate is derived for (docs/theory.md)."""
     return (cfg.norm.value == "batchnorm" and cfg.bn_mode.value == "train" and cfg.activation.value == "relu"
             and cfg.order.value == "linear-norm-act" and not cfg.residual and cfg.batch_size >= 4)
 
 
-def _grads(cfg, device, outs, weights, n: int):
+def _grads(cfg: DepthConfig, device, outs, weights, n: int):
     """(len(outs), 2) float64 array of [grad_std, weight_grad_norm]; rows past n are nan.
 
     The output of layer n - 1 is contracted with a fixed seeded N(0, 1) cotangent and one
     backward pass gives the gradient with respect to every layer's output and weight.
     """
-    import numpy as np
-
     out = np.full((len(outs), 2), np.nan)
     if n == 0:
         return out
@@ -271,3 +338,118 @@ def _grads(cfg, device, outs, weights, n: int):
     except KeyboardInterrupt:
         return None
     return out
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+def auto_every(depth: int) -> int:
+    """Every layer up to 100 layers, then about 50 rows."""
+    return 1 if depth <= 100 else math.ceil(depth / 50)
+
+
+def shown_layers(n: int, every: int, diverged_at: int | None = None) -> list[int]:
+    """Every `every`-th layer, plus the first, the last and the diverging one, always."""
+    keep = set(range(0, n, every)) | {0, n - 1}
+    if diverged_at is not None:
+        keep.add(diverged_at)
+    return sorted(i for i in keep if 0 <= i < n)
+
+
+def layer_table(table: pd.DataFrame, every: int | None = None, diverged_at: int | None = None) -> Table:
+    every = every or auto_every(len(table))
+    cols = report.shown_columns(table)
+    t = report.table(cols)
+    for i in shown_layers(len(table), every, diverged_at):
+        row = table.iloc[i]
+        style = "red" if i == diverged_at else None
+        t.add_row(*[str(int(row[c])) if c == "layer" else report.fmt(float(row[c])) for c in cols], style=style)
+    return t
+
+
+def summary(table: pd.DataFrame, meta: dict) -> Text:
+    """`std over 100 layers: min 0.570, max 0.595, last 0.583`, the growth factors per layer
+    of std and (going backwards) grad_std, and, if so, where it diverged."""
+    lines = []
+    diverged_at = meta.get("diverged_at")
+    finite = table["std"][table["std"].map(math.isfinite)]
+    if len(finite):
+        lines.append(f"std over {len(table)} layers: min {report.num(finite.min())}, "
+                     f"max {report.num(finite.max())}, last {report.num(table['std'].iloc[-1])}")
+    g = report.growth(table["std"]) if len(table) else None
+    if g is not None:
+        lines.append(f"std growth per layer: x{g:.4f} (geometric mean, first to last layer)")
+    g = report.growth(table["grad_std"], backwards=True) if "grad_std" in report.shown_columns(table) else None
+    if g is not None:
+        pred = meta.get("grad_growth_theory")
+        lines.append(f"grad_std growth per layer, going backwards: x{g:.4f}"
+                     + (f" (mean-field theory, Yang et al. 2019: x{pred:.4f})" if pred else ""))
+    if diverged_at is not None:
+        lines.append(f"diverged: non-finite output at layer {diverged_at}")
+    if meta.get("status") == "interrupted":
+        lines.append(f"interrupted after {len(table)} layers")
+    return Text("\n".join(lines))
+
+
+def render(run, every: int | None = None) -> list:
+    """The layers (every `every`-th) and the summary lines, after a run and in `bncli show`."""
+    return [layer_table(run.table, every, run.meta.get("diverged_at")), summary(run.table, run.meta)]
+
+
+def sweep_cells(runs: list[pd.DataFrame]) -> list[str]:
+    """SWEEP_COLUMNS over a config's finished runs: the last layer's std as mean ± sd over the
+    seeds that did not diverge, the min and max std over layers and seeds, the diverged count."""
+    std = np.concatenate([r["std"].to_numpy(float) for r in runs]) if runs else np.array([])
+    std = std[np.isfinite(std)]
+    last = [r["std"].iloc[-1] for r in runs if r["status"].iloc[0] == "ok"]
+    diverged = sum(r["status"].iloc[0] == "diverged" for r in runs)
+    return [report.pm(last), report.num(float(std.min())) if len(std) else "-",
+            report.num(float(std.max())) if len(std) else "-", f"{diverged}/{len(runs)}"]
+
+
+def draw(plt, table: pd.DataFrame, metric: str | None):
+    """`metric` (default std) against layer, log-scaled when it spans decades; an x where a run
+    diverged."""
+    metric = metric or "std"
+    groups = figures.groups(table)
+    styles = figures.styles([p for p, _ in groups])
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    log = figures.log_scale(table[metric])
+    seeds = max(int(g["seed"].nunique()) for _, g in groups)
+    any_diverged = False
+    for parts, g in groups:
+        done = g[g["status"].isin(("ok", "diverged"))]
+        if not done.empty:
+            any_diverged |= _draw_group(ax, done, metric, styles[parts], log)
+    if log:
+        ax.set_yscale("log")
+    if any_diverged:
+        ax.plot([], [], marker="x", ls="none", color="0.3", ms=8, mew=2,
+                label="diverged (x at the first non-finite layer)")
+    band = f"mean and \u00b11 sd over {seeds} seeds" if seeds > 1 else "one seed"
+    ax.set_title(f"{metric} of each layer's output ({band})")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(metric + (" (log scale)" if log else ""))
+    ax.grid(True, which="major", alpha=0.3)
+    figures.legend(ax, len(groups) + any_diverged)
+    return fig
+
+
+def _draw_group(ax, done: pd.DataFrame, metric: str, st: dict, log: bool) -> bool:
+    """One config's mean line and band; True when one of its runs diverged (and got an x)."""
+    x, mean, sd, n = figures.mean_sd(done, "layer", metric)
+    if log:
+        mean = np.where(mean > 0, mean, np.nan)  # underflow to 0 cannot sit on a log axis
+    ax.plot(x, mean, label=done["label"].iloc[0], lw=1.6, **st)
+    if n > 1:
+        lo, hi = mean - sd, mean + sd
+        if log:
+            lo = np.where(lo > 0, lo, np.nan)
+        ax.fill_between(x, lo, hi, color=st["color"], alpha=0.15, lw=0)
+    diverged = False
+    for _, run in done[done["status"] == "diverged"].groupby("run" if "run" in done else "seed", sort=False):
+        finite = run[np.isfinite(run[metric].astype(float))]
+        if len(finite):
+            ax.plot(run["layer"].iloc[-1], finite[metric].iloc[-1], marker="x", ms=8, mew=2,
+                    color=st["color"], ls="none")
+            diverged = True
+    return diverged

@@ -10,30 +10,94 @@ predicts, computed independently in float64.
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
+import numpy as np
 import pandas as pd
 import torch
+from pydantic import BeforeValidator, Field, StrictFloat, model_validator
+from rich.table import Table
+from rich.text import Text
 
+from bncli import figures, report
+from bncli.choices import InputKind
+from bncli.config import Config, Device, Eps, FloatDType, Positive, Seed, int_list, none_word
+from bncli.errors import show
 from bncli.nets import DTYPES, generator, resolve_device, torch_threads
-from bncli.studies import Result, check_fits
+from bncli.studies.base import Result, check_fits
 
+NOTEBOOK_CHANNELS = {1: 5, 2: 6, 3: 4}
+NOTEBOOK_SHAPES = {1: [1], 2: [2, 2], 3: [2, 2, 3]}
+
+
+def _dims_int(v):
+    # a Literal of ints also takes true and 1.0 (they compare equal): a wrong type is refused
+    if isinstance(v, (bool, float)):
+        raise ValueError("Input should be 1, 2 or 3")
+    return v
+
+
+class RunningStatsConfig(Config):
+    """BatchNorm{1,2,3}d fed a few batches; its running stats checked against the formula."""
+
+    momentum: Annotated[
+        Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)] | None,
+        BeforeValidator(none_word),
+    ] = 0.3  # None: PyTorch's cumulative average
+    dims: Annotated[Literal[1, 2, 3], BeforeValidator(_dims_int)] = 1  # BatchNorm1d, 2d or 3d
+    batch_size: Positive = 3
+    num_features: Positive | None = None  # None follows dims: 5, 6, 4
+    feature_shape: Annotated[list[Positive] | None, BeforeValidator(int_list)] = None  # None follows dims
+    iterations: Positive = 2
+    input: InputKind = InputKind.constant
+    eps: Eps
+    seed: Seed
+    device: Device
+    dtype: FloatDType
+
+    @model_validator(mode="after")
+    def _follow_dims(self) -> RunningStatsConfig:
+        if self.num_features is None:
+            self.num_features = NOTEBOOK_CHANNELS[self.dims]
+        if self.feature_shape is None:
+            self.feature_shape = list(NOTEBOOK_SHAPES[self.dims])
+        if len(self.feature_shape) != self.dims:
+            raise ValueError(f"feature_shape must have {self.dims} entries for dims {self.dims}, "
+                             f"got {len(self.feature_shape)}: {show(self.feature_shape)}")
+        if self.batch_size * math.prod(self.feature_shape) < 2:
+            raise ValueError("batch_size x feature_shape must give at least 2 values per channel "
+                             "(BatchNorm cannot normalise a single value)")
+        return self
+
+
+NAME = "running-stats"
+CONFIG = RunningStatsConfig
 CSV = "running_stats.csv"
+ID_COLUMNS = ["iteration", "channel"]
+LABEL_KEYS = ["momentum", "dims", "input"]
+PLOT = "running_stats.png"
+RUN_PLOT = False
+SWEEP_COLUMNS = ["final running_var", "max |mean err|", "max |var err|", "matches formula"]
 COLUMNS = ["iteration", "channel", "batch_mean", "batch_var", "running_mean", "running_var",
            "expected_mean", "expected_var"]
 BATCH_STREAM = 3
 
 
-def label(cfg) -> str:
+def label(cfg: RunningStatsConfig) -> str:
     m = "none" if cfg.momentum is None else f"{cfg.momentum:g}"
     return f"bn{cfg.dims}d-m{m}-{cfg.input.value}"
 
 
-def describe_size(cfg) -> str:
+def progress_total(cfg: RunningStatsConfig) -> None:
+    return None  # a few tiny batches: done before a bar would show
+
+
+def describe_size(cfg: RunningStatsConfig) -> str:
     return (f"batch_size {cfg.batch_size}, num_features {cfg.num_features}, "
             f"feature_shape {','.join(map(str, cfg.feature_shape))}")
 
 
-def estimate_bytes(cfg) -> int:
+def estimate_bytes(cfg: RunningStatsConfig) -> int:
     """Peak memory a run needs, before anything is allocated."""
     elt = DTYPES[cfg.dtype.value].itemsize
     batch = cfg.batch_size * cfg.num_features * math.prod(cfg.feature_shape)
@@ -42,14 +106,14 @@ def estimate_bytes(cfg) -> int:
     return per_batch + cfg.iterations * per_iteration
 
 
-def preflight(cfg) -> torch.device:
+def preflight(cfg: RunningStatsConfig) -> torch.device:
     device = resolve_device(cfg.device)
     check_fits(device, estimate_bytes(cfg), describe_size(cfg) + f", iterations {cfg.iterations}",
                "a smaller --batch-size, --num-features, --feature-shape or --iterations")
     return device
 
 
-def make_batch(cfg, iteration: int, device: torch.device) -> torch.Tensor:
+def make_batch(cfg: RunningStatsConfig, iteration: int, device: torch.device) -> torch.Tensor:
     shape = (cfg.batch_size, cfg.num_features, *cfg.feature_shape)
     dtype = DTYPES[cfg.dtype.value]
     if cfg.input.value == "constant":  # channel c holds c + 1, as in the notebook
@@ -59,7 +123,7 @@ def make_batch(cfg, iteration: int, device: torch.device) -> torch.Tensor:
     return torch.randn(shape, generator=g, device=device, dtype=dtype)
 
 
-def run(cfg, device: torch.device, progress=None) -> Result:
+def run(cfg: RunningStatsConfig, device: torch.device, progress=None) -> Result:
     bn_cls = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[cfg.dims]
     bn = bn_cls(cfg.num_features, eps=cfg.eps, momentum=cfg.momentum, device=device,
                 dtype=DTYPES[cfg.dtype.value])
@@ -101,3 +165,90 @@ def run(cfg, device: torch.device, progress=None) -> Result:
               "weight": list(bn.weight.shape), "bias": list(bn.bias.shape),
               "num_batches_tracked": list(bn.num_batches_tracked.shape)}
     return Result(table, status, {"shapes": shapes, "iterations_done": len(per_iter)})
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+def agrees(table: pd.DataFrame, dtype: str = "float32") -> np.ndarray:
+    """Does torch's running stat match the formula, to the precision of `dtype`?"""
+    rtol, atol = (1e-5, 1e-6) if dtype == "float32" else (1e-12, 1e-14)
+    return (np.isclose(table["running_mean"], table["expected_mean"], rtol=rtol, atol=atol)
+            & np.isclose(table["running_var"], table["expected_var"], rtol=rtol, atol=atol))
+
+
+def value_table(table: pd.DataFrame, dtype: str = "float32") -> Table:
+    t = report.table([*table.columns, "matches formula"])
+    for ok, (_, row) in zip(agrees(table, dtype), table.iterrows(), strict=True):
+        cells = [str(int(row[c])) if c in ("iteration", "channel") else report.fmt(float(row[c]))
+                 for c in table.columns]
+        t.add_row(*cells, Text("yes", "green") if ok else Text("NO", "bold red"))
+    return t
+
+
+def summary(table: pd.DataFrame, shapes: dict, dtype: str = "float32") -> Text:
+    ok = agrees(table, dtype)
+    verdict = (f"torch matches the update formula on all {len(table)} values" if ok.all()
+               else f"torch differs from the update formula on {int((~ok).sum())} of {len(table)} values")
+    return Text(f"{verdict}\nshapes: ") + Text("  ".join(f"{k} {tuple(v)}" for k, v in shapes.items()))
+
+
+def render(run, every: int | None = None) -> list:
+    """Every value with its verdict, then the overall verdict and the buffers' shapes."""
+    dtype = str(run.settings.get("dtype", "float32"))
+    return [value_table(run.table, dtype), summary(run.table, run.meta.get("shapes") or {}, dtype)]
+
+
+def sweep_cells(runs: list[pd.DataFrame]) -> list[str]:
+    """SWEEP_COLUMNS over a config's finished runs: the final running_var (mean ± sd over seeds),
+    the largest gaps between torch and the formula, and how many runs match it everywhere."""
+    def gap(col, r):
+        return float(np.abs(r[f"running_{col}"] - r[f"expected_{col}"]).max()) if len(r) else float("nan")
+
+    final = [r[r["iteration"] == r["iteration"].max()]["running_var"].mean() for r in runs]
+    match = sum(bool(agrees(r, str(r["dtype"].iloc[0]) if "dtype" in r else "float32").all()) for r in runs)
+    return [report.pm(final), report.fmt(max((gap("mean", r) for r in runs), default=float("nan"))),
+            report.fmt(max((gap("var", r) for r in runs), default=float("nan"))), f"{match}/{len(runs)}"]
+
+
+def draw(plt, table: pd.DataFrame, metric: str | None):
+    """running_mean and running_var (or `metric`) per channel against iteration; the formula's
+    values dashed."""
+    from matplotlib.lines import Line2D
+
+    metrics = [metric] if metric else ["running_mean", "running_var"]
+    groups = figures.groups(table)
+    styles = figures.styles([p for p, _ in groups])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics) + 2.5, 4.8), squeeze=False)
+    seeds = max(int(g["seed"].nunique()) for _, g in groups)
+    dashed = False
+    for ax, m in zip(axes[0], metrics, strict=True):
+        for parts, g in groups:
+            dashed |= _draw_group(ax, g, m, styles[parts]["color"])
+        ax.set_title(m + (f" per channel (mean over {seeds} seeds)" if seeds > 1 else " per channel"))
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(m)
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    if dashed:
+        handles.append(Line2D([], [], ls="--", color="0.3"))
+        labels.append("expected: (1 - m) r + m batch_stat")
+    axes[0][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_group(ax, g: pd.DataFrame, m: str, color) -> bool:
+    """One config's channels; True when the formula's values were drawn (dashed) too."""
+    expected = m.replace("running_", "expected_")
+    dashed = False
+    done = g[g["status"].isin(("ok", "diverged"))]
+    for i, (_, ch) in enumerate(done.groupby("channel", sort=True)):
+        x, mean, sd, n = figures.mean_sd(ch, "iteration", m)
+        ax.plot(x, mean, marker="o", ms=3, lw=1.5, label=g["label"].iloc[0] if i == 0 else None, color=color)
+        if n > 1:
+            ax.fill_between(x, mean - sd, mean + sd, alpha=0.15, lw=0, color=color)
+        if expected in ch.columns and expected != m:
+            x, emean, _, _ = figures.mean_sd(ch, "iteration", expected)
+            ax.plot(x, emean, ls="--", lw=1.0, alpha=0.9, color=color)
+            dashed = True
+    return dashed

@@ -4,39 +4,45 @@
 
 Every grid point is validated by the study's own config model before anything runs. Runs go
 to `<out>/sweeps/<name>/runs/<run-name>/`, each written exactly as a single run would be, then
-summary.csv (long: one row per run per layer), aggregate.csv (mean and sd over seeds) and a
-plot. A run's meta.json is its commit record, so `resume` redoes only runs that never said
-ok or diverged. Computing and writing are separate steps: workers compute, the parent writes.
+summary.csv (long: one row per run per layer) and aggregate.csv (mean and sd over seeds); the
+caller draws the plot. A run's meta.json is its commit record, so `resume` redoes only runs
+that never said ok or diverged. Every run goes through results.compute (in this process, a
+pool worker or a Ray task) and results.write_run (always here, in the parent).
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
+import multiprocessing as mp
 import os
 import shutil
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from bncli import config as cfgmod
-from bncli import results
-from bncli.choices import Study
-from bncli.errors import BncliError, RunError
+from bncli import ray_backend, results, studies
+from bncli.errors import BncliError, RunError, describe, show
+from bncli.results import FINISHED, Run, word
 
 SWEEPS = "sweeps"
-FINISHED = ("ok", "diverged", "failed")  # runs that go into summary.csv
-PLOT = {"depth-study": "std_by_layer.png", "running-stats": "running_stats.png",
-        "running-stats-convergence": "convergence.png"}
-ID_COLUMNS = {"depth-study": ["layer"], "running-stats": ["iteration", "channel"],
-              "running-stats-convergence": ["iteration", "estimator", "channel"]}
 
 
 def _none_is_empty(v: Any) -> Any:
     return {} if v is None else v
+
+
+def _registered(v: str) -> str:
+    if v not in studies.REGISTRY:
+        raise ValueError(f"must be one of {', '.join(studies.names())}")
+    return v
 
 
 class SweepFile(BaseModel):
@@ -44,7 +50,7 @@ class SweepFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    study: Study
+    study: Annotated[str, AfterValidator(_registered)]
     name: Optional[str] = None  # default: the file's stem
     base: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = {}
     grid: Annotated[dict[str, Annotated[list[Any], Field(min_length=1)]], BeforeValidator(_none_is_empty)] = {}
@@ -71,12 +77,13 @@ class Plan:
 @dataclass
 class Outcome:
     dir: Path
+    total: int  # runs in the sweep
     status: dict[str, str]  # run name -> status, for runs that ran or were already done
     errors: dict[str, str] = field(default_factory=dict)  # run name -> error, for failed runs
     skipped: int = 0  # runs already done when resuming
     interrupted: bool = False
     stopped: bool = False  # --fail-fast stopped the sweep
-    plot: Path | None = None
+    plot: Path | None = None  # drawn by the caller once the sweep is done
 
     @property
     def failed(self) -> int:
@@ -84,31 +91,7 @@ class Outcome:
 
 
 def _file_error(err: ValidationError, path: Path) -> str:
-    parts = []
-    for e in err.errors(include_url=False):
-        loc = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
-            parts.append(f"{loc}: unknown key; accepted keys: {', '.join(SweepFile.model_fields)}")
-            continue
-        got = e.get("input")
-        shown = f" (got {cfgmod.show(got)})" if got is not None and not isinstance(got, (dict, list)) else ""
-        parts.append(f"{loc}: {str(e['msg']).removeprefix('Value error, ')}{shown}")
-    return f"{path}: " + "; ".join(parts)
-
-
-def word(v: Any) -> str:
-    """A grid value as it appears in run names and summary columns."""
-    if v is None:
-        return "none"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, int) and v.bit_length() > 256:  # str() of an int over 4300 digits raises
-        return f"int{v.bit_length()}bits"
-    if isinstance(v, (list, tuple)):
-        return "x".join(word(x) for x in v)
-    return str(getattr(v, "value", v))
+    return f"{path}: " + describe(err, SweepFile.model_fields, ".".join, noun="key")
 
 
 def _safe(text: str) -> str:
@@ -133,8 +116,8 @@ def plan(path: Path, out: Path, name: str | None = None) -> Plan:
         spec = SweepFile.model_validate(data if data is not None else {})
     except ValidationError as e:
         raise BncliError(_file_error(e, path)) from None
-    study = spec.study.value
-    cls = cfgmod.CONFIGS[study]
+    study = spec.study
+    cls = studies.get(study).CONFIG
     for where, keys in (("grid", spec.grid), ("base", spec.base)):
         if "seed" in keys:
             raise BncliError(f"{path}: {where}.seed: put seeds in the `seeds` list, not in {where}")
@@ -149,7 +132,7 @@ def plan(path: Path, out: Path, name: str | None = None) -> Plan:
     for key, values in spec.grid.items():
         words = [word(v) for v in values]
         if len(set(words)) != len(words):
-            raise BncliError(f"{path}: grid.{key}: each value once, got {cfgmod.show(values)}")
+            raise BncliError(f"{path}: grid.{key}: each value once, got {show(values)}")
 
     sweep_name = results.check_name(name or spec.name or Path(path).stem, "--name" if name else "name")
     out = results.check_out(out)
@@ -167,31 +150,14 @@ def plan(path: Path, out: Path, name: str | None = None) -> Plan:
 
 # -- running ------------------------------------------------------------------------------------
 
-def _compute(study: str, cfg) -> tuple[Any, dict]:
-    """One run in memory: (Result or None, meta). A failing run is returned, not raised."""
-    from bncli import studies
-
-    device = studies.get(study).preflight(cfg)
-    meta = results.base_meta(study, cfg, device)
-    try:
-        result = results.compute(study, cfg, device, meta)
-    except Exception:  # noqa: BLE001 - compute recorded it in meta: the sweep goes on
-        result = None
-    return result, meta
-
-
 def _worker_init(threads: int) -> None:
-    import signal
-
-    import torch
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(threads)
 
 
-def _work(task: tuple[str, str, Any]) -> tuple[str, Any, dict]:
-    study, name, cfg = task
-    return (name, *_compute(study, cfg))
+def _work(task: tuple[str, str, Any, torch.device]) -> tuple[str, Run]:
+    study, name, cfg, device = task
+    return name, results.compute(study, cfg, device)
 
 
 def _cpus() -> int:
@@ -202,21 +168,18 @@ def _cpus() -> int:
 
 
 def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int = 1,
-        progress: Callable[[int, int, str | None], None] | None = None, ray=None) -> Outcome:
+        progress: Callable[[int, int, str | None], None] | None = None,
+        ray: ray_backend.RayOptions | None = None) -> Outcome:
     """Run a planned sweep; progress(done, total, current_run) is called as runs start and end.
 
-    `ray` (a ray_backend.RayOptions) sends each run to Ray as one task instead of running here.
+    `ray` sends each run to Ray as one task instead of running here.
 
     Ctrl-C keeps finished runs, marks the current one interrupted, still writes summary.csv
     and aggregate.csv for what finished, and returns with `interrupted` set.
     """
-    from bncli import studies
-
     if workers < 1:
         raise BncliError(f"--workers: must be at least 1, got {workers}")
     if ray is not None:
-        from bncli import ray_backend
-
         if workers != 1:
             raise BncliError("--workers: applies to --backend local; with --backend ray use --cpus-per-run")
         ray_backend.import_ray()  # a missing extra is a usage error, before any directory exists
@@ -224,6 +187,35 @@ def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int 
     # device and size checks before any directory exists; on Ray each task checks on its own
     # node, since the driver may well have no GPU
     devices = {p.name: mod.preflight(p.cfg) for p in plan.points} if ray is None else {}
+    todo, outcome = _prepare(plan, resume)
+    total = len(plan.points)
+    tick = progress or (lambda done, total, current: None)
+    tick(outcome.skipped, total, None)
+
+    def store(p: Point, r: Run) -> bool:
+        """Write a run computed elsewhere; True when the sweep must stop (--fail-fast)."""
+        r.dir = results.make_dir(plan.dir / "runs" / p.name)
+        results.write_run(r)
+        _record(outcome, p.name, r)
+        tick(len(outcome.status), total, p.name)
+        outcome.stopped = r.status == "failed" and fail_fast
+        return outcome.stopped
+
+    try:
+        if ray is not None and todo:
+            ray_backend.run(plan.study, [(p, p.cfg) for p in todo], store, ray)
+        elif workers == 1 or not todo:
+            _sequential(plan, todo, devices, outcome, fail_fast, tick)
+        else:
+            _pool(plan, todo, devices, workers, store)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    aggregate(plan)
+    return outcome
+
+
+def _prepare(plan: Plan, resume: bool) -> tuple[list[Point], Outcome]:
+    """Create (or check, on --resume) the sweep directory; the points still to run."""
     given = plan.dir / "sweep.yaml"
     if plan.dir.exists():
         if not resume:
@@ -240,11 +232,10 @@ def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int 
     if not given.exists():
         results.atomic_write(given, plan.text)
 
-    outcome = Outcome(plan.dir, {})
+    outcome = Outcome(plan.dir, len(plan.points), {})
     todo = []
     for p in plan.points:
-        meta_path = runs / p.name / "meta.json"
-        status = _status(meta_path)
+        status = _status(runs / p.name / "meta.json")
         if resume and status in results.DONE:
             outcome.status[p.name] = status
             continue
@@ -252,25 +243,7 @@ def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int 
             shutil.rmtree(runs / p.name)
         todo.append(p)
     outcome.skipped = len(plan.points) - len(todo)
-    total = len(plan.points)
-    tick = progress or (lambda done, total, current: None)
-    tick(outcome.skipped, total, None)
-
-    try:
-        if ray is not None and todo:
-            from bncli import ray_backend
-
-            store = functools.partial(_store, plan, outcome)
-            ray_backend.run(plan, todo, outcome, fail_fast, tick, store, ray)
-        elif workers == 1 or not todo:
-            _sequential(plan, todo, devices, outcome, fail_fast, tick)
-        else:
-            _pool(plan, todo, outcome, fail_fast, workers, tick)
-    except KeyboardInterrupt:
-        outcome.interrupted = True
-    aggregate(plan)
-    outcome.plot = _plot(plan)
-    return outcome
+    return todo, outcome
 
 
 def _status(meta_path: Path) -> str | None:
@@ -280,68 +253,50 @@ def _status(meta_path: Path) -> str | None:
         return None
 
 
-def _record(plan: Plan, outcome: Outcome, name: str, meta: dict) -> None:
-    outcome.status[name] = meta["status"]
-    if meta["status"] == "failed":
-        outcome.errors[name] = meta.get("error") or "failed"
+def _record(outcome: Outcome, name: str, r: Run) -> None:
+    outcome.status[name] = r.status
+    if r.status == "failed":
+        outcome.errors[name] = r.meta.get("error") or "failed"
 
 
 def _sequential(plan: Plan, todo: list[Point], devices: dict, outcome: Outcome, fail_fast: bool,
                 tick) -> None:
-    from bncli import studies
-
-    mod = studies.get(plan.study)
     total = len(plan.points)
     for p in todo:
         tick(len(outcome.status), total, p.name)
         run_dir = results.make_dir(plan.dir / "runs" / p.name)
-        meta = results.base_meta(plan.study, p.cfg, devices[p.name])
-        result = None
+
+        def start(r: Run, run_dir=run_dir) -> None:
+            r.dir = run_dir
+            results.write_run(r)
+
+        r = None
         try:
-            results.write_start(run_dir, p.cfg, meta)
-            try:
-                result = results.compute(plan.study, p.cfg, devices[p.name], meta)
-            except Exception:  # noqa: BLE001 - recorded in meta as failed: the sweep goes on
-                result = None
-            results.write_result(run_dir, mod.CSV, result, meta)
+            r = results.compute(plan.study, p.cfg, devices[p.name], on_start=start)
+            results.write_run(r)
         except KeyboardInterrupt:  # outside the study's own loop: keep the mark, then stop
-            meta["status"] = "interrupted"
-            results.write_result(run_dir, mod.CSV, result, meta)
+            if r is not None:
+                r.meta["status"] = "interrupted"
+                results.write_run(r)
             raise
-        _record(plan, outcome, p.name, meta)
+        _record(outcome, p.name, r)
         tick(len(outcome.status), total, p.name)
-        if meta["status"] == "interrupted":
+        if r.status == "interrupted":
             raise KeyboardInterrupt
-        if meta["status"] == "failed" and fail_fast:
+        if r.status == "failed" and fail_fast:
             outcome.stopped = True
             return
 
 
-def _store(plan: Plan, outcome: Outcome, p: Point, result, meta: dict) -> None:
-    """Write a run computed elsewhere (a pool worker, a Ray task): the parent writes every file."""
-    from bncli import studies
-
-    run_dir = results.make_dir(plan.dir / "runs" / p.name)
-    results.write_start(run_dir, p.cfg, {**meta, "status": "running"})
-    results.write_result(run_dir, studies.get(plan.study).CSV, result, meta)
-    _record(plan, outcome, p.name, meta)
-
-
-def _pool(plan: Plan, todo: list[Point], outcome: Outcome, fail_fast: bool, workers: int, tick) -> None:
-    import multiprocessing as mp
-
-    total = len(plan.points)
+def _pool(plan: Plan, todo: list[Point], devices: dict, workers: int, store) -> None:
     ctx = mp.get_context("spawn")
     pool = ctx.Pool(min(workers, max(1, len(todo))), initializer=_worker_init,
                     initargs=(max(1, _cpus() // workers),))
     try:
-        tasks = [(plan.study, p.name, p.cfg) for p in todo]
         points = {p.name: p for p in todo}
-        for name, result, meta in pool.imap_unordered(_work, tasks):
-            _store(plan, outcome, points[name], result, meta)
-            tick(len(outcome.status), total, name)
-            if meta["status"] == "failed" and fail_fast:
-                outcome.stopped = True
+        tasks = [(plan.study, p.name, p.cfg, devices[p.name]) for p in todo]
+        for name, r in pool.imap_unordered(_work, tasks):
+            if store(points[name], r):
                 break
         pool.close()
     finally:
@@ -351,28 +306,24 @@ def _pool(plan: Plan, todo: list[Point], outcome: Outcome, fail_fast: bool, work
 
 # -- aggregating --------------------------------------------------------------------------------
 
-def _config_columns(plan: Plan, p: Point) -> dict[str, Any]:
+def _config_columns(p: Point) -> dict[str, Any]:
     return {k: word(v) if isinstance(v, (list, tuple)) or v is None else getattr(v, "value", v)
             for k, v in p.cfg.model_dump().items()}
 
 
-def summary(plan: Plan):
+def summary(plan: Plan) -> pd.DataFrame:
     """summary.csv's table, read back from the runs' own files: one row per run per layer."""
-    import pandas as pd
-
-    from bncli import studies
-
-    csv = studies.get(plan.study).CSV
+    mod = studies.get(plan.study)
     frames = []
     for p in plan.points:
         run_dir = plan.dir / "runs" / p.name
         status = _status(run_dir / "meta.json")
         if status not in FINISHED:
             continue
-        table = read_table(run_dir / csv) if (run_dir / csv).exists() else None
+        table = results.read_table(run_dir / mod.CSV) if (run_dir / mod.CSV).exists() else None
         if table is None or table.empty:  # a failed run: one row, so its status is on record
-            table = pd.DataFrame({c: [pd.NA] for c in ID_COLUMNS[plan.study]})
-        config = _config_columns(plan, p)
+            table = pd.DataFrame({c: [pd.NA] for c in mod.ID_COLUMNS})
+        config = _config_columns(p)
         # a setting named like a statistic (erank: on/off, erank: the value) keeps a cfg. prefix
         config = {f"cfg.{k}" if k in table.columns else k: v for k, v in config.items()}
         cols = {"run": p.name, **config, "status": status}
@@ -381,21 +332,19 @@ def summary(plan: Plan):
     if not frames:
         return pd.DataFrame()
     out = pd.concat(frames, ignore_index=True)
-    for c in ID_COLUMNS[plan.study]:
-        out[c] = out[c].astype("Int64")
+    for c in mod.ID_COLUMNS:
+        if out[c].dropna().map(lambda v: isinstance(v, (int, np.integer))).all():  # not the estimator names
+            out[c] = out[c].astype("Int64")
     return out
 
 
-def aggregate_table(table, study: str):
+def aggregate_table(table: pd.DataFrame, study: str) -> pd.DataFrame:
     """Mean and sd (ddof 1) across seeds, per config per layer, over ok and diverged runs.
 
     `seeds` counts the runs that reached the layer; non-finite values (a diverging layer)
     are left out of the mean and sd.
     """
-    import numpy as np
-    import pandas as pd
-
-    ids = ID_COLUMNS[study]
+    ids = studies.get(study).ID_COLUMNS
     done = table[table["status"].isin(results.DONE)] if len(table) else table
     if done.empty:
         return pd.DataFrame()
@@ -420,65 +369,3 @@ def aggregate(plan: Plan) -> None:
     agg = aggregate_table(table, plan.study)
     if not agg.empty:
         results.write_csv(plan.dir / "aggregate.csv", agg)
-
-
-def _plot(plan: Plan) -> Path | None:
-    from bncli import plot
-
-    if not (plan.dir / "aggregate.csv").exists():  # no run finished ok or diverged: nothing to draw
-        return None
-    return plot.plot([plan.dir], plan.dir / PLOT[plan.study])
-
-
-# -- reading back -------------------------------------------------------------------------------
-
-def read_table(path: Path):
-    import pandas as pd
-
-    # the numbers read back must be exactly the ones written: pandas 3 parses round-trip by default
-    exact = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
-    return pd.read_csv(path, keep_default_na=False, na_values=["nan", ""], **exact)
-
-
-def keys_of(sweep_dir: Path) -> list[str]:
-    """The grid's fields, from the sweep.yaml saved with the sweep."""
-    data = cfgmod.read_yaml(Path(sweep_dir) / "sweep.yaml")
-    return list((data or {}).get("grid") or {}) if isinstance(data, dict) else []
-
-
-def is_sweep(path: Path) -> bool:
-    return (Path(path) / "sweep.yaml").is_file()
-
-
-def open_sweep(path: Path):
-    """(study, grid keys, summary table) of a saved sweep, from its files only."""
-    path = Path(path)
-    if not (path / "summary.csv").exists():
-        raise BncliError(f"{path}: no summary.csv yet (has any run finished? try bncli sweep --resume)")
-    data = cfgmod.read_yaml(path / "sweep.yaml") or {}
-    study = data.get("study") if isinstance(data, dict) else None
-    if not isinstance(study, str) or study not in cfgmod.CONFIGS:
-        raise BncliError(f"{path}/sweep.yaml: study: expected depth-study or running-stats, "
-                         f"got {cfgmod.show(study)}")
-    return study, keys_of(path), read_table(path / "summary.csv")
-
-
-def open_run(path: Path):
-    """(study, config dict, meta, table) of a saved run directory, from its files only."""
-    from bncli import studies
-
-    path = Path(path)
-    if not (path / "meta.json").is_file():
-        raise BncliError(f"{path}: not a run or sweep directory (no meta.json or sweep.yaml)")
-    try:
-        meta = results.read_json(path / "meta.json")
-    except ValueError as e:
-        raise BncliError(f"{path}/meta.json: not valid JSON: {e}") from None
-    study = meta.get("study") if isinstance(meta, dict) else None
-    if not isinstance(study, str) or study not in cfgmod.CONFIGS:
-        raise BncliError(f"{path}/meta.json: study: expected depth-study or running-stats, "
-                         f"got {cfgmod.show(study)}")
-    cfg = cfgmod.read_yaml(path / "config.yaml") or {}
-    csv = path / studies.get(study).CSV
-    table = read_table(csv) if csv.exists() else None
-    return study, cfg, meta, table

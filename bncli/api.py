@@ -1,0 +1,113 @@
+"""The Python API: every study, sweep and plot that the command line runs, as functions.
+
+    import bncli
+    r = bncli.depth_study(depth=50, init="xavier", norm="none")
+    r.table, r.status, r.info   # a pandas DataFrame (NaN where a statistic is off), ok, {...}
+    r.save("results")           # the same files `bncli depth-study` writes
+
+Each registered study is a function of the same name with underscores (`bncli.depth_study`,
+`bncli.running_stats`, `bncli.convergence`), taking its config's fields as keyword
+arguments. They validate exactly as the CLI does and raise BncliError with the same one-line
+message (naming fields, not flags). Nothing touches the disk unless asked: `out=` writes the
+run as it goes, `Run.save` after.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bncli import config, plot, ray_backend, results, studies, sweeps
+from bncli.config import Config
+from bncli.errors import RunError
+from bncli.results import Run, SavedSweep, open_run, open_sweep
+
+__all__ = ["Run", "SavedSweep", "execute", "load", "open_run", "open_sweep", "plot_runs", "run", "sweep"]
+# and one function per registered study: bncli.depth_study, bncli.running_stats, ...
+
+
+def load(study: str, config_file: Path | str | None = None, **fields: Any) -> Config:
+    """A study's validated config: its defaults < `config_file` (YAML) < `fields`."""
+    path = Path(config_file) if config_file is not None else None
+    return config.load(studies.get(study).CONFIG, path, flags=False, **fields)
+
+
+def run(study: str, config_file: Path | str | None = None, *, out: Path | str | None = None,
+        name: str | None = None, progress: Callable[[int], None] | None = None, **fields: Any) -> Run:
+    """Run one study with `fields` (or a YAML `config_file`); see `execute`."""
+    return execute(study, load(study, config_file, **fields), out, name, progress)
+
+
+def execute(study: str, cfg: Config, out: Path | str | None = None, name: str | None = None,
+            progress: Callable[[int], None] | None = None) -> Run:
+    """Check, run and (with `out`) record one study.
+
+    Bad input raises BncliError before any directory exists. With `out`, the run is written to
+    `out/<study>/<name>/` as it goes: config.yaml and meta.json (running) first, the results
+    last. A run that fails raises RunError once recorded; an interrupted one is returned with
+    what it computed (status interrupted).
+    """
+    mod = studies.get(study)
+    device = mod.preflight(cfg)
+    start = None
+    if out is not None:
+        run_dir = results.new_run_dir(out, study, name, results.default_name(study, cfg))
+
+        def start(r: Run) -> None:
+            r.dir = run_dir
+            try:
+                results.write_run(r)
+            except BaseException:  # nothing ran yet: leave no directory behind, not even a half-started one
+                shutil.rmtree(run_dir, ignore_errors=True)
+                raise
+
+    r = results.compute(study, cfg, device, progress, on_start=start)
+    if r.dir is not None:
+        results.write_run(r)
+    if r.status == "failed":
+        where = f"run recorded failed in {r.dir}" if r.dir is not None else "nothing saved"
+        if r.out_of_memory:
+            raise RunError(f"out of memory on {device}: {mod.describe_size(cfg)}; try smaller values ({where})")
+        raise RunError(f"the run failed: {r.meta['error']} ({where})")
+    return r
+
+
+def sweep(file: Path | str, out: Path | str = "results", name: str | None = None, *, resume: bool = False,
+          fail_fast: bool = False, workers: int = 1, progress: Callable[[int, int, str | None], None] | None = None,
+          ray: ray_backend.RayOptions | None = None) -> sweeps.Outcome:
+    """Run the sweep file's grid x seeds under `out/sweeps/<name>/`, aggregate it, and draw its
+    plot. Every grid point is checked before anything runs."""
+    plan = sweeps.plan(Path(file), Path(out), name)
+    outcome = sweeps.run(plan, resume=resume, fail_fast=fail_fast, workers=workers, progress=progress, ray=ray)
+    if (plan.dir / "aggregate.csv").exists():  # no run finished ok or diverged: nothing to draw
+        outcome.plot = plot.plot([plan.dir], plan.dir / studies.get(plan.study).PLOT)
+    return outcome
+
+
+def plot_runs(paths: list[Path | str], out: Path | str | None = None, metric: str | None = None) -> Path:
+    """Draw saved runs and sweeps into one PNG (`bncli plot`); returns its path."""
+    return plot.plot([Path(p) for p in paths], Path(out) if out is not None else None, metric)
+
+
+def _study_function(study: str) -> Callable[..., Run]:
+    def fn(config_file: Path | str | None = None, *, out: Path | str | None = None, name: str | None = None,
+           progress: Callable[[int], None] | None = None, **fields: Any) -> Run:
+        return run(study, config_file, out=out, name=name, progress=progress, **fields)
+
+    fn.__name__ = fn.__qualname__ = study.replace("-", "_")
+    fn.__doc__ = (f"Run the {study} study with its config's fields as keyword arguments "
+                  f"(bncli.load('{study}') shows them); see bncli.execute.\n\n{studies.get(study).__doc__}")
+    return fn
+
+
+def __getattr__(attr: str):
+    study = attr.replace("_", "-")
+    if study in studies.REGISTRY:
+        return _study_function(study)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {s.replace("-", "_") for s in studies.names()})

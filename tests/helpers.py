@@ -1,0 +1,82 @@
+"""What several test modules share: config loading, reference networks, sweep files, file listings."""
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from bncli import config, studies
+from bncli.nets import make_input, make_weight
+
+CPU = torch.device("cpu")
+CONFIGS = {name: studies.get(name).CONFIG for name in studies.names()}  # study -> its config model
+
+
+def load(study, path=None, **flags):
+    """A study's config, with `flags` given as on the command line."""
+    return config.load(studies.get(study).CONFIG, path, **flags)
+
+
+def run_depth(**kw):
+    """(cfg, Result) of a depth study on the CPU, straight through the study module."""
+    cfg = load("depth-study", device="cpu", **kw)
+    return cfg, studies.get("depth-study").run(cfg, CPU)
+
+
+def reference(cfg, norm_module, act_module, grads=False):
+    """The depth study's stack built from nn modules, with bncli's weights copied in:
+    (outputs, linears). norm_module(cfg) builds one layer's norm."""
+    x = make_input(cfg, CPU)
+    outs, lins = [], []
+    for i in range(cfg.depth):
+        lin = torch.nn.Linear(cfg.width, cfg.width, bias=False, dtype=x.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(make_weight(cfg, i, CPU))
+        norm = norm_module(cfg)
+        f = act_module(norm(lin(x))) if cfg.order.value == "linear-norm-act" else norm(act_module(lin(x)))
+        x = x + cfg.residual * f if cfg.residual else f
+        if grads:
+            x.retain_grad()
+        outs.append(x)
+        lins.append(lin)
+    return outs, lins
+
+
+def sweep_file(tmp_path, name="s", study="depth-study", base=None, grid=None, seeds=(0,), **extra):
+    """Write a sweep file `<tmp_path>/<name>.yaml` and return its path."""
+    path = tmp_path / f"{name}.yaml"
+    spec = {"study": study, "base": base or {}, "grid": grid or {}, "seeds": list(seeds), **extra}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def run_dirs(out, study):
+    d = out / study
+    return sorted(p for p in d.iterdir()) if d.exists() else []
+
+
+def only_run(out, study):
+    dirs = run_dirs(out, study)
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def all_files(root):
+    """Every path under root, relative, sorted ([] when root does not exist)."""
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*")) if Path(root).exists() else []
+
+
+def file_bytes(d):
+    """Every file under d but meta.json (times differ) and the plots, as bytes."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(Path(d).rglob("*"))
+            if p.is_file() and p.name != "meta.json" and p.suffix != ".png"}
+
+
+def meta_of(run):
+    return json.loads((run / "meta.json").read_text())
+
+
+def table_rows(output):
+    """The body rows of the rich tables in a command's output."""
+    return [line for line in output.splitlines() if line.startswith("│")]

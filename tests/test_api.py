@@ -1,0 +1,131 @@
+"""The Python API (bncli.api, re-exported by `import bncli`): the same studies, validation and
+files as the command line, called directly."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from helpers import file_bytes, meta_of, sweep_file
+
+import bncli
+from bncli import BncliError, RunError
+
+
+def fresh(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+def test_import_bncli_loads_no_torch_until_used():
+    out = fresh("import sys, bncli\n"
+                "print('before', [m for m in ('torch', 'pandas', 'pydantic', 'matplotlib') if m in sys.modules])\n"
+                "r = bncli.depth_study(depth=5, width=8, batch_size=4, device='cpu')\n"
+                "print('after', 'torch' in sys.modules, r.status, len(r.table))")
+    assert "before []" in out and "after True ok 5" in out
+
+
+def test_depth_study_returns_the_table_status_and_info():
+    r = bncli.depth_study(depth=50, init="xavier", norm="none", width=32, device="cpu")
+    assert r.status == "ok" and r.dir is None  # nothing written unless asked
+    assert list(r.table.columns) == ["layer", "mean", "std", "abs_max", "zero_fraction", "chan_sq_mean",
+                                     "chan_var", "erank", "grad_std", "weight_grad_norm", "theory_std"]
+    assert r.table["layer"].tolist() == list(range(50))
+    assert r.table[["erank", "grad_std", "weight_grad_norm"]].isna().all().all()  # off: NaN, not ""
+    assert r.table["std"].dtype == np.float64 and np.isfinite(r.table["std"]).all()
+    assert r.info == {"diverged_at": None, "layers_done": 50}
+    assert r.meta["study"] == "depth-study" and r.settings["init"] == "xavier"
+
+
+def test_the_api_equals_the_study_module_and_the_cli(cli):
+    from helpers import run_depth
+
+    r = bncli.depth_study(depth=10, width=16, device="cpu", seed=3)
+    _, direct = run_depth(depth=10, width=16, seed=3)
+    pd.testing.assert_frame_equal(r.table, direct.table)
+    done = cli("depth-study", "--depth", 10, "--width", 16, "--device", "cpu", "--seed", 3, "--name", "c")
+    assert done.exit_code == 0, done.output
+    saved = r.save(cli.out.parent / "api", name="c")
+    assert saved == cli.out.parent / "api" / "depth-study" / "c"
+    assert file_bytes(saved) == file_bytes(cli.out / "depth-study" / "c")  # layers.csv and config.yaml
+
+
+def test_bad_input_raises_the_clis_message_naming_fields(cli):
+    with pytest.raises(BncliError) as e:
+        bncli.depth_study(depth=0)
+    assert str(e.value) == "depth: Input should be greater than or equal to 1 (got 0)"
+    r = cli("depth-study", "--depth", 0)
+    assert r.output.strip() == f"Error: --{e.value}"
+    with pytest.raises(BncliError, match="dpeth: unknown field; accepted fields: depth, width"):
+        bncli.depth_study(dpeth=3)
+    with pytest.raises(BncliError, match="study: expected depth-study, running-stats, convergence, got 'nope'"):
+        bncli.run("nope")
+
+
+def test_out_writes_as_it_goes_and_save_refuses_twice(tmp_path):
+    r = bncli.running_stats(momentum=0.3, dims=2, device="cpu", out=tmp_path, name="rs")
+    assert r.dir == tmp_path / "running-stats" / "rs" and meta_of(r.dir)["status"] == "ok"
+    assert yaml.safe_load((r.dir / "config.yaml").read_text())["dims"] == 2
+    pd.testing.assert_frame_equal(bncli.open_run(r.dir).table, r.table, check_dtype=False)
+    assert r.info["shapes"]["running_mean"] == [6]
+    with pytest.raises(BncliError, match="already saved"):
+        r.save(tmp_path)
+
+
+def test_convergence_and_a_config_file(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("iterations: 30\nbatch_size: 8\n")
+    r = bncli.convergence(f, momentum=[0.1], device="cpu", dtype="float64")
+    assert r.settings["iterations"] == 30 and r.settings["momentum"] == [0.1]
+    assert set(r.table["estimator"]) == {"ema-0.1", "cumulative", "precise"} and len(r.table) == 30 * 3 * 4
+    path = r.save(tmp_path / "out")
+    assert (path / "convergence.png").stat().st_size > 10_000  # a single run's own plot
+
+
+def test_a_failed_run_raises_run_error_once_recorded(tmp_path, monkeypatch):
+    from bncli.studies import depth
+
+    def boom(cfg, device, progress=None):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(depth, "run", boom)
+    with pytest.raises(RunError, match=r"the run failed: RuntimeError: boom \(run recorded failed in .*/f\)$"):
+        bncli.depth_study(depth=3, width=8, device="cpu", out=tmp_path, name="f")
+    assert meta_of(tmp_path / "depth-study" / "f")["status"] == "failed"
+    with pytest.raises(RunError, match=r"\(nothing saved\)"):
+        bncli.depth_study(depth=3, width=8, device="cpu")
+
+
+def test_sweep_and_plot(tmp_path):
+    path = sweep_file(tmp_path, study="convergence", base={"iterations": 20, "batch_size": 4},
+                      grid={"momentum": [0.1, 0.5]}, seeds=[0, 1])
+    out = bncli.sweep(path, tmp_path / "out")
+    assert out.total == 4 and out.failed == 0 and out.plot == out.dir / "convergence.png"
+    saved = bncli.open_sweep(out.dir)
+    assert saved.study == "convergence" and saved.keys == ["momentum"]
+    assert set(saved.table["estimator"]) == {"ema-0.1", "ema-0.5", "cumulative", "precise"}
+    agg = pd.read_csv(out.dir / "aggregate.csv")
+    assert set(agg["seeds"]) == {2} and len(agg) == 2 * 20 * 3 * 4
+    png = bncli.plot_runs([out.dir], tmp_path / "v.png", metric="var_error")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_study_is_a_function_with_its_docstring():
+    for name in bncli.studies.names():
+        fn = getattr(bncli, name.replace("-", "_"))
+        assert fn.__name__ == name.replace("-", "_") and bncli.studies.get(name).__doc__ in fn.__doc__
+    with pytest.raises(AttributeError):
+        bncli.no_such_thing  # noqa: B018
+
+
+def test_the_readme_example_prints_what_the_readme_shows(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    shown = re.search(r"```text\n(.*?)```", section, re.S).group(1)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout == shown
