@@ -203,6 +203,8 @@ OutOpt = Annotated[Path, typer.Option(help="Root directory for results.")]
 NameOpt = Annotated[Optional[str], typer.Option(help="Run name (default: a timestamp and the settings).",
                                                 show_default=False)]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed.", show_default="0")]
+EpsOpt = Annotated[Optional[float], typer.Option(help="BatchNorm eps.", show_default="1e-05")]
+FloatDTypeOpt = Annotated[Optional[DType], typer.Option(help="float32 or float64.", show_default="float32")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="auto (cuda when available, else cpu), cpu, cuda or cuda:N.",
                                                   show_default="auto")]
 
@@ -294,10 +296,10 @@ def running_stats(
     input: Annotated[Optional[InputKind], typer.Option(
         "--input", help="constant: channel c holds c+1; randn: fresh seeded N(0,1) each batch.",
         show_default="constant")] = None,
-    eps: Annotated[Optional[float], typer.Option(help="BatchNorm eps.", show_default="1e-05")] = None,
+    eps: EpsOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
-    dtype: Annotated[Optional[DType], typer.Option(help="float32 or float64.", show_default="float32")] = None,
+    dtype: FloatDTypeOpt = None,
     out: OutOpt = Path("results"),
     name: NameOpt = None,
 ):
@@ -329,10 +331,10 @@ def convergence(
         help="The stream's true mean, one number or one per channel.", show_default="1.0")] = None,
     input_std: Annotated[Optional[str], typer.Option(
         help="The stream's true std, one number or one per channel.", show_default="2.0")] = None,
-    eps: Annotated[Optional[float], typer.Option(help="BatchNorm eps.", show_default="1e-05")] = None,
+    eps: EpsOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
-    dtype: Annotated[Optional[DType], typer.Option(help="float32 or float64.", show_default="float32")] = None,
+    dtype: FloatDTypeOpt = None,
     out: OutOpt = Path("results"),
     name: NameOpt = None,
 ):
