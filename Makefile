@@ -1,12 +1,14 @@
 # make run   - set up .venv and run the notebook's depth study on its defaults
 # make test  - set up .venv (with the dev and ray extras) and run the whole test suite (what CI runs)
+# make test-min - the same suite in .venv-min, on the lowest versions pyproject.toml allows
+# make test-gpu  - the tests marked cuda (every command on the GPU); needs a CUDA device
 # make bench - speed, memory and start-up against side-by-side references -> benchmarks/results.md
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test test-min test-gpu lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +23,17 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest
 
+test-gpu: setup
+	$(BIN)/python -m pytest -m cuda -rs
+
+.venv-min/.installed: pyproject.toml constraints-min.txt
+	$(PYTHON) -m venv .venv-min
+	.venv-min/bin/pip install -q --disable-pip-version-check -c constraints-min.txt -e ".[dev,ray]"
+	touch .venv-min/.installed
+
+test-min: .venv-min/.installed
+	.venv-min/bin/python -m pytest
+
 lint: setup
 	$(BIN)/ruff check bncli tests benchmarks
 
@@ -28,4 +41,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_depth.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-min .pytest_cache

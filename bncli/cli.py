@@ -50,6 +50,7 @@ class _Group(TyperGroup):
         return opt
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _refuse_nul(sys.argv[1:] if args is None else list(args))
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -67,6 +68,16 @@ class _Group(TyperGroup):
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _refuse_nul(args: list[str]) -> None:
+    """No path or value can hold a NUL byte; some click versions let one reach os.stat, which
+    raises a bare ValueError. Refuse it here, naming the flag, whatever parses the rest."""
+    for i, arg in enumerate(args):
+        if "\x00" in arg:
+            flag, _, value = arg.partition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+            flag = flag or (args[i - 1] if i and args[i - 1].startswith("-") else "argument")
+            _fail(f"{flag}: {value!r} is not a valid name or path: it holds a NUL byte", 2)
 
 
 def _fail(message: str, code: int):

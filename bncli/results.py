@@ -51,7 +51,10 @@ def check_name(name: str, flag: str = "--name") -> str:
     return name
 
 
-def check_out(out: Path | str) -> Path:
+def check_out(out: Path | str, flag: str = "--out") -> Path:
+    """A results directory: plain (no '..'), a directory if it exists, and a path at all."""
+    if "\x00" in str(out):  # click may pass it through; open() and mkdir() would raise ValueError
+        raise BncliError(f"{flag}: {str(out)!r} holds a NUL byte, which no path can hold")
     out = Path(out)
     if ".." in out.parts:
         raise BncliError(f"--out: {str(out)!r} must not contain '..'; give the directory plainly "

@@ -7,9 +7,10 @@ import torch
 import yaml
 
 from bncli import config, studies
-from bncli.nets import make_input, make_weight
+from bncli.nets import make_input, make_weight, resolve_device
 
 CPU = torch.device("cpu")
+AUTO = resolve_device("auto")  # where a run without --device goes: cuda when this machine has it
 CONFIGS = {name: studies.get(name).CONFIG for name in studies.names()}  # study -> its config model
 
 

@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-from helpers import CONFIGS, only_run, run_dirs
+from helpers import AUTO, CONFIGS, only_run, run_dirs
 
 
 def test_version_and_help(cli):
@@ -54,7 +54,7 @@ def test_depth_study_writes_its_files(cli):
     assert "theory_std" in header and "chan_var" in header and "erank" not in header and "grad_std" not in header
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "ok" and meta["diverged_at"] is None and meta["seed"] == 0
-    assert meta["device"] == "cpu" and meta["dtype"] == "float32" and meta["wall_seconds"] > 0
+    assert meta["device"] == str(AUTO) and meta["dtype"] == "float32" and meta["wall_seconds"] > 0
     for key in ("bncli_version", "torch_version", "started_at", "git_commit"):
         assert key in meta
     cfg = yaml.safe_load((run / "config.yaml").read_text())

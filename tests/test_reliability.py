@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers import all_files, meta_of, run_dirs, sweep_file
+from helpers import AUTO, all_files, meta_of, run_dirs, sweep_file
 
 from bncli import results
 from bncli.errors import RunError
@@ -226,10 +226,16 @@ def test_keyboard_interrupt_in_running_stats_saves_the_iterations_done(cli, monk
     assert sorted(set(table["iteration"])) == [0, 1] and len(table) == 2 * 5
 
 
+def _default_sigint():
+    # a shell's background job inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: give the child the default a terminal's process has
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
     return subprocess.Popen([sys.executable, *map(str, args)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def _wait_for(cond, proc, timeout=60.0):
@@ -448,7 +454,7 @@ def test_out_of_memory_names_the_sizes_and_records_failed(cli, monkeypatch, stud
     monkeypatch.setattr(studies.get(study), "run", oom)
     line = one_line_error(cli(study, *SMALL[study], "--name", "oom"), 1)
     run = cli.out / study / "oom"
-    assert line.startswith(f"Error: out of memory on cpu: {sizes}")
+    assert line.startswith(f"Error: out of memory on {AUTO}: {sizes}")
     assert "try smaller values" in line and str(run) in line
     meta = meta_of(run)
     assert meta["status"] == "failed" and meta["error"].split(":")[0] == type(make_error()).__name__
@@ -473,7 +479,7 @@ def test_sizes_that_cannot_fit_are_refused_before_any_allocation(cli, monkeypatc
         monkeypatch.setattr(torch, fn, no_allocation)
     line = one_line_error(cli(*args), 2)
     assert line.startswith("Error: too large: ") and says in line
-    assert "GiB but cpu has" in line and "use a smaller --" in line
+    assert f"GiB but {AUTO} has" in line and "use a smaller --" in line
     assert not cli.out.exists()
 
 

@@ -242,14 +242,19 @@ THEORY = [
 @pytest.mark.parametrize("kw", THEORY, ids=[",".join(f"{k}={v}" for k, v in d.items()) or "bn-relu" for d in THEORY])
 def test_theory_std_matches_simulation_over_seeds(kw):
     # tolerance (docs/theory.md): 4 standard errors of the seed mean plus 2% for the O(1/width)
-    # and O(batch/width) terms that mean field drops; compared on std^2, which it predicts
+    # and O(batch/width) terms that mean field drops; compared on std^2, which it predicts.
+    # Over 32 seeds a 4-sem miss has probability ~4e-4 per layer (t, 31 dof) on any random
+    # stream. The weight noise makes std^2 vary by about sqrt(2 depth / width) ~ 20% between
+    # seeds, so the sem is ~4% of theory and the band ~15%: asking for under 25% keeps the
+    # check from being vacuous whatever the stream, while a wrong prediction still fails it.
     kw = {"depth": 6, "width": 256, "batch_size": 16, **kw}
-    runs = [run(seed=s, **kw)[1].table for s in range(8)]
+    runs = [run(seed=s, **kw)[1].table for s in range(32)]
     sq = np.array([t["std"].to_numpy() ** 2 for t in runs])
     theory = runs[0]["theory_std"].to_numpy() ** 2
     mean, sem = sq.mean(0), sq.std(0, ddof=1) / math.sqrt(len(sq))
-    assert (np.abs(mean - theory) <= 4 * sem + 0.02 * theory).all(), (mean, sem, theory)
-    assert (sem < 0.05 * theory).all()  # and the check is not vacuous
+    band = 4 * sem + 0.02 * theory
+    assert (np.abs(mean - theory) <= band).all(), (mean, sem, theory)
+    assert (band < 0.25 * theory).all(), band / theory  # and the check is not vacuous
 
 
 def test_theory_std_closed_forms():
