@@ -17,7 +17,7 @@ for v in old new; do
   {
     run "$src" $v depth-study --config "$new/configs/depth_study.yaml" --name shipped
     run "$src" $v running-stats --config "$new/configs/running_stats.yaml" --name shipped
-    run "$src" $v "${conv[@]}" --config "$new/configs/running_stats_convergence.yaml" --name shipped
+    run "$src" $v "${conv[@]}" --config "$new/configs/convergence.yaml" --name shipped
     run "$src" $v depth-study --depth 30 --init normal --norm none --grads --erank --name diverging
     run "$src" $v sweep "$new/configs/sweeps/init_vs_norm.yaml" --no-progress
     run "$src" $v sweep "$new/configs/sweeps/momentum.yaml" --no-progress

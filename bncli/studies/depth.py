@@ -77,7 +77,8 @@ OPTIONAL = {"erank": "erank", "grad_std": "grads", "weight_grad_norm": "grads"} 
 # divergence is a non-finite mean, std, abs_max or zero_fraction; chan_sq_mean and chan_var are
 # squares, which overflow (inf) sooner and are kept as values
 WATCH = 4
-CHECK_EVERY = 16  # layers between divergence checks (host syncs) when they are cheap
+CHUNK = 16  # layers whose statistics are computed together (and checked for divergence, on CPU)
+CHUNK_BYTES = {"cpu": 2**20, "cuda": 64 * 2**20}  # a chunk's float64 temporaries: in cache on CPU
 DRAW_AHEAD_BYTES = 512 * 2**20  # weights in flight at most when streaming: memory stays flat in depth
 
 
@@ -93,7 +94,9 @@ def estimate_bytes(cfg: DepthConfig) -> int:
     acts = 4 * cfg.batch_size * cfg.width * max(elt, 4)
     if cfg.grads:  # autograd keeps every layer's intermediates, ~6 activations each
         acts *= 1 + 1.5 * cfg.depth
-    return int(weights + draw_tmp + acts + cfg.depth * len(COLUMNS) * 8)
+    chunk = chunk_layers(cfg, torch.device("cuda"))  # the larger of the two devices' chunks
+    stats = chunk * cfg.batch_size * cfg.width * (elt + 2 * 8)  # a chunk and its float64 passes
+    return int(weights + draw_tmp + acts + stats + cfg.depth * len(COLUMNS) * 8)
 
 
 def _gb(n: float) -> str:
@@ -133,25 +136,38 @@ def enabled(cfg: DepthConfig) -> list[str]:
     return [c for c in COLUMNS if c not in OPTIONAL or getattr(cfg, OPTIONAL[c])]
 
 
-def _stats(x: torch.Tensor) -> torch.Tensor:
-    """BASE statistics of one layer's output (batch x width), as one on-device vector.
+def _stats(xs: torch.Tensor) -> torch.Tensor:
+    """BASE statistics of a chunk of layers' outputs (layers x batch x width), as one on-device
+    (layers, 6) tensor: one set of kernels per chunk, not per layer (on a GPU the launches, not
+    the arithmetic, cost the time at the notebook's sizes).
 
-    chan_sq_mean and chan_var are Brock et al.'s: the per-channel mean and (biased)
-    variance over the batch, averaged over channels, so their sum is mean(x^2).
+    chan_sq_mean and chan_var are Brock et al.'s: the per-channel mean and (biased) variance
+    over the batch, averaged over channels, so their sum is mean(x^2). Every floating-point sum
+    has one output per layer and channel, or per layer, never a single number: torch's CPU
+    kernels then sum each output in a fixed order whatever the threads, so the bits do not
+    depend on them.
     """
-    n = x.numel()
-    # Plain vectorised passes in float64, not std_mean/var_mean: torch's Welford kernels cost
-    # ~0.8 ms here at width 1024, batch 128, a quarter of the layer's matmul. float64 also keeps
-    # squares of outputs near float32's max finite, so only a non-finite output reads as diverged.
+    n = xs.shape[1] * xs.shape[2]
+    # float64 passes: squares of outputs near float32's max finite stay finite, so only a
+    # non-finite output reads as diverged
     f64 = torch.float64
-    cmean = x.mean(0, dtype=f64)
-    chan_var = (x - cmean).square_().mean()  # x - cmean is float64: no float32 copy of x made first
-    mean = cmean.mean()
-    var = chan_var + (cmean - mean).square().mean()  # all outputs' biased variance (law of total variance)
+    cmean = xs.mean(1, dtype=f64)  # (layers, width)
+    chan_var = (xs - cmean[:, None]).square_().mean(1).mean(1)  # xs - cmean is float64: no float32 copy first
+    mean = cmean.mean(1)
+    var = chan_var + (cmean - mean[:, None]).square().mean(1)  # all outputs' biased variance (total variance)
     std = (var * (n / (n - 1))).sqrt() if n > 1 else var * float("nan")  # unbiased, as the notebook's x.std()
-    lo, hi = torch.aminmax(x)  # abs max in one pass, no abs() temporary
-    zero = (n - x.bool().sum()).to(f64) / n  # x.bool() is 3x faster than x == 0 on CPU; nan counts as nonzero
-    return torch.stack([mean, std, torch.maximum(-lo, hi).to(f64), zero, cmean.square().mean(), chan_var])
+    flat = xs.flatten(1)  # min, max and counts are exact in any order: one pass over each layer
+    absmax = torch.maximum(-flat.amin(1), flat.amax(1)).to(f64)  # no abs() temporary
+    zero = (n - flat.bool().sum(1)).to(f64) / n  # x.bool() is 3x faster than x == 0 on CPU; nan is nonzero
+    return torch.stack([mean, std, absmax, zero, cmean.square().mean(1), chan_var], 1)
+
+
+def chunk_layers(cfg: DepthConfig, device: torch.device) -> int:
+    """Layers whose outputs are kept to compute their statistics together: up to CHUNK, within
+    CHUNK_BYTES of float64 temporaries. On a GPU fewer, larger kernels save launches; on a CPU
+    past its cache a larger chunk only costs memory traffic (1.5x slower at width 1024, batch 128)."""
+    limit = CHUNK_BYTES.get(device.type, CHUNK_BYTES["cuda"])
+    return max(1, min(CHUNK, cfg.depth, limit // (cfg.batch_size * cfg.width * 8)))
 
 
 def _erank(x: torch.Tensor) -> torch.Tensor:
@@ -284,30 +300,49 @@ class _Interrupted(Exception):
 
 def _forward(cfg: DepthConfig, device: torch.device, draws, buf: torch.Tensor, outs: list | None,
              computing: int, progress) -> int:
-    """Fill buf's rows layer by layer; the number of layers done (early at a non-finite block).
+    """Fill buf's rows layer by layer; the number of layers done (early at a non-finite chunk).
 
-    On CPU (or with a progress bar) every CHECK_EVERY layers one host sync looks for a
-    non-finite output; on CUDA without one the run never waits for the host.
+    Each output is copied into a chunk buffer and the chunk's statistics computed at once. On
+    CPU (or with a progress bar) each chunk is then checked for a non-finite output with one
+    host sync; on CUDA without one the run never waits for the host until the end.
     """
     step = layer_fn(cfg, device)
-    check = CHECK_EVERY if device.type == "cpu" or progress is not None else 0
-    done = 0
+    check = device.type == "cpu" or progress is not None
+    k = chunk_layers(cfg, device)
+    stash = torch.empty(k, cfg.batch_size, cfg.width, device=device, dtype=DTYPES[cfg.dtype.value])
+    done = flushed = 0
+
+    def flush() -> bool:
+        """Statistics of the stashed layers into buf; False when one of them is not finite."""
+        nonlocal flushed
+        if done == flushed:
+            return True
+        buf[flushed:done, : len(BASE)] = _stats(stash[: done - flushed])
+        ok = not check or bool(torch.isfinite(buf[flushed:done, :WATCH]).all())
+        flushed = done
+        return ok
+
     try:
         with torch.set_grad_enabled(cfg.grads), torch_threads(computing):
             x = make_input(cfg, device)
             for i in range(cfg.depth):
                 x = step(x, next(draws))
                 xd = x.detach()
-                buf[i] = torch.cat([_stats(xd), _erank(xd)[None]]) if cfg.erank else _stats(xd)
+                stash[i - flushed].copy_(xd)
+                if cfg.erank:
+                    buf[i, len(BASE)] = _erank(xd)
                 if outs is not None:
                     outs.append(x)
                 done = i + 1
-                if check and done % check == 0:
-                    if not torch.isfinite(buf[done - check : done, :WATCH]).all():
+                if done - flushed == k:
+                    if not flush():
                         break
                     if progress is not None:
                         progress(done)
+            flush()  # the last, partial chunk
     except KeyboardInterrupt:
+        with torch_threads(computing):
+            flush()  # the layers done since the last chunk are kept too
         raise _Interrupted(done) from None
     return done
 
