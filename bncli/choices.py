@@ -18,6 +18,12 @@ class Init(str, Enum):
     default = "default"  # what nn.Linear does on its own: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
 
 
+class Arch(str, Enum):
+    mlp = "mlp"  # Linear(bias=False) -> norm -> activation, the notebook's
+    conv = "conv"  # Conv2d(C, C, k, padding k // 2, bias=False) -> norm -> activation
+    resnet = "resnet"  # pre-activation (v2) residual blocks in stages; transitions halve H, W
+
+
 class Norm(str, Enum):
     batchnorm = "batchnorm"
     layernorm = "layernorm"

@@ -21,7 +21,7 @@ import typer
 from typer.core import TyperGroup
 
 from bncli import __version__
-from bncli.choices import Activation, Backend, BNMode, DType, Init, InputKind, Norm, Order
+from bncli.choices import Activation, Arch, Backend, BNMode, DType, Init, InputKind, Norm, Order
 from bncli.errors import BncliError
 
 
@@ -251,35 +251,53 @@ def depth_study(
     order: Annotated[Optional[Order], typer.Option(help="Order of norm and activation after each Linear.",
                                                    show_default="linear-norm-act")] = None,
     residual: Annotated[Optional[float], typer.Option(
-        metavar="ALPHA", help="Residual stack: each layer is x + ALPHA * f(x); 0 is a plain stack.",
-        show_default="0.0")] = None,
+        metavar="ALPHA", help="Residual stack: each layer (block) is x + ALPHA * f(x); 0 is a plain stack.",
+        show_default="0.0, 1.0 for resnet")] = None,
     grads: Annotated[Optional[bool], typer.Option(
         "--grads/--no-grads", help="One backward pass: grad_std and weight_grad_norm (keeps every weight).",
         show_default=False)] = None,
     erank: Annotated[Optional[bool], typer.Option(
         "--erank/--no-erank", help="Effective rank of every layer's output (an SVD per layer).",
         show_default=False)] = None,
+    arch: Annotated[Optional[Arch], typer.Option(
+        help="mlp: Linear layers; conv: Conv2d layers on feature maps; resnet: pre-activation residual blocks.",
+        show_default="mlp")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="conv, resnet: channels of the input (and first stage).",
+                                                    show_default="64")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="conv, resnet: height = width of the input.",
+                                                      show_default="16")] = None,
+    kernel_size: Annotated[Optional[int], typer.Option(help="conv, resnet: odd conv kernel size.",
+                                                       show_default="3")] = None,
+    stages: Annotated[Optional[int], typer.Option(
+        help="resnet: stages; each after the first halves H and W and doubles the channels.",
+        show_default="3")] = None,
+    blocks: Annotated[Optional[int], typer.Option(help="resnet: residual blocks per stage.", show_default="8")] = None,
     out: OutOpt = Path("results"),
     name: NameOpt = None,
     every: Annotated[Optional[int], typer.Option(
         min=1, help="Show every K-th layer on screen (default: all up to 100 layers, else about 50 rows).",
         show_default=False)] = None,
 ):
-    """Std of every layer's output in a deep MLP, stopping at the first non-finite layer.
+    """Std of every layer's output in a deep MLP, conv stack or ResNet, stopping at the first
+    non-finite layer.
 
     Linear(bias=False) -> norm -> activation, `depth` times, on N(0,1) input of shape
-    (batch_size, width). Writes layers.csv, config.yaml and meta.json under
+    (batch_size, width). --arch conv uses Conv2d(C, C, k) on (batch_size, C, H, W) maps;
+    --arch resnet stacks pre-activation residual blocks in stages (a row per block, with the
+    branch's channel variance). Writes layers.csv, config.yaml and meta.json under
     OUT/depth-study/NAME/.
 
     Each layer's row also has Brock et al.'s chan_sq_mean and chan_var and the mean-field
     prediction theory_std; --erank and --grads add the effective rank and the gradients.
 
     Example: bncli depth-study --init normal --norm none --depth 50 --grads
+    Example: bncli depth-study --arch resnet --norm none --residual 0.2
     """
     _run("depth-study", config, out, name, every, init=init, init_std=init_std, norm=norm, activation=activation,
          depth=depth, width=width, batch_size=batch_size, seed=seed, device=device, dtype=dtype,
          keep_weights=keep_weights, init_gain=init_gain, groups=groups, bn_mode=bn_mode,
-         negative_slope=negative_slope, order=order, residual=residual, grads=grads, erank=erank)
+         negative_slope=negative_slope, order=order, residual=residual, grads=grads, erank=erank, arch=arch,
+         channels=channels, image_size=image_size, kernel_size=kernel_size, stages=stages, blocks=blocks)
 
 
 def _momentum(value: str | None):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from bncli.nets import EPS, activation, gauss_moments, kaiming_gain
+from bncli.nets import EPS, activation, gauss_moments, kaiming_gain, stage_of
 from bncli.nets import GAUSS_GRID as _GRID
 from bncli.nets import act64 as _act64
 
@@ -70,9 +70,10 @@ def sphere_moments(act, m: int, centred: bool) -> tuple[float, float]:
     return float((w * a).sum()), float((w * a * a).sum())
 
 
-def weight_var(cfg: DepthConfig) -> float:
-    """The variance sigma_w^2 of one weight entry under cfg's init."""
-    n = cfg.width
+def weight_var(cfg: DepthConfig, n: int | None = None) -> float:
+    """The variance sigma_w^2 of one weight entry under cfg's init, for fan-in n (default: the
+    MLP's width)."""
+    n = n or cfg.width
     init = cfg.init.value
     if init in ("kaiming", "kaiming_uniform"):
         return kaiming_gain(cfg) ** 2 / n
@@ -100,6 +101,8 @@ def norm_group(cfg: DepthConfig) -> tuple[int, bool] | None:
 
 def theory_std(cfg: DepthConfig) -> np.ndarray:
     """Predicted std of each layer's output, layers 0 .. depth-1 (inf once it overflows)."""
+    if cfg.arch.value != "mlp":
+        return map_theory(cfg)
     act = activation(cfg)
     closed = _relu_like(cfg.activation.value, cfg.negative_slope)
     n, s2w, alpha = cfg.width, weight_var(cfg), cfg.residual
@@ -171,3 +174,63 @@ def bn_relu_grad_rate(batch_size: int, samples: int | None = None, seed: int = 0
     a, kk = a_sum / samples, k_sum / samples
     lam = (b - 1) / ((b - 3) * a) * (0.5 - kk / (b * b * (b - 1))) - 1 / (b - 3)
     return math.sqrt(lam)
+
+
+# -- feature maps: conv and resnet -------------------------------------------------------------
+
+def _box(m: np.ndarray, k: int, stride: int = 1) -> np.ndarray:
+    """The mean over each k x k window (zero padding k // 2) of a per-pixel map, at `stride`.
+
+    With independent zero-mean weights a conv output's second moment at pixel p is
+    sigma_w^2 C sum over the window of E[input^2], i.e. (fan_in sigma_w^2) times this mean:
+    pixels near the border see fewer inputs (the padding is zeros).
+    """
+    h, pad = m.shape[0], k // 2
+    padded = np.pad(m, pad)
+    out = sum(padded[i:i + h, j:j + h] for i in range(k) for j in range(k)) / (k * k)
+    return out[::stride, ::stride]
+
+
+def map_theory(cfg: DepthConfig) -> np.ndarray:
+    """Predicted std of each conv layer's or ResNet block's output (docs/theory.md).
+
+    Mean field on per-pixel second-moment maps: a conv multiplies the window mean of its input's
+    map by fan_in sigma_w^2 (_box), a normalisation divides a map by its spatial mean (it
+    rescales each channel, over pixels, to unit variance), and a relu-like activation scales it
+    by E[act(z)^2] / E[z^2] (z symmetric). A residual block adds its branch's map, times
+    alpha^2, to the skip path's. For relu-like activations only (relu, leaky_relu, linear);
+    others, an eval-mode BatchNorm after a ResNet's stem and a conv stack with a residual or
+    linear-act-norm order give nan.
+    """
+    closed = _relu_like(cfg.activation.value, cfg.negative_slope)
+    out = np.full(cfg.depth, np.nan)
+    if closed is None or (cfg.arch.value == "conv" and (cfg.residual or cfg.order.value != "linear-norm-act")):
+        return out
+    c1, c2 = closed
+    centred = cfg.norm.value != "none" and not (cfg.norm.value == "batchnorm" and cfg.bn_mode.value == "eval")
+    shrink = 1 / (1 + EPS) if cfg.norm.value == "batchnorm" and cfg.bn_mode.value == "eval" else 1.0
+
+    def norm(m):
+        return m / m.mean() if centred else m * shrink
+
+    def conv(m, c_in, k=cfg.kernel_size, stride=1):
+        n = c_in * k * k
+        return n * weight_var(cfg, n) * _box(m, k, stride)
+
+    m = np.ones((cfg.image_size, cfg.image_size))  # the N(0, 1) input
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(cfg.depth):
+            if cfg.arch.value == "conv":
+                z = norm(conv(m, cfg.channels))
+                m = c2 * z
+                out[i] = math.sqrt(max(m.mean() - (c1 * np.sqrt(z).mean()) ** 2, 0.0))
+                continue
+            s, c, _ = stage_of(cfg, i)
+            transition = s > 0 and i % cfg.blocks == 0
+            c_in = c // 2 if transition else c
+            h = c2 * norm(m)
+            f = conv(c2 * norm(conv(h, c_in, stride=2 if transition else 1)), c)
+            skip = conv(h, c_in, k=1, stride=2) if transition else m
+            m = skip + cfg.residual**2 * f
+            out[i] = math.sqrt(m.mean()) if np.isfinite(m.mean()) else math.inf
+    return out

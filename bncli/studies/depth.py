@@ -1,6 +1,7 @@
-"""Depth study: the std (and friends) of every layer's output in a deep MLP.
+"""Depth study: the std (and friends) of every layer's output in a deep MLP, conv stack or ResNet.
 
     bncli depth-study --init kaiming --norm batchnorm --depth 100 --grads --erank
+    bncli depth-study --arch resnet --norm none --residual 0.2
 
 Statistics stay on the device in one (depth, k) tensor and are read back once at the end:
 no .item() per layer, so a GPU never waits on the host mid-run. The costly ones are
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -22,10 +24,19 @@ from rich.table import Table
 from rich.text import Text
 
 from bncli import figures, report, theory
-from bncli.choices import Activation, BNMode, Init, Norm, Order
+from bncli.choices import Activation, Arch, BNMode, Init, Norm, Order
 from bncli.config import AnyDType, Config, Device, NonNegFloat, PosFloat, Positive, Seed
 from bncli.errors import BncliError
-from bncli.nets import DTYPES, layer_fn, make_cotangent, make_input, make_weight, resolve_device, torch_threads
+from bncli.nets import (
+    DTYPES,
+    layer_fn,
+    make_cotangent,
+    make_input,
+    make_weight,
+    resolve_device,
+    stage_of,
+    torch_threads,
+)
 from bncli.studies.base import Result, capacity
 
 
@@ -48,19 +59,47 @@ class DepthConfig(Config):
     bn_mode: BNMode = BNMode.train  # eval: running stats, 0 and 1 at init, so almost the identity
     negative_slope: NonNegFloat = 0.01  # leaky_relu's slope below zero
     order: Order = Order.linear_norm_act  # or linear-act-norm
-    residual: NonNegFloat = 0.0  # alpha > 0: each layer is x + alpha * f(x); 0: a plain stack
+    residual: Optional[NonNegFloat] = None  # alpha: each layer is x + alpha f(x); 0 a plain stack (None: 1 for resnet)
     grads: bool = False  # one backward pass for grad_std, weight_grad_norm (keeps every weight)
     erank: bool = False  # effective rank of every layer's output (one SVD per layer)
+    arch: Arch = Arch.mlp  # mlp, conv (Conv2d stack on feature maps) or resnet (pre-activation blocks)
+    channels: Positive = 64  # conv and resnet: feature maps of the input and the first stage
+    image_size: Positive = 16  # conv and resnet: H = W of the input
+    kernel_size: Positive = 3  # conv and resnet: odd, padded by kernel_size // 2 to keep H and W
+    stages: Positive = 3  # resnet: each stage after the first halves H and W and doubles the channels
+    blocks: Positive = 8  # resnet: residual blocks per stage (depth is stages x blocks)
 
     @model_validator(mode="after")
-    def _batchnorm_needs_two_rows(self) -> DepthConfig:
+    def _check(self) -> DepthConfig:
         if self.norm == Norm.batchnorm and self.bn_mode == BNMode.train and self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 with norm batchnorm "
                              "(BatchNorm cannot normalise a single sample)")
-        if self.norm == Norm.groupnorm and self.width % self.groups:
-            raise ValueError(f"groups must divide width for norm groupnorm: width {self.width} "
+        features, name = (self.width, "width") if self.arch == Arch.mlp else (self.channels, "channels")
+        if self.norm == Norm.groupnorm and features % self.groups:
+            raise ValueError(f"groups must divide {name} for norm groupnorm: {name} {features} "
                              f"is not a multiple of groups {self.groups}")
+        if self.residual is None:
+            self.residual = 1.0 if self.arch == Arch.resnet else 0.0
+        if self.arch != Arch.mlp:
+            _check_maps(self)
         return self
+
+
+def _check_maps(cfg: DepthConfig) -> None:
+    """The conv and resnet fields agree with each other."""
+    if cfg.kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd (padding kernel_size // 2 keeps H and W), got {cfg.kernel_size}")
+    if cfg.arch != Arch.resnet:
+        return
+    if cfg.image_size % 2 ** (cfg.stages - 1):
+        raise ValueError(f"image_size must be divisible by 2^(stages - 1) = {2 ** (cfg.stages - 1)} "
+                         f"(each stage after the first halves it), got {cfg.image_size}")
+    if cfg.stages * cfg.blocks > 100_000 or cfg.stages > 32:
+        raise ValueError("stages x blocks must be at most 100000, and stages at most 32")
+    if "depth" in cfg.model_fields_set and cfg.depth != cfg.stages * cfg.blocks:
+        raise ValueError(f"depth is stages x blocks ({cfg.stages * cfg.blocks}) for arch resnet; "
+                         "give stages and blocks instead")
+    cfg.depth = cfg.stages * cfg.blocks
 
 
 NAME = "depth-study"
@@ -73,6 +112,7 @@ RUN_PLOT = False
 SWEEP_COLUMNS = ["last-layer std", "min std", "max std", "diverged"]
 BASE = ["mean", "std", "abs_max", "zero_fraction", "chan_sq_mean", "chan_var"]  # always on
 COLUMNS = ["layer", *BASE, "erank", "grad_std", "weight_grad_norm", "theory_std"]
+MAP_COLUMNS = ["layer", "stage", *BASE, "branch_var", *COLUMNS[len(BASE) + 1:]]  # conv and resnet
 OPTIONAL = {"erank": "erank", "grad_std": "grads", "weight_grad_norm": "grads"}  # column: its flag
 # divergence is a non-finite mean, std, abs_max or zero_fraction; chan_sq_mean and chan_var are
 # squares, which overflow (inf) sooner and are kept as values
@@ -82,21 +122,51 @@ CHUNK_BYTES = {"cpu": 2**20, "cuda": 64 * 2**20}  # a chunk's float64 temporarie
 DRAW_AHEAD_BYTES = 512 * 2**20  # weights in flight at most when streaming: memory stays flat in depth
 
 
+def columns(cfg: DepthConfig) -> list[str]:
+    return COLUMNS if cfg.arch == Arch.mlp else MAP_COLUMNS
+
+
+def output_elements(cfg: DepthConfig) -> int:
+    """Values in the largest layer output: batch x width, or batch x C x H x W (a ResNet's
+    first stage is its largest: later ones have twice the channels on a quarter of the pixels)."""
+    if cfg.arch == Arch.mlp:
+        return cfg.batch_size * cfg.width
+    return cfg.batch_size * cfg.channels * cfg.image_size**2
+
+
+def weight_elements(cfg: DepthConfig) -> int:
+    """Values in the largest layer's weights (a ResNet block: two convs and its skip)."""
+    if cfg.arch == Arch.mlp:
+        return cfg.width * cfg.width
+    c, k2 = cfg.channels, cfg.kernel_size**2
+    if cfg.arch == Arch.conv:
+        return c * c * k2
+    c *= 2 ** (cfg.stages - 1)
+    return 2 * c * c * k2 + c * c // 2
+
+
+def layer_macs(cfg: DepthConfig) -> int:
+    """Multiply-adds of the largest layer: what a layer costs."""
+    if cfg.arch == Arch.mlp:
+        return cfg.batch_size * cfg.width * cfg.width
+    return output_elements(cfg) * cfg.channels * cfg.kernel_size**2 * (1 if cfg.arch == Arch.conv else 2)
+
+
 def estimate_bytes(cfg: DepthConfig) -> int:
     """Peak memory a run needs, before anything is allocated."""
     elt = DTYPES[cfg.dtype.value].itemsize
     draw = 8 if cfg.dtype.value == "float64" else 4
-    w2 = cfg.width * cfg.width
+    w2 = weight_elements(cfg)
     kept = cfg.keep_weights or cfg.grads
     ahead = 1 + draw_ahead(cfg, torch.get_num_threads())  # drawn ahead and in use, when streaming
     weights = (cfg.depth if kept else ahead) * w2 * elt * (2 if cfg.grads else 1)  # + their gradients
     draw_tmp = ahead * w2 * draw * (4 if cfg.init.value == "orthogonal" else 1)  # QR needs workspace
-    acts = 4 * cfg.batch_size * cfg.width * max(elt, 4)
-    if cfg.grads:  # autograd keeps every layer's intermediates, ~6 activations each
+    acts = (4 if cfg.arch == Arch.mlp else 8) * output_elements(cfg) * max(elt, 4)
+    if cfg.grads:  # autograd keeps every layer's intermediates, ~6 activations each (~12 a block)
         acts *= 1 + 1.5 * cfg.depth
     chunk = chunk_layers(cfg, torch.device("cuda"))  # the larger of the two devices' chunks
-    stats = chunk * cfg.batch_size * cfg.width * (elt + 2 * 8)  # a chunk and its float64 passes
-    return int(weights + draw_tmp + acts + stats + cfg.depth * len(COLUMNS) * 8)
+    stats = chunk * output_elements(cfg) * (elt + 2 * 8)  # a chunk and its float64 passes
+    return int(weights + draw_tmp + acts + stats + cfg.depth * len(MAP_COLUMNS) * 8)
 
 
 def _gb(n: float) -> str:
@@ -105,35 +175,47 @@ def _gb(n: float) -> str:
 
 def label(cfg: DepthConfig) -> str:
     """The part of the default run name that tells runs apart."""
-    return f"{cfg.init.value}-{cfg.norm.value}"
+    arch = "" if cfg.arch == Arch.mlp else f"{cfg.arch.value}-"
+    return f"{arch}{cfg.init.value}-{cfg.norm.value}"
 
 
 def progress_total(cfg: DepthConfig) -> int | None:
     """Long runs get a progress bar, one step a layer."""
-    long = cfg.depth > 500 or cfg.depth * cfg.width**2 * cfg.batch_size > 5e10
+    long = cfg.depth > 500 or cfg.depth * layer_macs(cfg) > 5e10
     return cfg.depth if long else None
+
+
+def _sizes(cfg: DepthConfig) -> str:
+    if cfg.arch == Arch.mlp:
+        return f"depth {cfg.depth}, width {cfg.width}, batch_size {cfg.batch_size}"
+    shape = f"channels {cfg.channels}, image_size {cfg.image_size}, kernel_size {cfg.kernel_size}"
+    blocks = f"stages {cfg.stages}, blocks {cfg.blocks}" if cfg.arch == Arch.resnet else f"depth {cfg.depth}"
+    return f"{cfg.arch.value}: {blocks}, {shape}, batch_size {cfg.batch_size}"
 
 
 def describe_size(cfg: DepthConfig) -> str:
     n = cfg.depth if cfg.keep_weights or cfg.grads else 1
-    return (f"depth {cfg.depth}, width {cfg.width}, batch_size {cfg.batch_size}, {cfg.dtype.value} "
-            f"({n} weight(s) of {cfg.width}x{cfg.width} held at once, about {_gb(estimate_bytes(cfg))})")
+    held = f"{cfg.width}x{cfg.width}" if cfg.arch == Arch.mlp else f"up to {weight_elements(cfg)} values"
+    return (f"{_sizes(cfg)}, {cfg.dtype.value} "
+            f"({n} weight(s) of {held} held at once, about {_gb(estimate_bytes(cfg))})")
 
 
 def preflight(cfg: DepthConfig) -> torch.device:
     device = resolve_device(cfg.device)
     need, have = estimate_bytes(cfg), capacity(device)
     if need > 0.9 * have:
+        smaller = "--width, --batch-size or --depth" if cfg.arch == Arch.mlp else \
+            "--channels, --image-size, --batch-size or --depth (--stages, --blocks)"
         raise BncliError(
-            f"too large: depth {cfg.depth}, width {cfg.width}, batch_size {cfg.batch_size}"
-            f"{', keep_weights' if cfg.keep_weights else ''} needs about {_gb(need)} but {device} "
-            f"has {_gb(have)}; use a smaller --width, --batch-size or --depth")
+            f"too large: {_sizes(cfg)}{', keep_weights' if cfg.keep_weights else ''} needs about {_gb(need)} "
+            f"but {device} has {_gb(have)}; use a smaller {smaller}")
     return device
 
 
 def enabled(cfg: DepthConfig) -> list[str]:
     """The columns this config computes; the others are written empty."""
-    return [c for c in COLUMNS if c not in OPTIONAL or getattr(cfg, OPTIONAL[c])]
+    on = [c for c in columns(cfg) if c not in OPTIONAL or getattr(cfg, OPTIONAL[c])]
+    return [c for c in on if c != "branch_var" or cfg.arch == Arch.resnet]
 
 
 def _stats(xs: torch.Tensor) -> torch.Tensor:
@@ -167,7 +249,7 @@ def chunk_layers(cfg: DepthConfig, device: torch.device) -> int:
     CHUNK_BYTES of float64 temporaries. On a GPU fewer, larger kernels save launches; on a CPU
     past its cache a larger chunk only costs memory traffic (1.5x slower at width 1024, batch 128)."""
     limit = CHUNK_BYTES.get(device.type, CHUNK_BYTES["cuda"])
-    return max(1, min(CHUNK, cfg.depth, limit // (cfg.batch_size * cfg.width * 8)))
+    return max(1, min(CHUNK, cfg.depth, limit // (output_elements(cfg) * 8)))
 
 
 def _erank(x: torch.Tensor) -> torch.Tensor:
@@ -204,7 +286,7 @@ def split_threads(device: torch.device) -> tuple[int, int]:
 
 def draw_ahead(cfg: DepthConfig, threads: int) -> int:
     """Layers drawn ahead by `threads` threads: one each and one spare, within DRAW_AHEAD_BYTES."""
-    size = cfg.width * cfg.width * max(DTYPES[cfg.dtype.value].itemsize, 4)
+    size = weight_elements(cfg) * max(DTYPES[cfg.dtype.value].itemsize, 4)
     return max(1, min(threads + 1, DRAW_AHEAD_BYTES // size)) if threads else 0
 
 
@@ -237,7 +319,7 @@ def run(cfg: DepthConfig, device: torch.device, progress=None) -> Result:
     """
     # float64 whatever the dtype: _stats computes in float64, and chan_sq_mean's squares would
     # overflow a float32 cell long before the outputs themselves do
-    buf = torch.empty(cfg.depth, len(BASE) + int(cfg.erank), device=device, dtype=torch.float64)
+    buf = torch.empty(cfg.depth, len(buffered(cfg)), device=device, dtype=torch.float64)
     keep = cfg.keep_weights or cfg.grads
     weights, draws, computing = _weights(cfg, device, keep)
     outs = [] if cfg.grads else None
@@ -255,7 +337,9 @@ def run(cfg: DepthConfig, device: torch.device, progress=None) -> Result:
     diverged_at = int(bad[0, 0]) if len(bad) else None
     if diverged_at is not None:
         rows, status = rows[: diverged_at + 1], "diverged"
-    table = pd.DataFrame(rows.double().numpy(), columns=BASE + (["erank"] if cfg.erank else []))
+    table = pd.DataFrame(rows.double().numpy(), columns=buffered(cfg))
+    if cfg.arch != Arch.mlp:
+        table.insert(0, "stage", [stage_of(cfg, i)[0] if cfg.arch == Arch.resnet else 0 for i in range(len(table))])
     table.insert(0, "layer", range(len(table)))
     info = {"diverged_at": diverged_at, "layers_done": len(table)}
     if cfg.grads:
@@ -268,10 +352,15 @@ def run(cfg: DepthConfig, device: torch.device, progress=None) -> Result:
         if _bn_relu(cfg):
             info["grad_growth_theory"] = round(theory.bn_relu_grad_rate(cfg.batch_size), 4)
     table["theory_std"] = theory.theory_std(cfg)[: len(table)]
-    off = [c for c in COLUMNS if c not in enabled(cfg)]
+    off = [c for c in columns(cfg) if c not in enabled(cfg)]
     for col in off:
         table[col] = float("nan")
-    return Result(table[COLUMNS], status, info, off)
+    return Result(table[columns(cfg)], status, info, off)
+
+
+def buffered(cfg: DepthConfig) -> list[str]:
+    """The statistics kept on the device during a run, in the buffer's column order."""
+    return BASE + (["branch_var"] if cfg.arch == Arch.resnet else []) + (["erank"] if cfg.erank else [])
 
 
 def _weights(cfg: DepthConfig, device: torch.device, keep: bool):
@@ -289,7 +378,9 @@ def _weights(cfg: DepthConfig, device: torch.device, keep: bool):
         weights = list(draw_weights(cfg, device, drawing + computing if drawing else 0))
     if cfg.grads:
         for w in weights:
-            w.requires_grad_(True)
+            for t in w if isinstance(w, tuple) else (w,):
+                if t is not None:
+                    t.requires_grad_(True)
     return weights, iter(weights), computing
 
 
@@ -302,15 +393,15 @@ def _forward(cfg: DepthConfig, device: torch.device, draws, buf: torch.Tensor, o
              computing: int, progress) -> int:
     """Fill buf's rows layer by layer; the number of layers done (early at a non-finite chunk).
 
-    Each output is copied into a chunk buffer and the chunk's statistics computed at once. On
+    Each output, as a (samples, channels) matrix, is copied into a chunk buffer and the chunk's
+    statistics computed at once (a ResNet's stages start new chunks: their shapes differ). On
     CPU (or with a progress bar) each chunk is then checked for a non-finite output with one
     host sync; on CUDA without one the run never waits for the host until the end.
     """
     step = layer_fn(cfg, device)
     check = device.type == "cpu" or progress is not None
-    k = chunk_layers(cfg, device)
-    stash = torch.empty(k, cfg.batch_size, cfg.width, device=device, dtype=DTYPES[cfg.dtype.value])
-    done = flushed = 0
+    k, cols = chunk_layers(cfg, device), buffered(cfg)
+    stash, done, flushed = None, 0, 0
 
     def flush() -> bool:
         """Statistics of the stashed layers into buf; False when one of them is not finite."""
@@ -326,11 +417,18 @@ def _forward(cfg: DepthConfig, device: torch.device, draws, buf: torch.Tensor, o
         with torch.set_grad_enabled(cfg.grads), torch_threads(computing):
             x = make_input(cfg, device)
             for i in range(cfg.depth):
-                x = step(x, next(draws))
+                out = step(x, next(draws))
+                x, branch = out if isinstance(out, tuple) else (out, None)
                 xd = x.detach()
-                stash[i - flushed].copy_(xd)
-                if cfg.erank:
-                    buf[i, len(BASE)] = _erank(xd)
+                rows = _samples_by_channels(xd)
+                shape = (rows[..., 0].numel(), rows.shape[-1])
+                if stash is None or stash.shape[1:] != shape:  # the first layer, or a new stage
+                    if not flush():
+                        break
+                    stash = torch.empty(k, *shape, device=device, dtype=xd.dtype)
+                row = stash[i - flushed]
+                row.view(rows.shape).copy_(rows)
+                _layer_stats(buf[i], cols, row, branch)
                 if outs is not None:
                     outs.append(x)
                 done = i + 1
@@ -345,6 +443,30 @@ def _forward(cfg: DepthConfig, device: torch.device, draws, buf: torch.Tensor, o
             flush()  # the layers done since the last chunk are kept too
         raise _Interrupted(done) from None
     return done
+
+
+def _layer_stats(out: torch.Tensor, cols: list[str], row: torch.Tensor, branch: torch.Tensor | None) -> None:
+    """The statistics computed a layer at a time, into its buffer row: the residual branch's
+    channel variance (resnet) and the effective rank (--erank, an SVD per layer)."""
+    if branch is not None:
+        out[cols.index("branch_var")] = _chan_var(branch.detach())
+    if "erank" in cols:
+        out[cols.index("erank")] = _erank(row)
+
+
+def _samples_by_channels(x: torch.Tensor) -> torch.Tensor:
+    """A layer's output with its channels last: the MLP's (batch, width) as it is, a feature
+    map's (N, C, H, W) as an (N, H, W, C) view. Copied into a chunk, it is the (samples,
+    channels) matrix of the statistics: each pixel of each image a sample, as Brock et al.
+    count them."""
+    return x if x.dim() == 2 else x.permute(0, 2, 3, 1)
+
+
+def _chan_var(f: torch.Tensor) -> torch.Tensor:
+    """Average over channels of the (biased) variance over N, H and W: Brock et al.'s average
+    channel variance, here of a residual branch's output."""
+    cm = f.mean((0, 2, 3), keepdim=True, dtype=torch.float64)
+    return (f - cm).square_().mean((0, 2, 3)).mean()
 
 
 def _bn_relu(cfg: DepthConfig) -> bool:
@@ -363,12 +485,17 @@ def _grads(cfg: DepthConfig, device, outs, weights, n: int):
     if n == 0:
         return out
     try:
-        ct = make_cotangent(cfg, device)
-        g = torch.autograd.grad(outs[n - 1], outs[:n] + weights[:n], ct)
-        go, gw = g[:n], g[n:]
+        ct = make_cotangent(cfg, device, tuple(outs[n - 1].shape))
+        # a ResNet block's weights are a tuple: its gradient norm is over all of them
+        parts = [[t for t in (w if isinstance(w, tuple) else (w,)) if t is not None] for w in weights[:n]]
+        g = torch.autograd.grad(outs[n - 1], outs[:n] + [t for p in parts for t in p], ct)
+        go, gw = g[:n], iter(g[n:])
         up = (lambda t: t.float()) if ct.dtype == torch.bfloat16 else (lambda t: t)  # noqa: E731
-        stats = torch.stack([torch.stack([up(a).std(), torch.linalg.vector_norm(up(b))])
-                             for a, b in zip(go, gw, strict=True)])
+        def norm(p):
+            norms = [torch.linalg.vector_norm(up(next(gw))) for _ in p]
+            return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
+
+        stats = torch.stack([torch.stack([up(a).std(), norm(p)]) for a, p in zip(go, parts, strict=True)])
         out[:n] = stats.double().cpu().numpy()
     except KeyboardInterrupt:
         return None
@@ -441,9 +568,15 @@ def sweep_cells(runs: list[pd.DataFrame]) -> list[str]:
             report.num(float(std.max())) if len(std) else "-", f"{diverged}/{len(runs)}"]
 
 
+SPP = ["chan_sq_mean", "chan_var", "branch_var"]  # Brock et al.'s signal-propagation plot
+
+
 def draw(plt, table: pd.DataFrame, metric: str | None):
     """`metric` (default std) against layer, log-scaled when it spans decades; an x where a run
-    diverged."""
+    diverged. Conv and ResNet runs (a `stage` column) default to Brock et al.'s signal
+    propagation plot, a panel per statistic, with the stage boundaries marked."""
+    if "stage" in table.columns and table["stage"].notna().any():
+        return _draw_maps(plt, table, [metric] if metric else [m for m in SPP if table[m].notna().any()])
     metric = metric or "std"
     groups = figures.groups(table)
     styles = figures.styles([p for p, _ in groups])
@@ -466,6 +599,34 @@ def draw(plt, table: pd.DataFrame, metric: str | None):
     ax.set_ylabel(metric + (" (log scale)" if log else ""))
     ax.grid(True, which="major", alpha=0.3)
     figures.legend(ax, len(groups) + any_diverged)
+    return fig
+
+
+def _draw_maps(plt, table: pd.DataFrame, metrics: list[str]):
+    """One panel per metric against block (layer), mean and +-1 sd over seeds, stage
+    boundaries dashed."""
+    groups = figures.groups(table)
+    styles = figures.styles([p for p, _ in groups])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 2.5, 4.8), squeeze=False)
+    seeds = max(int(g["seed"].nunique()) for _, g in groups)
+    for ax, m in zip(axes[0], metrics, strict=True):
+        log = figures.log_scale(table[m])
+        for parts, g in groups:
+            done = g[g["status"].isin(("ok", "diverged"))]
+            if not done.empty:
+                _draw_group(ax, done, m, styles[parts], log)
+        stages = table.dropna(subset=["stage"]).groupby("stage")["layer"].min()
+        for x in stages.iloc[1:]:
+            ax.axvline(x - 0.5, color="0.5", lw=0.8, ls="--")
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(m)
+        ax.set_xlabel("block" if len(stages) > 1 else "layer")
+        ax.grid(True, which="major", alpha=0.3)
+    band = f"mean and \u00b11 sd over {seeds} seeds" if seeds > 1 else "one seed"
+    fig.suptitle(f"signal propagation ({band}; dashed: a new stage)")
+    figures.legend(axes[0][-1], len(groups))
+    fig.tight_layout()
     return fig
 
 

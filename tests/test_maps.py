@@ -1,0 +1,189 @@
+"""--arch conv and --arch resnet: against nn.Conv2d / nn.BatchNorm2d stacks built the ordinary
+way, Brock et al.'s statistics by hand, and the signal-propagation results every ResNet user
+expects (against docs/theory.md's mean field, over seeds)."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+from helpers import CPU, load, meta_of, run_depth
+
+import bncli
+from bncli import BncliError
+from bncli.nets import make_input, make_weight
+from bncli.studies import depth
+
+SMALL = {"channels": 8, "image_size": 8, "batch_size": 4, "dtype": "float64"}  # run_depth: on the CPU
+
+
+def conv_norm(norm: str, c: int, hw: int):
+    return {"batchnorm": lambda: nn.BatchNorm2d(c, dtype=torch.float64).train(),
+            "groupnorm": lambda: nn.GroupNorm(4, c, dtype=torch.float64),
+            "layernorm": lambda: nn.LayerNorm([c, hw, hw], dtype=torch.float64),
+            "rmsnorm": lambda: nn.RMSNorm([c, hw, hw], dtype=torch.float64),
+            "none": nn.Identity}[norm]()
+
+
+@pytest.mark.parametrize("norm", ["batchnorm", "groupnorm", "layernorm", "rmsnorm", "none"])
+def test_conv_stack_matches_nn_modules(norm):
+    cfg, res = run_depth(arch="conv", depth=6, norm=norm, groups=4, activation="tanh", **SMALL)
+    x = make_input(cfg, CPU)
+    with torch.no_grad():
+        for i in range(cfg.depth):
+            conv = nn.Conv2d(8, 8, 3, padding=1, bias=False, dtype=torch.float64)
+            conv.weight.copy_(make_weight(cfg, i, CPU))
+            x = torch.tanh(conv_norm(norm, 8, 8)(conv(x)))
+            row = res.table.iloc[i]
+            assert row["std"] == pytest.approx(x.std().item(), rel=1e-10)
+            assert row["mean"] == pytest.approx(x.mean().item(), rel=1e-8, abs=1e-12)
+            # Brock et al.: per channel over N, H and W, then averaged over channels
+            cmean = x.mean((0, 2, 3))
+            assert row["chan_sq_mean"] == pytest.approx((cmean**2).mean().item(), rel=1e-10)
+            assert row["chan_var"] == pytest.approx(x.var((0, 2, 3), unbiased=False).mean().item(), rel=1e-10)
+    assert list(res.table.columns) == depth.MAP_COLUMNS and res.off == ["branch_var", "erank", "grad_std",
+                                                                       "weight_grad_norm"]
+
+
+class PreActBlock(nn.Module):
+    """ResNet-V2's block, written with nn modules."""
+
+    def __init__(self, c_in, c, stride, norm):
+        super().__init__()
+        self.n1, self.n2 = norm(c_in), norm(c)
+        self.c1 = nn.Conv2d(c_in, c, 3, stride, 1, bias=False, dtype=torch.float64)
+        self.c2 = nn.Conv2d(c, c, 3, 1, 1, bias=False, dtype=torch.float64)
+        self.skip = nn.Conv2d(c_in, c, 1, stride, bias=False, dtype=torch.float64) if stride > 1 else None
+
+    def forward(self, x):
+        h = torch.relu(self.n1(x))
+        f = self.c2(torch.relu(self.n2(self.c1(h))))
+        return (x if self.skip is None else self.skip(h)) + f, f
+
+
+@pytest.mark.parametrize("norm", ["batchnorm", "none"])
+def test_resnet_matches_an_nn_module_resnet_v2(norm):
+    cfg, res = run_depth(arch="resnet", stages=2, blocks=2, norm=norm, erank=True, **SMALL)
+    make = (lambda c: nn.BatchNorm2d(c, dtype=torch.float64).train()) if norm == "batchnorm" else \
+        (lambda c: nn.Identity())
+    x = make_input(cfg, CPU)
+    with torch.no_grad():
+        for i in range(cfg.depth):
+            conv1, conv2, skip = make_weight(cfg, i, CPU)
+            block = PreActBlock(conv1.shape[1], conv1.shape[0], 2 if skip is not None else 1, make)
+            block.c1.weight.copy_(conv1)
+            block.c2.weight.copy_(conv2)
+            if skip is not None:
+                block.skip.weight.copy_(skip)
+            x, f = block(x)
+            row = res.table.iloc[i]
+            assert row["std"] == pytest.approx(x.std().item(), rel=1e-10)
+            assert row["branch_var"] == pytest.approx(f.var((0, 2, 3), unbiased=False).mean().item(), rel=1e-10)
+            # erank of the (N H W) x C matrix of the block's output
+            s = np.linalg.svd(x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).numpy(), compute_uv=False)
+            p = s / s.sum()
+            assert row["erank"] == pytest.approx(math.exp(-(p * np.log(p)).sum()), rel=1e-8)
+    assert res.table["stage"].tolist() == [0, 0, 1, 1] and x.shape == (4, 16, 4, 4)
+
+
+@pytest.mark.parametrize("kw", [{"arch": "conv", "depth": 20}, {"arch": "resnet", "stages": 2, "blocks": 3},
+                                {"arch": "resnet", "norm": "none", "residual": 0.3, "grads": True}])
+def test_streamed_kept_and_any_threads_give_the_same_bits(kw):
+    """The forward pass gives the same bits on any thread count; the conv backward (--grads)
+    does not on CPU (torch sums weight gradients over the batch per thread), so with --grads
+    only streamed and kept weights are compared, at one thread count."""
+    from bncli.nets import torch_threads
+
+    kw = {**SMALL, "dtype": "float32", **kw}
+    tables = []
+    for threads, keep in ((2, False), (2, True)) if kw.get("grads") else ((1, False), (3, False), (2, True)):
+        with torch_threads(threads):
+            tables.append(run_depth(keep_weights=keep, **kw)[1].table.to_csv())
+    assert all(t == tables[0] for t in tables)
+
+
+SEEDS = 16
+
+
+def seed_mean_sq(**kw):
+    """std^2 of every block, mean and standard error over SEEDS seeds, and the theory's std^2."""
+    runs = [run_depth(arch="resnet", seed=s, **kw)[1].table for s in range(SEEDS)]
+    sq = np.array([t["std"].to_numpy() ** 2 for t in runs])
+    return sq.mean(0), sq.std(0, ddof=1) / math.sqrt(SEEDS), runs[0]["theory_std"].to_numpy() ** 2
+
+
+def test_with_batchnorm_the_skip_variance_grows_by_one_a_block_and_falls_at_each_stage():
+    kw = {"stages": 3, "blocks": 4, "channels": 32, "image_size": 16, "batch_size": 16}
+    mean, sem, theory = seed_mean_sq(**kw)
+    # mean field (docs/theory.md): each normalised branch adds its conv's border-weighted
+    # second moment, ~0.92 at 16 x 16, ~0.84 at 8 x 8, ~0.70 at 4 x 4; a transition restarts at 1
+    assert (np.abs(mean - theory) <= 4 * sem + 0.03 * theory).all(), (mean, sem, theory)
+    steps = np.diff(mean.reshape(3, 4), axis=1)
+    assert (steps > 0.55).all() and (steps < 1.15).all()  # about one a block, within each stage
+    assert (mean[[4, 8]] < mean[[3, 7]] - 1.5).all()  # and back down at each transition
+
+
+def test_without_normalization_the_skip_variance_about_doubles_a_block():
+    kw = {"stages": 2, "blocks": 4, "channels": 32, "image_size": 16, "batch_size": 16, "norm": "none"}
+    mean, sem, theory = seed_mean_sq(**kw)
+    # each block adds the branch's ~0.85 x its input (two border-weighted convs): x ~1.85 a block;
+    # the spread over seeds grows with depth (log-normal), so the band is the 4-sem one plus 5%
+    assert (np.abs(mean - theory) <= 4 * sem + 0.05 * theory).all(), (mean, sem, theory)
+    ratio = mean[1:] / mean[:-1]
+    assert (ratio > 1.5).all() and (ratio < 2.2).all()
+    # a small alpha keeps it near 1 + depth alpha^2 (NF-style and SkipInit-style stacks)
+    small, _, theory = seed_mean_sq(**{**kw, "residual": 0.1})
+    assert small[-1] == pytest.approx(theory[-1], rel=0.05) and small[-1] < 1.2
+
+
+def test_conv_theory_is_the_batchnorm_fixed_point_and_the_border_decay():
+    runs = [run_depth(arch="conv", depth=30, channels=32, seed=s)[1].table for s in range(4)]
+    theory = runs[0]["theory_std"].to_numpy()
+    # BN-ReLU: relu of a unit-variance map, a little above the MLP's 0.5792 (Jensen: the border
+    # pixels' smaller variance lowers the mean of relu more than its second moment)
+    assert (theory > 0.5792).all() and (theory < 0.6).all() and (np.diff(theory) >= 0).all()
+    measured = np.mean([t["std"].mean() for t in runs])  # 120 layer outputs: sd of the mean ~0.001
+    assert measured == pytest.approx(theory.mean(), abs=0.005)
+    _, plain = run_depth(arch="conv", depth=3, channels=16, image_size=8, norm="none", activation="linear",
+                         init="normal", init_std=1 / 12, kernel_size=3)
+    # linear, var_w = 1 / (C k^2): the second moment map is the k x k window mean, applied l + 1 times
+    m = np.ones((8, 8))
+    for i in range(3):
+        m = sum(np.pad(m, 1)[a:a + 8, b:b + 8] for a in range(3) for b in range(3)) / 9
+        assert plain.table["theory_std"].iloc[i] == pytest.approx(math.sqrt(m.mean()), rel=1e-12)
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"arch": "conv", "kernel_size": 4}, "kernel_size must be odd"),
+    ({"arch": "resnet", "image_size": 10}, "image_size must be divisible by 2^(stages - 1) = 4"),
+    ({"arch": "conv", "norm": "groupnorm", "channels": 12}, "groups must divide channels"),
+    ({"arch": "resnet", "depth": 10}, "depth is stages x blocks (24) for arch resnet"),
+])
+def test_bad_map_settings_are_one_clean_line(kw, message):
+    with pytest.raises(BncliError, match=message.replace("(", r"\(").replace(")", r"\)").replace("^", r"\^")):
+        load("depth-study", **kw)
+    assert load("depth-study", arch="resnet").depth == 24 and load("depth-study", arch="resnet").residual == 1.0
+
+
+def test_too_large_maps_are_refused_before_allocating():
+    with pytest.raises(BncliError, match=r"too large: resnet: stages 3, blocks 8, channels 100000"):
+        depth.preflight(load("depth-study", arch="resnet", channels=100_000, device="cpu"))
+
+
+def test_cli_resnet_run_plot_and_shipped_configs(cli, tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    r = cli("depth-study", "--arch", "resnet", "--stages", 2, "--blocks", 2, "--channels", 8, "--grads",
+            "--name", "rn")
+    assert r.exit_code == 0, r.output
+    run = cli.out / "depth-study" / "rn"
+    table = pd.read_csv(run / "layers.csv")
+    assert list(table.columns) == depth.MAP_COLUMNS and table["grad_std"].notna().all()
+    assert meta_of(run)["status"] == "ok" and "branch_var" in r.output
+    assert cli("plot", run, "--out", tmp_path / "spp.png").exit_code == 0
+    for name in ("depth_study_conv", "depth_study_resnet"):
+        cfg = load("depth-study", root / "configs" / f"{name}.yaml")
+        assert bncli.run("depth-study", root / "configs" / f"{name}.yaml", depth=cfg.depth, device="cpu",
+                         channels=8).status == "ok"
