@@ -35,8 +35,10 @@ from bncli.nets import layer_fn, make_input
 from bncli.studies import depth
 
 # depth, width, batch; "wide" (a GPU's size: 64 GB of notebook-style weights) skips the notebook
-SIZES = {"notebook": (100, 256, 16), "large": (1000, 1024, 128), "wide": (1000, 4096, 1024)}
-TARGETS = {"speedup": 2.5, "near_limit": 1.3, "near_limit_cuda": {"notebook": 1.7, "large": 1.3},
+SIZES = {"notebook": (100, 256, 16), "large": (1000, 1024, 128), "wide": (1000, 4096, 1024),
+         "conv": (50, 64, 32)}  # conv: depth, channels, batch, on 32 x 32 images (--arch conv)
+CONV_IMAGE = 32
+TARGETS = {"speedup": 2.5, "conv_speedup": 1.5, "near_limit": 1.3, "near_limit_cuda": {"notebook": 1.7, "large": 1.3},
            "stream_rss_gb": 1.5, "notebook_rss_gb": 4.0,
            "help_s": 0.3, "help_vs_torch": 0.2}
 GB = 1e9
@@ -78,9 +80,31 @@ class MLP(nn.Module):
                 nn.init.kaiming_normal_(m.weight.data)
 
 
+class ConvNet(MLP):
+    """The notebook's model with Conv2d(C, C, 3, padding 1) and BatchNorm2d: what one would write."""
+
+    def __init__(self, channels, num_layers):
+        nn.Module.__init__(self)
+        self.linears = nn.ModuleList([nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+                                      for _ in range(num_layers)])
+        self.bns = nn.ModuleList([nn.BatchNorm2d(channels) for _ in range(num_layers)])
+
+    def initialize(self):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight.data)
+
+
 def notebook_style(cfg, device, lean=False):
     """Build, init again, forward: the notebook's own forward is target 1's reference."""
     torch.manual_seed(cfg.seed)
+    if cfg.arch.value == "conv":
+        net = ConvNet(cfg.channels, cfg.depth)
+        net.initialize()
+        net.to(device)
+        x = torch.randn(cfg.batch_size, cfg.channels, cfg.image_size, cfg.image_size, device=device)
+        _, stds = net.forward_lean(x) if lean else net(x)
+        return stds
     net = MLP(cfg.width, cfg.depth)
     net.initialize()
     net.to(device)
@@ -126,8 +150,9 @@ DTYPE = "float32"  # bncli's and the lower bound's; --dtype bfloat16 for GPUs
 
 def make_cfg(size, device, approach="bncli"):
     d, w, b = SIZES[size]
-    return config.load(depth.CONFIG, None, depth=d, width=w, batch_size=b, device=str(device), dtype=DTYPE,
-                       keep_weights=approach == "bncli --keep-weights")
+    shape = {"arch": "conv", "channels": w, "image_size": CONV_IMAGE} if size == "conv" else {"width": w}
+    return config.load(depth.CONFIG, None, depth=d, batch_size=b, device=str(device), dtype=DTYPE,
+                       keep_weights=approach == "bncli --keep-weights", **shape)
 
 
 def sync(device):
@@ -150,7 +175,7 @@ def time_size(size, device, repeats, names) -> dict[str, list[float]]:
         APPROACHES[n](make_cfg("notebook", device, n), device)
     for r in range(repeats):
         for n in names:
-            if size == "large" and n.startswith("notebook") and r >= 2:
+            if size in ("large", "conv") and n.startswith("notebook") and r >= 2:
                 continue  # ~20 s a go on 2 cores: two runs are enough
             times[n].append(timed(APPROACHES[n], make_cfg(size, device, n), device))
             print(f"  {size:8s} {n:22s} {times[n][-1]:8.3f} s", file=sys.stderr, flush=True)
@@ -255,7 +280,8 @@ def report(info, load, times, mem, start, repeats, cuda=False) -> str:
     for size, m in med.items():
         d, w, b = SIZES[size]
         for n, s in m.items():
-            lines.append(f"| {size} ({d}x{w}x{b}) | {n} | {fmt_s(s)} | {len(times[size][n])} "
+            shape = f"{d}x{w}x{b}" + (f" on {CONV_IMAGE}x{CONV_IMAGE}" if size == "conv" else "")
+            lines.append(f"| {size} ({shape}) | {n} | {fmt_s(s)} | {len(times[size][n])} "
                          f"| {s / m['bncli']:.2f}x |")
     lines += ["", "## Peak memory (peak RSS, VmHWM, of a fresh process running one approach, torch included)", "",
               "| size | approach | peak RSS | wall time |", "|---|---|---:|---:|"]
@@ -276,10 +302,12 @@ def report(info, load, times, mem, start, repeats, cuda=False) -> str:
     for size, m in med.items():
         if "notebook-style" in m:
             r = m["notebook-style"] / m["bncli"]
-            ok = f" {verdict(r >= TARGETS['speedup'])} (>= {TARGETS['speedup']}x)" if size == "large" else ""
+            want = {"large": TARGETS["speedup"], "conv": TARGETS["conv_speedup"]}.get(size)
+            ok = f" {verdict(r >= want)} (>= {want}x)" if want else ""
             lean = f" ({m[LEAN] / m['bncli']:.2f}x than its no_grad variant)" if LEAN in m else ""
             lines.append(f"- 1. {size}: bncli is {r:.2f}x faster than notebook-style{lean}.{ok}")
         limit = (TARGETS["near_limit_cuda"] if cuda else {"large": TARGETS["near_limit"]}).get(size)
+        limit = TARGETS["near_limit"] if size == "conv" else limit
         if "lower bound" in m:
             r = m["bncli"] / m["lower bound"]
             ok = f" {verdict(r <= limit)} (<= {limit}x)" if limit else ""
@@ -306,7 +334,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (timed with torch.cuda.synchronize)")
     p.add_argument("--dtype", default="float32", help="bncli's dtype (notebook-style is float32): float32, bfloat16")
-    p.add_argument("--sizes", default="notebook,large", help="comma-separated: notebook, large, wide")
+    p.add_argument("--sizes", default="notebook,large,conv", help="comma-separated: notebook, large, wide, conv")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per approach (large notebook-style: 2)")
     p.add_argument("--startup-repeats", type=int, default=7)
     p.add_argument("--no-memory", action="store_true", help="skip the child processes that measure peak RSS")

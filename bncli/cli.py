@@ -241,7 +241,7 @@ def depth_study(
         show_default="stream")] = None,
     init_gain: Annotated[Optional[float], typer.Option(
         help="Gain of the orthogonal, xavier, xavier_uniform and lecun_normal inits.", show_default="1.0")] = None,
-    groups: Annotated[Optional[int], typer.Option(help="Groups of groupnorm; must divide --width.",
+    groups: Annotated[Optional[int], typer.Option(help="Groups of groupnorm; must divide --width (--channels).",
                                                   show_default="32")] = None,
     bn_mode: Annotated[Optional[BNMode], typer.Option(
         help="batchnorm with batch statistics (train) or running ones, 0 and 1 at init (eval).",

@@ -80,10 +80,12 @@ def test_convergence_on_cuda_reaches_the_truth():
 
 def test_every_command_runs_on_cuda(cli, tmp_path):
     for args in (["depth-study", "--depth", 30, "--grads", "--erank"], ["running-stats", "--dims", 2],
-                 ["convergence", "--iterations", 50]):
-        r = cli(*args, "--device", "cuda", "--name", "gpu")
+                 ["convergence", "--iterations", 50],
+                 ["depth-study", "--arch", "resnet", "--blocks", 2, "--channels", 16, "--grads", "--erank"]):
+        name = f"gpu{len(args)}"
+        r = cli(*args, "--device", "cuda", "--name", name)
         assert r.exit_code == 0, r.output
-        run = cli.out / args[0] / "gpu"
+        run = cli.out / args[0] / name
         meta = json.loads((run / "meta.json").read_text())
         assert meta["device"] == "cuda" and meta["device_name"] == torch.cuda.get_device_name(0)
         assert cli("show", run).exit_code == 0
@@ -94,3 +96,22 @@ def test_every_command_runs_on_cuda(cli, tmp_path):
     assert one.exit_code == 0 and two.exit_code == 0, (one.output, two.output)
     assert file_bytes(tmp_path / "one") == file_bytes(tmp_path / "two")  # workers on one GPU: same bits
     assert cli("plot", tmp_path / "one" / "sweeps" / "s", "--metric", "chan_var").exit_code == 0
+
+
+@pytest.mark.parametrize("norm", ["batchnorm", "groupnorm", "layernorm", "rmsnorm", "none"])
+def test_conv_and_resnet_run_on_cuda_with_every_norm(norm):
+    for arch in ("conv", "resnet"):
+        r = depth("cuda", arch=arch, norm=norm, groups=8, depth=12 if arch == "conv" else None,
+                  stages=2, blocks=3, channels=16, keep_weights=False)
+        assert r.status == "ok" and r.table["std"].notna().all()
+        kept = depth("cuda", arch=arch, norm=norm, groups=8, depth=12 if arch == "conv" else None,
+                     stages=2, blocks=3, channels=16, keep_weights=True)
+        pd.testing.assert_frame_equal(r.table, kept.table)
+
+
+def test_resnet_signal_propagation_on_cuda_matches_theory():
+    runs = [depth("cuda", arch="resnet", stages=3, blocks=4, channels=32, seed=s).table for s in range(16)]
+    sq = np.array([t["std"].to_numpy() ** 2 for t in runs])
+    theory = runs[0]["theory_std"].to_numpy() ** 2
+    sem = sq.std(0, ddof=1) / np.sqrt(len(sq))
+    assert (np.abs(sq.mean(0) - theory) <= 4 * sem + 0.03 * theory).all()
