@@ -187,3 +187,12 @@ def test_cli_resnet_run_plot_and_shipped_configs(cli, tmp_path):
         cfg = load("depth-study", root / "configs" / f"{name}.yaml")
         assert bncli.run("depth-study", root / "configs" / f"{name}.yaml", depth=cfg.depth, device="cpu",
                          channels=8).status == "ok"
+
+
+def test_the_shipped_resnet_sweep_runs_and_draws_its_plot(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    out = bncli.sweep(root / "configs" / "sweeps" / "resnet_norms.yaml", tmp_path)
+    assert out.failed == 0 and out.total == 9 and out.plot.stat().st_size > 50_000
+    table = bncli.open_sweep(out.dir).table
+    last = table[table["layer"] == 23].groupby("norm")["chan_var"].mean()
+    assert last["none"] > 100 * last["batchnorm"]  # unnormalised: exploded; normalised: a few units

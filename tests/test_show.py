@@ -66,3 +66,16 @@ def test_a_running_stats_sweep_summary_against_the_formula(cli, tmp_path):
     summary = pd.read_csv(tmp_path / "out" / "sweeps" / "m" / "summary.csv")
     assert len(summary) == 3 * 3 * 5 and list(summary["momentum"].unique()) == ["0.5", "none", "0.1"]
     assert (tmp_path / "out" / "sweeps" / "m" / "running_stats.png").stat().st_size > 5000
+
+
+def test_show_opens_a_convergence_run_saved_under_its_old_name(cli):
+    import shutil
+
+    assert cli("convergence", "--iterations", 20, "--name", "c").exit_code == 0
+    new = cli.out / "convergence" / "c"
+    old = cli.out / "running-stats-convergence" / "c"
+    shutil.copytree(new, old)
+    meta = (old / "meta.json").read_text().replace('"study": "convergence"', '"study": "running-stats-convergence"')
+    (old / "meta.json").write_text(meta)
+    shown, again = cli("show", old), cli("show", new)
+    assert shown.exit_code == 0 and table_rows(shown.output) == table_rows(again.output)
