@@ -107,9 +107,13 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 def _console():
+    """Rich on a terminal; into a file or a pipe (a CI log), as wide as the tables need: rich
+    would otherwise assume 80 columns and cut every number that does not fit."""
+    import sys
+
     from rich.console import Console
 
-    return Console()
+    return Console() if sys.stdout.isatty() else Console(width=100_000, soft_wrap=True)
 
 
 @contextmanager

@@ -29,7 +29,7 @@ def num(v: float) -> str:
 def table(columns: list[str], title: str | None = None, justify: str = "right") -> Table:
     t = Table(title=title, header_style="bold")
     for col in columns:
-        t.add_column(col, justify=justify)
+        t.add_column(col, justify=justify, overflow="fold")  # a narrow screen wraps a cell, never cuts it
     return t
 
 
@@ -77,9 +77,9 @@ def sweep_summary(summary: pd.DataFrame, keys: list[str], study, title: str | No
     failed_any = (summary["status"] == "failed").any()
     t = Table(title=title, header_style="bold")
     for k in keys:
-        t.add_column(k, no_wrap=True)
+        t.add_column(k, overflow="fold")
     for c in ["seeds", *study.SWEEP_COLUMNS] + (["failed"] if failed_any else []):
-        t.add_column(c, justify="right", no_wrap=True)
+        t.add_column(c, justify="right", overflow="fold")
     for values, g in sweep_configs(summary, keys):
         runs = g.groupby("run", sort=False) if "run" in g else g.groupby("seed", sort=False)
         done = [r for _, r in runs if r["status"].iloc[0] in ("ok", "diverged")]

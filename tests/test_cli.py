@@ -204,3 +204,22 @@ def test_help_defaults_match_the_models():
                 continue
             default = ",".join(map(str, default)) if isinstance(default, list) else default
             assert p.show_default == str(default), (study, p.name)
+
+
+@pytest.mark.parametrize("columns", ["40", "60", "200"])
+def test_piped_output_never_cuts_a_number(cli, monkeypatch, columns):
+    """Into a pipe or a file (a CI log), whatever COLUMNS says, every value is there in full."""
+    from bncli.report import fmt
+
+    monkeypatch.setenv("COLUMNS", columns)
+    r = cli("depth-study", "--init", "normal", "--norm", "none", "--grads", "--erank", "--depth", 40,
+            "--width", 32, "--name", f"p{columns}")
+    assert r.exit_code == 0, r.output
+    assert "…" not in r.output
+    table = pd.read_csv(cli.out / "depth-study" / f"p{columns}" / "layers.csv")
+    shown = {int(line.split("│")[1]) for line in r.output.splitlines() if line.startswith("│")}
+    for _, row in table[table["layer"].isin(shown)].iterrows():
+        line = next(ln for ln in r.output.splitlines() if ln.startswith("│") and int(ln.split("│")[1]) == row["layer"])
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        assert [fmt(float(row[c])) for c in ("mean", "std", "abs_max", "erank", "grad_std")] == \
+            [cells[1], cells[2], cells[3], cells[7], cells[8]]
