@@ -107,8 +107,38 @@ def config_error(err: ValidationError, cls: type[Config], flags: set[str] = froz
     return describe(err, cls.model_fields, name)
 
 
+class _Loader(yaml.SafeLoader):
+    """safe_load with two fixes for YAML as people write it: `1e-5` is the number (YAML 1.1
+    wants `1.0e-5`, and PyYAML reads the rest as text), and a key given twice is refused with
+    both lines, not silently resolved to the last one."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # an unhashable key: the base class says so
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{show(key)} is given twice (first at line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
 def read_yaml(path: Path, what: str = "--config") -> Any:
-    """Parse a YAML file with safe_load only: no tag can construct a Python object."""
+    """Parse a YAML file with a SafeLoader only: no tag can construct a Python object."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -118,7 +148,11 @@ def read_yaml(path: Path, what: str = "--config") -> Any:
     except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: a NUL in the path
         raise BncliError(f"{what}: cannot read {path}: {e}") from None
     try:
-        return yaml.safe_load(text)
+        loader = _Loader(text)  # what yaml.safe_load does, with the SafeLoader above
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

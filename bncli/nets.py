@@ -91,7 +91,7 @@ def kaiming_gain(cfg: DepthConfig) -> float:
     """
     act = cfg.activation.value
     if act == "leaky_relu":
-        return math.sqrt(2.0 / (1 + cfg.negative_slope**2))
+        return math.sqrt(2.0 / (1 + cfg.negative_slope * cfg.negative_slope))  # 1e200 ** 2 would raise
     if act in ("gelu", "silu"):
         return 1 / math.sqrt(gauss_moments(activation(cfg), 1.0)[1])
     return math.sqrt(2.0)

@@ -341,7 +341,10 @@ def write_run(run: Run) -> None:
             write_csv(d / mod.CSV, run.result.table, run.result.off)
             if mod.RUN_PLOT and len(run.result.table):  # unlabelled: the one run's own lines
                 table = run.result.table
-                write_plot(d / mod.PLOT, run.study, table.assign(label="", parts=[()] * len(table), seed=0))
+                try:
+                    write_plot(d / mod.PLOT, run.study, table.assign(label="", parts=[()] * len(table), seed=0))
+                except Exception as e:  # noqa: BLE001 - a plot that cannot be drawn loses no result
+                    run.meta["plot_error"] = _first_line(e)
         write_json(d / "meta.json", run.meta)
     except RunError as e:
         if run.status == "running":

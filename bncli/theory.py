@@ -76,15 +76,15 @@ def weight_var(cfg: DepthConfig, n: int | None = None) -> float:
     n = n or cfg.width
     init = cfg.init.value
     if init in ("kaiming", "kaiming_uniform"):
-        return kaiming_gain(cfg) ** 2 / n
+        return kaiming_gain(cfg) * kaiming_gain(cfg) / n  # products, not **: 1e200 ** 2 raises, 1e200 * 1e200 is inf
     if init in ("xavier", "xavier_uniform", "lecun_normal", "orthogonal"):
-        return cfg.init_gain**2 / n
+        return cfg.init_gain * cfg.init_gain / n
     if init == "normal":
-        return cfg.init_std**2
+        return cfg.init_std * cfg.init_std
     if init == "trunc_normal":  # N(0, s^2) cut at +-2s keeps variance s^2 (1 - 2a phi(a) / (2 Phi(a) - 1))
         a = 2.0
         phi = math.exp(-a * a / 2) / math.sqrt(2 * math.pi)
-        return cfg.init_std**2 * (1 - 2 * a * phi / math.erf(a / math.sqrt(2)))
+        return cfg.init_std * cfg.init_std * (1 - 2 * a * phi / math.erf(a / math.sqrt(2)))
     if init == "default":  # U(-1/sqrt(n), 1/sqrt(n))
         return 1 / (3 * n)
     raise ValueError(f"no weight variance for init {init}")
@@ -231,6 +231,6 @@ def map_theory(cfg: DepthConfig) -> np.ndarray:
             h = c2 * norm(m)
             f = conv(c2 * norm(conv(h, c_in, stride=2 if transition else 1)), c)
             skip = conv(h, c_in, k=1, stride=2) if transition else m
-            m = skip + cfg.residual**2 * f
+            m = skip + cfg.residual * cfg.residual * f
             out[i] = math.sqrt(m.mean()) if np.isfinite(m.mean()) else math.inf
     return out

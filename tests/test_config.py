@@ -110,3 +110,20 @@ def test_running_stats_errors(flags, match):
 
 def test_layernorm_accepts_batch_of_one():
     assert load("depth-study", None, norm="layernorm", batch_size=1).batch_size == 1
+
+
+def test_yaml_as_people_write_it(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("eps: 1e-5\nseed: 2\n")  # YAML 1.1 would read 1e-5 as text
+    assert load("running-stats", f).eps == 1e-5
+    f.write_text("init_std: -2.5E+3\n")  # read as the number, so refused for its range, not as text
+    with pytest.raises(BncliError, match=r"init_std in .*: Input should be greater than 0 \(got -2500.0\)"):
+        load("depth-study", f)
+    f.write_text("depth: 3\nwidth: 8\ndepth: 4\n")
+    twice = r"not valid YAML at line 3, column 1: 'depth' is given twice \(first at line 1\)"
+    with pytest.raises(BncliError, match=twice):
+        load("depth-study", f)
+    f.write_text("eps: 1e-5\n")
+    saved = tmp_path / "saved.yaml"
+    saved.write_text(load("running-stats", f).to_yaml())
+    assert load("running-stats", saved).eps == 1e-5

@@ -267,10 +267,13 @@ def draw(plt, table: pd.DataFrame, metric: str | None):
                         color=palette(ei % 10), linestyle=figures.LINESTYLES[gi % len(figures.LINESTYLES)])
         if m in ("mean_error", "var_error"):
             ax.axhline(WITHIN, color="0.4", lw=0.8, ls=":", label="1%")
+        ax.set_xlim(1, max(2, int(table["iteration"].max()) + 1))  # not the data's: it may be all nan
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        y = table[m].to_numpy(float)
+        if (np.isfinite(y) & (y > 0)).any():  # errors can all be 0 (or nan) on a degenerate stream
+            ax.set_yscale("log")
         ax.set_xlabel("iteration (steps)")
-        ax.set_ylabel(m + " (log scale)")
+        ax.set_ylabel(m + (" (log scale)" if ax.get_yscale() == "log" else ""))
         ax.set_title(f"{m}, mean over channels")
         ax.grid(True, which="major", alpha=0.3)
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)

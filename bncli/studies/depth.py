@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from rich.table import Table
 from rich.text import Text
 
@@ -57,7 +57,7 @@ class DepthConfig(Config):
     init_gain: PosFloat = 1.0  # gain of orthogonal, xavier, xavier_uniform and lecun_normal
     groups: Positive = 32  # groupnorm's number of groups; must divide width
     bn_mode: BNMode = BNMode.train  # eval: running stats, 0 and 1 at init, so almost the identity
-    negative_slope: NonNegFloat = 0.01  # leaky_relu's slope below zero
+    negative_slope: Annotated[NonNegFloat, Field(le=1e6)] = 0.01  # leaky_relu's slope below zero
     order: Order = Order.linear_norm_act  # or linear-act-norm
     residual: Optional[NonNegFloat] = None  # alpha: each layer is x + alpha f(x); 0 a plain stack (None: 1 for resnet)
     grads: bool = False  # one backward pass for grad_std, weight_grad_norm (keeps every weight)
@@ -78,6 +78,12 @@ class DepthConfig(Config):
         if self.norm == Norm.groupnorm and features % self.groups:
             raise ValueError(f"groups must divide {name} for norm groupnorm: {name} {features} "
                              f"is not a multiple of groups {self.groups}")
+        pixels = 1 if self.arch == Arch.mlp else self.image_size**2
+        if self.norm == Norm.groupnorm and features // self.groups * pixels < 2:
+            raise ValueError(f"groups: each of the {self.groups} groups must hold at least 2 values to normalise "
+                             f"({name} {features} / groups {self.groups} x {pixels} pixel(s))")
+        if self.batch_size * features * pixels < 2:
+            raise ValueError(f"batch_size x {name} must be at least 2: a std needs two values")
         if self.residual is None:
             self.residual = 1.0 if self.arch == Arch.resnet else 0.0
         if self.arch != Arch.mlp:
