@@ -106,6 +106,32 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     pass
 
 
+class _Out:
+    """stdout as rich writes to it: a reader that went away (`| head -1`) ends the printout,
+    not the command, which has saved its results and exits 0."""
+
+    def __init__(self, stream):
+        self.stream, self.gone = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self.gone = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self.gone = True
+
+    def __getattr__(self, name):  # isatty, encoding, fileno: the stream's own
+        return getattr(self.stream, name)
+
+
 def _console():
     """Rich on a terminal; into a file or a pipe (a CI log), as wide as the tables need: rich
     would otherwise assume 80 columns and cut every number that does not fit."""
@@ -113,7 +139,11 @@ def _console():
 
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=100_000, soft_wrap=True)
+    out = _Out(sys.stdout)
+    if not sys.stdout.isatty():
+        return Console(file=out, width=100_000, soft_wrap=True)
+    console = Console(file=out)
+    return console if console.width >= 20 else Console(file=out, width=80)  # COLUMNS=0 would print nothing
 
 
 @contextmanager
@@ -530,4 +560,27 @@ def _print_sweep(console, sweep) -> None:
 
 
 def main():
-    app()
+    """The console script. Whatever happens to stdout after a run (a reader that went away, a
+    full disk, an encoding without the table's characters) costs at most the printout: the
+    results are already saved, and no traceback is printed."""
+    import errno
+    import os
+
+    for stream in (sys.stdout, sys.stderr):  # `±`, `…` and box lines on an ASCII stream: replaced
+        try:
+            stream.reconfigure(errors="replace")
+        except (AttributeError, ValueError):
+            pass
+    try:
+        try:
+            app()
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:  # `bncli ... | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(0)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EIO, errno.EBADF):
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _fail(f"cannot write the output: {e.strerror} (what the command saved is on disk)", 1)

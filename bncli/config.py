@@ -14,7 +14,9 @@ column order of a sweep's summary.csv and the line order of config.yaml.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +28,7 @@ from bncli.errors import BncliError, describe, show
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,4})?")
 SEED_MAX = 2**63 - 1
+MAX_FILE = 2**20  # a config or sweep file is read up to this many bytes
 INT_MAX = 2**63 - 1  # every integer field fits an int64, so no size can overflow torch or a message
 
 
@@ -140,11 +143,22 @@ _Loader.add_implicit_resolver(
 def read_yaml(path: Path, what: str = "--config") -> Any:
     """Parse a YAML file with a SafeLoader only: no tag can construct a Python object."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(mode):  # /dev/zero reads forever, a FIFO blocks
+            raise BncliError(f"{what}: {path} is not a regular file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE + 1)  # bounded, whatever the file
+        if len(raw) > MAX_FILE:
+            raise BncliError(f"{what}: {path} is over {MAX_FILE // 2**20} MiB, too large for a config")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise BncliError(f"{what}: file not found: {path}") from None
     except IsADirectoryError:
         raise BncliError(f"{what}: {path} is a directory, not a YAML file") from None
+    except BncliError:
+        raise
     except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: a NUL in the path
         raise BncliError(f"{what}: cannot read {path}: {e}") from None
     try:

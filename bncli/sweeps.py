@@ -13,10 +13,12 @@ pool worker or a Ray task) and results.write_run (always here, in the parent).
 from __future__ import annotations
 
 import itertools
+import math
 import multiprocessing as mp
 import os
 import shutil
 import signal
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ from bncli.errors import BncliError, RunError, describe, show
 from bncli.results import FINISHED, Run, word
 
 SWEEPS = "sweeps"
+MAX_RUNS = 100_000  # grid points x seeds: checked from the lists' sizes before any is built
 
 
 def _none_is_empty(v: Any) -> Any:
@@ -125,10 +128,14 @@ def plan(path: Path, out: Path, name: str | None = None) -> Plan:
         if unknown:
             raise BncliError(f"{path}: {where}.{unknown[0]}: unknown field for {study}; "
                              f"accepted fields: {', '.join(f for f in cls.model_fields if f != 'seed')}")
-    words = [word(s) for s in spec.seeds]
-    dupes = {w for w in words if words.count(w) > 1}
+    runs = math.prod(len(v) for v in spec.grid.values()) * len(spec.seeds)  # counted, not expanded
+    if runs > MAX_RUNS:
+        sizes = " x ".join(str(len(v)) for v in [*spec.grid.values(), spec.seeds])
+        raise BncliError(f"{path}: grid and seeds: {sizes} = {runs} runs; a sweep has at most {MAX_RUNS}")
+    counts = Counter(word(s) for s in spec.seeds)
+    dupes = sorted(w for w, n in counts.items() if n > 1)
     if dupes:
-        raise BncliError(f"{path}: seeds: each seed once, got {', '.join(sorted(dupes))} more than once")
+        raise BncliError(f"{path}: seeds: each seed once, got {', '.join(dupes[:5])} more than once")
     for key, values in spec.grid.items():
         words = [word(v) for v in values]
         if len(set(words)) != len(words):
@@ -179,6 +186,8 @@ def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int 
     """
     if workers < 1:
         raise BncliError(f"--workers: must be at least 1, got {workers}")
+    if workers > _cpus():  # each worker runs a whole study: more than the cores only adds memory
+        raise BncliError(f"--workers: at most {_cpus()} here (the CPUs this process may use), got {workers}")
     if ray is not None:
         if workers != 1:
             raise BncliError("--workers: applies to --backend local; with --backend ray use --cpus-per-run")

@@ -635,3 +635,49 @@ def test_any_accepted_number_runs_overflow_is_a_result(cli, args):
 def test_numbers_that_cannot_run_are_refused_up_front(cli, args, says):
     line = one_line_error(cli("depth-study", *args), 2)
     assert says in line and not cli.out.exists()
+
+
+# -- bounded work, and stdout's failures --------------------------------------------------------
+
+def test_files_that_are_not_regular_or_too_large_are_one_line(cli, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert "is not a regular file" in one_line_error(cli("depth-study", "--config", fifo), 2)
+    assert "is not a regular file" in one_line_error(cli("depth-study", "--config", "/dev/zero"), 2)
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * 2**20 + "\n")
+    assert "too large for a config" in one_line_error(cli("depth-study", "--config", big), 2)
+
+
+def test_a_huge_grid_is_counted_not_built(cli, tmp_path):
+    keys = ["depth", "width", "batch_size", "groups", "init_std", "init_gain", "negative_slope", "residual"]
+    path = sweep_file(tmp_path, grid={k: list(range(1, 11)) for k in keys})  # 10^8 points: refused, not built
+    line = one_line_error(cli("sweep", path, "--out", tmp_path / "o", "--no-progress"), 2)
+    assert "10 x 10 x 10 x 10 x 10 x 10 x 10 x 10 x 1 = 100000000 runs" in line
+    path = sweep_file(tmp_path, "g", grid={"depth": list(range(1, 101)), "width": list(range(1, 101))},
+                      seeds=list(range(11)))
+    line = one_line_error(cli("sweep", path, "--out", tmp_path / "o", "--no-progress"), 2)
+    assert "100 x 100 x 11 = 110000 runs; a sweep has at most 100000" in line
+    assert not (tmp_path / "o").exists()
+    path = sweep_file(tmp_path, "w", base={"depth": 2, "width": 4, "batch_size": 2})
+    assert "--workers: at most" in one_line_error(cli("sweep", path, "--workers", 10_000, "--no-progress"), 2)
+
+
+def test_long_running_stats_show_a_screenful_and_keep_every_value(cli):
+    r = cli("running-stats", "--iterations", 200, "--name", "long")
+    assert r.exit_code == 0, r.output
+    assert "showing 21 of 200 iterations (every 10-th and the last)" in r.output
+    assert "torch matches the update formula on all 1000 values" in r.output
+    assert len(pd.read_csv(cli.out / "running-stats" / "long" / "running_stats.csv")) == 1000
+
+
+@pytest.mark.parametrize("how,code", [("| head -1", 0), ("> /dev/full", 1), ("| cat", 0)])
+def test_stdout_failures_never_lose_results_or_print_a_traceback(tmp_path, how, code):
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"} if how == "| cat" else dict(os.environ)
+    cmd = f"set -o pipefail; {sys.executable} -m bncli depth-study --depth 30 --width 16 --out out --name s {how}"
+    r = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == code, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) <= 1, r.stderr
+    if code:
+        assert r.stderr.startswith("Error: cannot write the output: No space left on device")
+    assert meta_of(tmp_path / "out" / "depth-study" / "s")["status"] == "ok"

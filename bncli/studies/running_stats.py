@@ -192,10 +192,22 @@ def summary(table: pd.DataFrame, shapes: dict, dtype: str = "float32") -> Text:
     return Text(f"{verdict}\nshapes: ") + Text("  ".join(f"{k} {tuple(v)}" for k, v in shapes.items()))
 
 
+SHOWN_ITERATIONS = 20  # a screen's worth: the CSV holds every iteration
+
+
 def render(run, every: int | None = None) -> list:
-    """Every value with its verdict, then the overall verdict and the buffers' shapes."""
+    """The values of every `every`-th iteration (all up to 20, else about 20) and the last,
+    each with its verdict; then the verdict over every value and the buffers' shapes."""
     dtype = str(run.settings.get("dtype", "float32"))
-    return [value_table(run.table, dtype), summary(run.table, run.meta.get("shapes") or {}, dtype)]
+    table = run.table
+    n = int(table["iteration"].max()) + 1 if len(table) else 0
+    every = every or max(1, math.ceil(n / SHOWN_ITERATIONS))
+    keep = set(range(0, n, every)) | {n - 1}
+    parts = [value_table(table[table["iteration"].isin(keep)], dtype)]
+    if len(keep) < n:
+        parts.append(Text(f"showing {len(keep)} of {n} iterations (every {every}-th and the last); "
+                          "running_stats.csv has them all"))
+    return [*parts, summary(table, run.meta.get("shapes") or {}, dtype)]
 
 
 def sweep_cells(runs: list[pd.DataFrame]) -> list[str]:
