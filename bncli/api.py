@@ -63,7 +63,12 @@ def execute(study: str, cfg: Config, out: Path | str | None = None, name: str | 
                 shutil.rmtree(run_dir, ignore_errors=True)
                 raise
 
-    r = results.compute(study, cfg, device, progress, on_start=start)
+    try:
+        r = results.compute(study, cfg, device, progress, on_start=start)
+    except BaseException:  # an interrupt before the first file: no empty directory blocks the name
+        if out is not None and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
     if r.dir is not None:
         results.write_run(r)
     if r.status == "failed":
@@ -81,7 +86,7 @@ def sweep(file: Path | str, out: Path | str = "results", name: str | None = None
     plot. Every grid point is checked before anything runs."""
     plan = sweeps.plan(Path(file), Path(out), name)
     outcome = sweeps.run(plan, resume=resume, fail_fast=fail_fast, workers=workers, progress=progress, ray=ray)
-    if (plan.dir / "aggregate.csv").exists():  # no run finished ok or diverged: nothing to draw
+    if (plan.dir / "aggregate.csv").exists() and not outcome.unaggregated:  # else: nothing (new) to draw
         outcome.plot = plot.plot([plan.dir], plan.dir / studies.get(plan.study).PLOT)
     return outcome
 

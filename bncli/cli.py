@@ -80,10 +80,19 @@ def _refuse_nul(args: list[str]) -> None:
             _fail(f"{flag}: {value!r} is not a valid name or path: it holds a NUL byte", 2)
 
 
+MAX_LINE = 1000  # characters of an error line: a 1 MB YAML key makes a short one
+
+
+def _plain(text: str) -> str:
+    """No control character or lone surrogate from a hostile file or path reaches the terminal."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def _fail(message: str, code: int):
-    # one line, and no control character or lone surrogate from a hostile file reaches the terminal
-    text = " ".join(message.split())
-    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    # one bounded line
+    text = _plain(" ".join(message.split()))
+    if len(text) > MAX_LINE:
+        text = f"{text[:MAX_LINE]}... ({len(text) - MAX_LINE} more characters)"
     typer.echo(f"Error: {text}", err=True)
     sys.exit(code)
 
@@ -148,19 +157,43 @@ def _console():
 
 @contextmanager
 def _sigterm_as_interrupt():
-    """SIGTERM ends a run the way Ctrl-C does: what was computed is saved, marked interrupted."""
-    def raise_interrupt(signum, frame):
-        raise KeyboardInterrupt
+    """SIGTERM ends a run the way Ctrl-C does: what was computed is saved, marked interrupted.
+
+    Only the first signal interrupts. Later ones (an impatient second Ctrl-C) are noted and
+    otherwise ignored until the command has saved what it computed, so they cannot cut the
+    saving short; the command then exits 130 as for the first.
+    """
+    signals = [signal.SIGINT, signal.SIGTERM]
+    taken = []
+
+    def interrupt(signum, frame):
+        taken.append(signum)
+        if len(taken) == 1:
+            raise KeyboardInterrupt
+        if len(taken) == 2:
+            sys.stderr.write("saving what was computed; it will be kept (one moment)\n")
 
     try:
-        old = signal.signal(signal.SIGTERM, raise_interrupt)
+        old = [signal.signal(s, interrupt) for s in signals]
     except ValueError:  # not the main thread: leave signals alone
         old = None
     try:
         yield
     finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+        if old is not None:  # once interrupted, the command only reports and exits 130, whatever follows
+            for s, handler in zip(signals, old, strict=True):
+                signal.signal(s, signal.SIG_IGN if taken else handler)
+
+
+@contextmanager
+def _reading(path):
+    """Saved results that cannot be read (a damaged CSV, a missing column, meta.json fields of
+    the wrong type, a directory where a file belongs) are one line naming the path, not a traceback."""
+    try:
+        yield
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError, OSError) as e:
+        what = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
+        raise BncliError(f"{path}: these results are damaged or incomplete, and cannot be shown ({what})") from None
 
 
 @contextmanager
@@ -205,11 +238,11 @@ def _run(study: str, config: Path | None, out: Path, name: str | None, every: in
         for part in mod.render(run, every):
             console.print(part)
     if mod.RUN_PLOT and (run.dir / mod.PLOT).exists():
-        console.print(f"plot: {run.dir / mod.PLOT}")
+        console.print(f"plot: {_plain(str(run.dir / mod.PLOT))}", markup=False)
     if run.status == "interrupted":
-        console.print(f"interrupted: partial results saved in {run.dir}")
+        console.print(f"interrupted: partial results saved in {_plain(str(run.dir))}", markup=False)
         raise typer.Exit(130)
-    console.print(f"results: {run.dir}")
+    console.print(f"results: {_plain(str(run.dir))}", markup=False)
 
 
 def _study_command(study: str):
@@ -487,10 +520,16 @@ def sweep_cmd(
     if outcome.skipped:
         console.print(f"resumed: {outcome.skipped} of {total} runs were already done")
     for run_name, error in outcome.errors.items():
-        console.print(f"[red]failed[/red] {run_name}: {error}", markup=True, highlight=False)
+        from rich.text import Text
+
+        console.print(Text("failed", "red") + Text(f" {_plain(run_name)}: {_plain(error)}"), highlight=False)
     if outcome.plot is not None:
-        console.print(f"plot: {outcome.plot}")
-    console.print(f"results: {outcome.dir}")
+        console.print(f"plot: {_plain(str(outcome.plot))}", markup=False)
+    console.print(f"results: {_plain(str(outcome.dir))}", markup=False)
+    if outcome.unaggregated:
+        console.print("interrupted while writing summary.csv and aggregate.csv: every finished run is kept; "
+                      "rerun with --resume to write them")
+        raise typer.Exit(130)
     if outcome.interrupted:
         finished = sum(s in results.FINISHED for s in outcome.status.values())
         console.print(f"interrupted: {finished} of {total} runs finished; "
@@ -521,7 +560,9 @@ def plot_cmd(
     """
     from bncli import api
 
-    _console().print(f"plot: {api.plot_runs(paths, out, metric)}")
+    with _reading(paths[0] if len(paths) == 1 else "PATH"):
+        path = api.plot_runs(paths, out, metric)
+    _console().print(f"plot: {_plain(str(path))}", markup=False)
 
 
 @app.command("show", short_help="Re-render a saved run or sweep from its files.")
@@ -540,13 +581,14 @@ def show_cmd(
     console = _console()
     if not path.is_dir():
         raise BncliError(f"PATH: {path} is not a directory (give a run or sweep directory)")
-    if results.is_sweep(path):
-        _print_sweep(console, results.open_sweep(path))
-        return
-    run = results.open_run(path)
-    if run.table is not None:
-        for part in studies.get(run.study).render(run, every):
-            console.print(part)
+    with _reading(path):
+        if results.is_sweep(path):
+            _print_sweep(console, results.open_sweep(path))
+            return
+        run = results.open_run(path)
+        parts = studies.get(run.study).render(run, every) if run.table is not None else []
+    for part in parts:
+        console.print(part)
     console.print(report.status_line(run.meta))
 
 

@@ -72,6 +72,15 @@ def default_out(paths: list[Path], study: str, metric: str | None) -> Path:
     return (Path(paths[0]) if len(paths) == 1 else Path.cwd()) / name
 
 
+def _free(path: Path) -> Path:
+    """A default name never replaces a file (a run's own convergence.png, a sweep's plot): -2, -3..."""
+    k = 1
+    while path.exists() or path.is_symlink():
+        k += 1
+        path = path.with_name(f"{path.stem.rsplit('-', 1)[0] if k > 2 else path.stem}-{k}{path.suffix}")
+    return path
+
+
 def plot(paths: list[Path], out: Path | None = None, metric: str | None = None) -> Path:
     """Draw the runs and sweeps at `paths` into one PNG; returns its path."""
     if not paths:
@@ -81,7 +90,7 @@ def plot(paths: list[Path], out: Path | None = None, metric: str | None = None) 
     if metric is not None and metric not in available:
         raise BncliError(f"--metric: {metric!r} is not a numeric column of these results; "
                          f"available: {', '.join(available)}")
-    out = Path(out) if out is not None else default_out(paths, study, metric)
+    out = Path(out) if out is not None else _free(default_out(paths, study, metric))
     if out.suffix.lower() != ".png":
         raise BncliError(f"--out: {out} must end in .png")
     if not out.parent.is_dir():

@@ -14,6 +14,7 @@ record: a run whose meta.json says ok, diverged, failed or interrupted is finish
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -59,8 +60,11 @@ def check_out(out: Path | str, flag: str = "--out") -> Path:
     if ".." in out.parts:
         raise BncliError(f"--out: {str(out)!r} must not contain '..'; give the directory plainly "
                          "or as an absolute path")
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out: {out} exists and is not a directory")
+    try:
+        if out.exists() and not out.is_dir():
+            raise RunError(f"--out: {out} exists and is not a directory")
+    except OSError as e:  # a name over the system's limit, a loop of links
+        raise RunError(f"--out: {out}: {e.strerror or e}") from None
     return out
 
 
@@ -266,8 +270,15 @@ class Run:
         return self.dir
 
 
+def short(name: str, limit: int = 120) -> str:
+    """A generated name within file-name limits: a long one keeps its start and a hash of the rest."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
 def default_name(study: str, cfg: Config) -> str:
-    return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{studies.get(study).label(cfg)}"
+    return short(f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{studies.get(study).label(cfg)}")
 
 
 def _out_of_memory(e: BaseException) -> bool:

@@ -18,6 +18,9 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
+import socket
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +38,8 @@ from bncli.errors import BncliError, RunError, describe, show
 from bncli.results import FINISHED, Run, word
 
 SWEEPS = "sweeps"
+PARENT_CHECK_SECONDS = 1.0  # how soon a pool worker notices its parent is gone
+LOCK = ".lock"  # a sweep directory's: the pid and host of the process working in it
 MAX_RUNS = 100_000  # grid points x seeds: checked from the lists' sizes before any is built
 
 
@@ -87,6 +92,7 @@ class Outcome:
     interrupted: bool = False
     stopped: bool = False  # --fail-fast stopped the sweep
     plot: Path | None = None  # drawn by the caller once the sweep is done
+    unaggregated: bool = False  # interrupted while writing summary.csv and aggregate.csv
 
     @property
     def failed(self) -> int:
@@ -102,7 +108,7 @@ def _safe(text: str) -> str:
 
 
 def run_name(values: dict[str, Any]) -> str:
-    return ",".join(f"{k}={_safe(word(v))}" for k, v in values.items())
+    return results.short(",".join(f"{k}={_safe(word(v))}" for k, v in values.items()), 200)
 
 
 def expand(grid: dict[str, list], seeds: list) -> list[dict[str, Any]]:
@@ -160,6 +166,14 @@ def plan(path: Path, out: Path, name: str | None = None) -> Plan:
 def _worker_init(threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(threads)
+    parent = os.getppid()
+
+    def watch() -> None:  # a parent killed with -9 cannot stop its pool: its workers notice
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="bncli-parent-watch").start()
 
 
 def _work(task: tuple[str, str, Any, torch.device]) -> tuple[str, Run]:
@@ -197,6 +211,14 @@ def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int 
     # node, since the driver may well have no GPU
     devices = {p.name: mod.preflight(p.cfg) for p in plan.points} if ray is None else {}
     todo, outcome = _prepare(plan, resume)
+    try:
+        return _execute(plan, todo, outcome, devices, fail_fast, workers, progress, ray)
+    finally:
+        unlock(plan.dir)
+
+
+def _execute(plan: Plan, todo: list[Point], outcome: Outcome, devices: dict, fail_fast: bool, workers: int,
+             progress, ray) -> Outcome:
     total = len(plan.points)
     tick = progress or (lambda done, total, current: None)
     tick(outcome.skipped, total, None)
@@ -219,7 +241,10 @@ def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int 
             _pool(plan, todo, devices, workers, store)
     except KeyboardInterrupt:
         outcome.interrupted = True
-    aggregate(plan)
+    try:
+        aggregate(plan)
+    except KeyboardInterrupt:  # the first signal came after the last run: every run is kept
+        outcome.interrupted = outcome.unaggregated = True
     return outcome
 
 
@@ -238,21 +263,82 @@ def _prepare(plan: Plan, resume: bool) -> tuple[list[Point], Outcome]:
         runs.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot create {runs}: {e.strerror or e}") from None
-    if not given.exists():
-        results.atomic_write(given, plan.text)
+    lock(plan.dir)
+    try:
+        if not given.exists():
+            results.atomic_write(given, plan.text)
+        return _todo(plan, resume)
+    except BaseException:
+        unlock(plan.dir)
+        raise
 
+
+def _todo(plan: Plan, resume: bool) -> tuple[list[Point], Outcome]:
+    """The points to run; on --resume, the finished ones (meta.json done and the CSV there) are kept."""
+    runs = plan.dir / "runs"
+    csv = studies.get(plan.study).CSV
     outcome = Outcome(plan.dir, len(plan.points), {})
     todo = []
     for p in plan.points:
-        status = _status(runs / p.name / "meta.json")
-        if resume and status in results.DONE:
+        d = runs / p.name
+        status = _status(d / "meta.json")
+        if resume and status in results.DONE and d.is_dir() and not d.is_symlink() and (d / csv).is_file():
             outcome.status[p.name] = status
+            for tmp in d.glob(".*.tmp"):  # left by a write that a crash cut short
+                tmp.unlink()
             continue
-        if (runs / p.name).exists():  # unfinished (running, interrupted, failed): redo it
-            shutil.rmtree(runs / p.name)
+        if d.is_symlink() or d.is_file():  # something else in the run's place
+            d.unlink()
+        elif d.exists():  # unfinished (running, interrupted, failed), or its CSV lost: redo it
+            shutil.rmtree(d)
         todo.append(p)
     outcome.skipped = len(plan.points) - len(todo)
     return todo, outcome
+
+
+def lock(directory: Path) -> None:
+    """Take `directory/.lock` for this process, or refuse in one line naming its holder. A lock
+    whose holder has died (SIGKILL, a power cut) on this machine is taken over."""
+    path = directory / LOCK
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            pid, host = _holder(path)
+            if pid is not None and (host != socket.gethostname() or _alive(pid)):
+                where = "" if host == socket.gethostname() else f" on {host}"
+                raise BncliError(f"{directory} is in use by process {pid}{where}; wait for it to finish or "
+                                 "stop it, then --resume") from None
+            path.unlink(missing_ok=True)  # its holder is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return
+    raise BncliError(f"{directory}: cannot take its lock {path}")
+
+
+def unlock(directory: Path) -> None:
+    path = directory / LOCK
+    if _holder(path)[0] == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+def _holder(path: Path) -> tuple[int | None, str | None]:
+    try:
+        pid, host = path.read_text().split()
+        return int(pid), host
+    except (OSError, ValueError):
+        return None, None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _status(meta_path: Path) -> str | None:

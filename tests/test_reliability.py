@@ -681,3 +681,160 @@ def test_stdout_failures_never_lose_results_or_print_a_traceback(tmp_path, how, 
     if code:
         assert r.stderr.startswith("Error: cannot write the output: No space left on device")
     assert meta_of(tmp_path / "out" / "depth-study" / "s")["status"] == "ok"
+
+
+# -- a second signal, an early one, a parent that dies ------------------------------------------
+
+@pytest.mark.parametrize("gap", [0.05, 0.3])
+def test_a_second_sigint_never_loses_the_layers_done(tmp_path, gap):
+    """Ctrl-C twice in quick succession: the second lands while the first is being saved."""
+    run = tmp_path / "out" / "depth-study" / "sig"
+    proc = _start(["-c", SWEEP_SLOW, "depth-study", "--depth", 5000, "--width", 16, "--out", "out",
+                   "--name", "sig"], tmp_path)
+    try:
+        _wait_for(lambda: (run / "meta.json").exists(), proc)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(gap)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, (out, err)
+    meta = meta_of(run)
+    table = pd.read_csv(run / "layers.csv")
+    assert meta["status"] == "interrupted" and 0 < len(table) == meta["layers_done"]
+
+
+def test_an_interrupt_before_the_first_file_leaves_no_directory(cli, monkeypatch):
+    from bncli import results
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results, "base_meta", ctrl_c)
+    r = cli("depth-study", *SMALL["depth-study"], "--name", "early")
+    assert r.exit_code == 130
+    assert not (cli.out / "depth-study" / "early").exists()  # the name is free again
+
+
+def test_an_interrupt_while_aggregating_says_so_and_resume_finishes(cli, tmp_path, monkeypatch):
+    from bncli import sweeps
+
+    path = sweep_file(tmp_path, base={"depth": 3, "width": 8, "batch_size": 4}, seeds=[0, 1])
+    real = sweeps.aggregate
+
+    def ctrl_c(plan):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweeps, "aggregate", ctrl_c)
+    r = cli("sweep", path, "--out", tmp_path / "o", "--no-progress")
+    assert r.exit_code == 130 and "every finished run is kept; rerun with --resume" in r.output
+    monkeypatch.setattr(sweeps, "aggregate", real)
+    r = cli("sweep", path, "--out", tmp_path / "o", "--resume", "--no-progress")
+    assert r.exit_code == 0 and "resumed: 2 of 2 runs were already done" in r.output
+    assert (tmp_path / "o" / "sweeps" / "s" / "aggregate.csv").exists()
+
+
+def test_pool_workers_stop_when_their_parent_is_killed(tmp_path):
+    sweep_file(tmp_path, "s", base={"width": 8, "batch_size": 4, "depth": 400}, seeds=list(range(8)))
+    d = tmp_path / "out" / "sweeps" / "s"
+    proc = _start(["-c", SWEEP_SLOW, "sweep", "s.yaml", "--out", "out", "--workers", 2, "--no-progress"], tmp_path)
+    try:
+        _wait_for(lambda: (d / "runs").is_dir() and len(_children(proc.pid)) >= 2, proc)
+        time.sleep(1.0)
+        workers = _children(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        end = time.monotonic() + 15
+        while time.monotonic() < end and any(_alive(p) for p in workers):
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in workers), workers
+    finally:
+        proc.kill()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid) and "python" in fields.get("Name", ""):
+            out.append(int(status.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "status").read_text().split("State:\t", 1)[1][0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+# -- damaged results, names and lines that stay in bounds ---------------------------------------
+
+def _damage_empty_csv(run):
+    (run / "layers.csv").write_text("")
+
+
+def _damage_text_in_numbers(run):
+    (run / "layers.csv").write_text("layer,mean\n0,abc\n")
+
+
+def _damage_meta_types(run):
+    (run / "meta.json").write_text('{"study": "depth-study", "status": 5, "diverged_at": "x"}')
+
+
+def _damage_dir_for_file(run):
+    (run / "layers.csv").unlink()
+    (run / "layers.csv").mkdir()
+
+
+@pytest.mark.parametrize("damage", [_damage_empty_csv, _damage_text_in_numbers, _damage_meta_types,
+                                    _damage_dir_for_file])
+def test_damaged_results_are_one_line_in_show_and_plot(cli, damage):
+    assert cli("depth-study", *SMALL["depth-study"], "--name", "d").exit_code == 0
+    run = cli.out / "depth-study" / "d"
+    damage(run)
+    for command in ("show",) if damage is _damage_meta_types else ("show", "plot"):  # plot needs no meta
+        line = one_line_error(cli(command, run), 2)
+        assert str(run) in line and ("damaged or incomplete" in line or "no results to plot" in line)
+
+
+def test_plot_never_replaces_a_file_by_default(cli):
+    assert cli("convergence", "--iterations", 10, "--name", "c").exit_code == 0
+    run = cli.out / "convergence" / "c"
+    own = (run / "convergence.png").read_bytes()
+    for k in (2, 3):
+        r = cli("plot", run)
+        assert r.exit_code == 0 and f"convergence-{k}.png" in r.output
+    assert (run / "convergence.png").read_bytes() == own
+
+
+def test_generated_names_stay_within_file_name_limits(cli, tmp_path):
+    momenta = ",".join(f"0.{i:03d}" for i in range(1, 60))
+    r = cli("convergence", "--momentum", momenta, "--iterations", 3)
+    assert r.exit_code == 0, r.output
+    (run,) = run_dirs(cli.out, "convergence")
+    assert len(run.name) <= 120
+    grid = {"depth": [2], "width": [4], "batch_size": [2], "norm": ["none"], "init": ["kaiming_uniform"],
+            "activation": ["leaky_relu"], "negative_slope": [0.01], "order": ["linear-norm-act"],
+            "bn_mode": ["train"], "dtype": ["float32"], "device": ["cpu"], "init_gain": [1.0],
+            "init_std": [1.0], "residual": [0.0], "groups": [2], "channels": [4], "kernel_size": [3, 5]}
+    path = sweep_file(tmp_path, grid=grid)  # run names of over 200 characters
+    r = cli("sweep", path, "--out", tmp_path / "o", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert all(len(p.name) <= 200 for p in (tmp_path / "o" / "sweeps" / "s" / "runs").iterdir())
+
+
+def test_error_lines_are_bounded_and_paths_printed_plainly(cli, tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("x" * 1_000_000 + ": 1\n")
+    line = one_line_error(cli("depth-study", "--config", f), 2)
+    assert len(line) < 1200
+    out = tmp_path / "out\x1b[31m"
+    r = cli("depth-study", *SMALL["depth-study"], "--out", out, "--name", "e")
+    assert r.exit_code == 0 and "\x1b" not in r.output and "results: " in r.output

@@ -1,6 +1,7 @@
 """bncli sweep: grid expansion, checks before running, files equal to single runs, resume, failures."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -224,3 +225,42 @@ def test_missing_sweep_file_is_named_as_such(cli, tmp_path):
     assert r.exit_code == 2
     assert r.output == f"Error: sweep file: file not found: {tmp_path / 'missing.yaml'}\n"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_directory_is_locked_while_a_process_works_in_it(cli, tmp_path):
+    import socket
+    import subprocess
+
+    path = write_sweep(tmp_path, seeds=(0,))
+    d = tmp_path / "out" / "sweeps" / "s"
+    assert sweep_cli(cli, path, "--out", tmp_path / "out").exit_code == 0
+    assert not (d / ".lock").exists()  # released when the sweep ends
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        (d / ".lock").write_text(f"{holder.pid} {socket.gethostname()}\n")
+        r = sweep_cli(cli, path, "--out", tmp_path / "out", "--resume")
+        assert r.exit_code == 2 and f"is in use by process {holder.pid}" in r.output
+    finally:
+        holder.kill()
+        holder.wait()
+    r = sweep_cli(cli, path, "--out", tmp_path / "out", "--resume")  # its holder is dead: taken over
+    assert r.exit_code == 0, r.output
+    assert not (d / ".lock").exists()
+
+
+def test_resume_redoes_what_is_not_really_there(cli, tmp_path):
+    path = write_sweep(tmp_path, seeds=(0,))
+    out = tmp_path / "out"
+    assert sweep_cli(cli, path, "--out", out).exit_code == 0
+    runs = out / "sweeps" / "s" / "runs"
+    names = sorted(p.name for p in runs.iterdir())
+    before = file_bytes(out)
+    (runs / names[0] / "layers.csv").unlink()  # meta.json says ok, the CSV is gone
+    shutil.rmtree(runs / names[1])
+    (runs / names[1]).write_text("not a run")  # a stray file in a run's place
+    shutil.rmtree(runs / names[2])
+    (runs / names[2]).symlink_to(tmp_path)  # a symlink in a run's place
+    (runs / names[3] / ".meta.json.abc.tmp").write_text("{")  # a write a crash cut short
+    r = sweep_cli(cli, path, "--out", out, "--resume")
+    assert r.exit_code == 0 and "resumed: 1 of 4 runs were already done" in r.output, r.output
+    assert file_bytes(out) == before and not (runs / names[2]).is_symlink()
