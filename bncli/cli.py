@@ -503,13 +503,7 @@ def sweep_cmd(
     """
     from bncli import api, results
 
-    ray = None
-    if backend == Backend.ray:
-        from bncli.ray_backend import RayOptions
-
-        ray = RayOptions(address, cpus_per_run, gpus_per_run)
-    elif address is not None:
-        raise BncliError("--address: only with --backend ray")
+    ray = _ray_options(backend, address, cpus_per_run, gpus_per_run)
     with _sigterm_as_interrupt(), _sweep_progress(progress) as cb:
         outcome = api.sweep(file, out, name, resume=resume, fail_fast=fail_fast, workers=workers, progress=cb,
                             ray=ray)
@@ -539,6 +533,22 @@ def sweep_cmd(
         console.print("stopped at the first failure (--fail-fast)")
     if outcome.failed:
         raise typer.Exit(1)
+
+
+def _ray_options(backend: Backend, address: str | None, cpus: float, gpus: float):
+    """Ray's options from the flags (None for the local backend), each checked up front."""
+    import math
+
+    if backend != Backend.ray:
+        if address is not None:
+            raise BncliError("--address: only with --backend ray")
+        return None
+    from bncli.ray_backend import RayOptions
+
+    for flag, v in (("--cpus-per-run", cpus), ("--gpus-per-run", gpus)):
+        if not math.isfinite(v):
+            raise BncliError(f"{flag}: must be a finite number, got {v}")
+    return RayOptions(address, cpus, gpus)
 
 
 @app.command("plot", short_help="Plot a metric against layer for runs and sweeps.")

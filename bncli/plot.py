@@ -87,6 +87,8 @@ def plot(paths: list[Path], out: Path | None = None, metric: str | None = None) 
         raise BncliError("PATH: give at least one run or sweep directory")
     study, table, stats = load(paths)
     available = metrics_of(table, study, stats)
+    if not available:  # a sweep whose every run failed, a run with no finite value
+        raise BncliError("PATH: these results hold no finite statistic to plot (did every run fail?)")
     if metric is not None and metric not in available:
         raise BncliError(f"--metric: {metric!r} is not a numeric column of these results; "
                          f"available: {', '.join(available)}")

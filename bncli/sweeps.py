@@ -121,6 +121,9 @@ def expand(grid: dict[str, list], seeds: list) -> list[dict[str, Any]]:
 def plan(path: Path, out: Path, name: str | None = None) -> Plan:
     """Read and check a sweep file. Any bad value raises BncliError; nothing is written."""
     data = cfgmod.read_yaml(path, "sweep file")
+    if data is not None and not isinstance(data, dict):
+        raise BncliError(f"{path}: a sweep file is a mapping of study, name, base, grid and seeds, "
+                         f"got a {type(data).__name__}")
     try:
         spec = SweepFile.model_validate(data if data is not None else {})
     except ValidationError as e:
@@ -385,8 +388,14 @@ def _sequential(plan: Plan, todo: list[Point], devices: dict, outcome: Outcome, 
 
 def _pool(plan: Plan, todo: list[Point], devices: dict, workers: int, store) -> None:
     ctx = mp.get_context("spawn")
-    pool = ctx.Pool(min(workers, max(1, len(todo))), initializer=_worker_init,
-                    initargs=(max(1, _cpus() // workers),))
+    # workers start with Ctrl-C ignored (a process group's Ctrl-C while they import would print a
+    # traceback per worker); the parent handles it, and _worker_init keeps it so
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        pool = ctx.Pool(min(workers, max(1, len(todo))), initializer=_worker_init,
+                        initargs=(max(1, _cpus() // workers),))
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     try:
         points = {p.name: p for p in todo}
         tasks = [(plan.study, p.name, p.cfg, devices[p.name]) for p in todo]

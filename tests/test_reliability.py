@@ -686,17 +686,18 @@ def test_stdout_failures_never_lose_results_or_print_a_traceback(tmp_path, how, 
 # -- a second signal, an early one, a parent that dies ------------------------------------------
 
 @pytest.mark.parametrize("gap", [0.05, 0.3])
-def test_a_second_sigint_never_loses_the_layers_done(tmp_path, gap):
-    """Ctrl-C twice in quick succession: the second lands while the first is being saved."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_second_signal_never_loses_the_layers_done(tmp_path, gap, sig):
+    """Ctrl-C (or SIGTERM) twice in quick succession: the second lands while the first is saved."""
     run = tmp_path / "out" / "depth-study" / "sig"
     proc = _start(["-c", SWEEP_SLOW, "depth-study", "--depth", 5000, "--width", 16, "--out", "out",
                    "--name", "sig"], tmp_path)
     try:
         _wait_for(lambda: (run / "meta.json").exists(), proc)
         time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         time.sleep(gap)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
@@ -801,7 +802,7 @@ def test_damaged_results_are_one_line_in_show_and_plot(cli, damage):
     damage(run)
     for command in ("show",) if damage is _damage_meta_types else ("show", "plot"):  # plot needs no meta
         line = one_line_error(cli(command, run), 2)
-        assert str(run) in line and ("damaged or incomplete" in line or "no results to plot" in line)
+        assert "damaged or incomplete" in line and str(run) in line or "no finite statistic to plot" in line
 
 
 def test_plot_never_replaces_a_file_by_default(cli):
@@ -838,3 +839,28 @@ def test_error_lines_are_bounded_and_paths_printed_plainly(cli, tmp_path):
     out = tmp_path / "out\x1b[31m"
     r = cli("depth-study", *SMALL["depth-study"], "--out", out, "--name", "e")
     assert r.exit_code == 0 and "\x1b" not in r.output and "results: " in r.output
+
+
+def test_a_sweep_file_that_is_not_a_mapping_and_a_sweep_whose_runs_all_failed(cli, tmp_path, monkeypatch):
+    f = tmp_path / "l.yaml"
+    f.write_text("- 1\n- 2\n")
+    assert "a sweep file is a mapping of study, name, base, grid and seeds, got a list" in one_line_error(
+        cli("sweep", f, "--out", tmp_path / "o", "--no-progress"), 2)
+    import bncli.studies.depth as depth
+
+    def boom(cfg, device, progress=None):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(depth, "run", boom)
+    path = sweep_file(tmp_path, base={"depth": 3, "width": 4, "batch_size": 2})
+    assert cli("sweep", path, "--out", tmp_path / "o", "--no-progress").exit_code == 1
+    line = one_line_error(cli("plot", tmp_path / "o" / "sweeps" / "s"), 2)
+    assert "no finite statistic to plot" in line
+
+
+def test_ray_options_that_cannot_work_are_refused_up_front(cli, tmp_path):
+    path = sweep_file(tmp_path, base={"depth": 2, "width": 4, "batch_size": 2})
+    for flag in ("--cpus-per-run", "--gpus-per-run"):
+        line = one_line_error(cli("sweep", path, "--backend", "ray", flag, "inf", "--out", tmp_path / "o"), 2)
+        assert f"{flag}: must be a finite number" in line
+    assert not (tmp_path / "o").exists()
