@@ -41,6 +41,29 @@ def task(study: str, cfg, threads: int) -> results.Run:
     return results.compute(study, cfg)
 
 
+def connect(opts: RayOptions) -> bool:
+    """Join (or start) Ray, and check that a run fits on it; True when this call started Ray,
+    whose caller must then shut it down (disconnect)."""
+    ray = import_ray()
+    started = _connect(ray, opts)
+    try:
+        have = ray.cluster_resources()
+        for flag, need, kind in (("--cpus-per-run", opts.cpus_per_run, "CPU"),
+                                 ("--gpus-per-run", opts.gpus_per_run, "GPU")):
+            if need > have.get(kind, 0):  # such a task would wait forever, silently
+                raise BncliError(f"{flag}: {need:g} is more than the Ray cluster's {have.get(kind, 0):g} {kind}s; "
+                                 f"ask for at most that")
+    except BaseException:
+        disconnect(started)
+        raise
+    return started
+
+
+def disconnect(started: bool) -> None:
+    if started:
+        import_ray().shutdown()
+
+
 def _connect(ray, opts: RayOptions) -> bool:
     """Join (or start) Ray; True when this call started it and so must shut it down."""
     if ray.is_initialized():
@@ -65,8 +88,7 @@ def run(study: str, items: list[tuple[Any, Any]], store: Callable[[Any, results.
     A task that raises or whose worker dies is stored as a failed run. Ctrl-C cancels the
     outstanding tasks; what finished is already stored.
     """
-    ray = import_ray()
-    started = _connect(ray, opts)
+    ray = import_ray()  # connected by the caller (connect), which checked that a run fits
     threads = max(1, int(opts.cpus_per_run))
     remote = ray.remote(task).options(num_cpus=opts.cpus_per_run, num_gpus=opts.gpus_per_run, max_retries=0)
     keys = {}
@@ -86,8 +108,6 @@ def run(study: str, items: list[tuple[Any, Any]], store: Callable[[Any, results.
     finally:
         for ref in keys:
             ray.cancel(ref, force=True)  # a no-op for tasks already done
-        if started:
-            ray.shutdown()
 
 
 def _first_line(e: BaseException) -> str:

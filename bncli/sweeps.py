@@ -36,6 +36,7 @@ from bncli import config as cfgmod
 from bncli import ray_backend, results, studies
 from bncli.errors import BncliError, RunError, describe, show
 from bncli.results import FINISHED, Run, word
+from bncli.studies.base import check_fits
 
 SWEEPS = "sweeps"
 PARENT_CHECK_SECONDS = 1.0  # how soon a pool worker notices its parent is gone
@@ -213,11 +214,19 @@ def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int 
     # device and size checks before any directory exists; on Ray each task checks on its own
     # node, since the driver may well have no GPU
     devices = {p.name: mod.preflight(p.cfg) for p in plan.points} if ray is None else {}
-    todo, outcome = _prepare(plan, resume)
+    if workers > 1 and hasattr(mod, "estimate_bytes"):  # the runs side by side must fit together
+        need = sum(sorted((mod.estimate_bytes(p.cfg) for p in plan.points), reverse=True)[:workers])
+        check_fits(next(iter(devices.values())), need, f"{workers} runs at once (--workers {workers})",
+                   "fewer --workers")
+    started = ray_backend.connect(ray) if ray is not None and plan.points else False
     try:
-        return _execute(plan, todo, outcome, devices, fail_fast, workers, progress, ray)
+        todo, outcome = _prepare(plan, resume)
+        try:
+            return _execute(plan, todo, outcome, devices, fail_fast, workers, progress, ray)
+        finally:
+            unlock(plan.dir)
     finally:
-        unlock(plan.dir)
+        ray_backend.disconnect(started)
 
 
 def _execute(plan: Plan, todo: list[Point], outcome: Outcome, devices: dict, fail_fast: bool, workers: int,

@@ -121,3 +121,14 @@ def test_resume_across_backends(ray_session, tmp_path, monkeypatch):
     done = sweeps.run(sweeps.plan(path, tmp_path / "out"), resume=True, ray=ray_opts())
     assert done.skipped == 3 and not done.interrupted and done.failed == 0
     assert file_bytes(done.dir) == file_bytes(clean.dir)
+
+
+def test_a_run_that_cannot_fit_on_the_cluster_is_refused_before_any_directory(ray_session, tmp_path):
+    from bncli.errors import BncliError
+
+    plan = sweeps.plan(write_sweep(tmp_path), tmp_path / "out")
+    with pytest.raises(BncliError, match=r"--cpus-per-run: 10000 is more than the Ray cluster's \d+ CPUs"):
+        sweeps.run(plan, ray=ray_opts(cpus_per_run=10_000))
+    with pytest.raises(BncliError, match=r"--gpus-per-run: 1 is more than the Ray cluster's 0 GPUs"):
+        sweeps.run(plan, ray=ray_opts(gpus_per_run=1))
+    assert not (tmp_path / "out").exists()

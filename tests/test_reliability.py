@@ -864,3 +864,17 @@ def test_ray_options_that_cannot_work_are_refused_up_front(cli, tmp_path):
         line = one_line_error(cli("sweep", path, "--backend", "ray", flag, "inf", "--out", tmp_path / "o"), 2)
         assert f"{flag}: must be a finite number" in line
     assert not (tmp_path / "o").exists()
+
+
+def test_workers_side_by_side_must_fit_together(cli, tmp_path, monkeypatch):
+    import bncli.studies.depth as depth
+    from bncli.studies.base import capacity
+
+    path = sweep_file(tmp_path, base={"depth": 2, "width": 4, "batch_size": 2}, seeds=[0, 1])
+    half = int(0.6 * capacity(torch.device("cpu")))  # each run fits alone, two do not
+    monkeypatch.setattr(depth, "estimate_bytes", lambda cfg: half)
+    monkeypatch.setattr(depth, "preflight", lambda cfg: torch.device("cpu"))
+    monkeypatch.setattr("bncli.sweeps._cpus", lambda: 2)
+    line = one_line_error(cli("sweep", path, "--workers", 2, "--out", tmp_path / "o", "--no-progress"), 2)
+    assert "too large: 2 runs at once (--workers 2)" in line and "use fewer --workers" in line
+    assert not (tmp_path / "o").exists()
