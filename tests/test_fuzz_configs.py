@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from bncli import choices
 from bncli.cli import app
-from bncli.errors import BncliError
+from bncli.errors import BncliError, RunError
 
 settings.register_profile(
     "bncli-fuzz", derandomize=True, deadline=None, database=None, print_blob=True,
@@ -245,3 +245,41 @@ def test_a_valid_example_really_runs():
         for r, out in _invoke([*COMMAND[study], "--config"], text):
             assert r.exit_code == 0, r.output
             check_outcome(r, out, study, text, note=print)
+
+
+# -- every number a field can hold, in a tiny study ---------------------------------------------
+
+TINY = {"depth-study": {"depth": 3, "width": 8, "batch_size": 4}, "running-stats": {"iterations": 2},
+        "convergence": {"iterations": 3, "batch_size": 4}}
+NUMERIC = {"depth-study": ["init_std", "init_gain", "negative_slope", "residual"],
+           "running-stats": ["momentum", "eps"],
+           "convergence": ["eps", "input_mean", "input_std", "momentum", "keras_momentum"]}
+any_float = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                      st.sampled_from([0.0, -0.0, 5e-324, 1e-300, 1e-38, 1.0, 3.4e38, 1e200, 1.7976931348623157e308]))
+
+
+def test_every_numeric_field_is_fuzzed():
+    assert set(NUMERIC) == set(CONFIGS) and all(set(f) <= set(CONFIGS[s].model_fields) for s, f in NUMERIC.items())
+
+
+@pytest.mark.parametrize("study", STUDIES)
+@settings(FUZZ, max_examples=40)
+@given(data=st.data())
+def test_any_number_in_any_numeric_field_runs_or_is_refused(study, data):
+    """Across the whole float range: a tiny study runs (ok, or diverged: overflow is a result)
+    or the value is refused with BncliError. Never another exception."""
+    import bncli
+
+    field = data.draw(st.sampled_from(NUMERIC[study]), label="field")
+    value = data.draw(any_float, label="value")
+    if field in ("input_mean", "input_std", "momentum", "keras_momentum") and study == "convergence":
+        value = [value]
+    try:
+        r = bncli.run(study, device="cpu", **{**TINY[study], field: value})
+    except BncliError as e:
+        assert not isinstance(e, RunError), (field, value, str(e))  # a run that failed is a bug
+        event("refused")
+        assert "\n" not in str(e)
+        return
+    event("ran")
+    assert r.status in ("ok", "diverged"), (field, value, r.meta)
