@@ -70,7 +70,11 @@ def execute(study: str, cfg: Config, out: Path | str | None = None, name: str | 
             run_dir.rmdir()
         raise
     if r.dir is not None:
-        results.write_run(r)
+        try:
+            results.write_run(r)
+        except KeyboardInterrupt:  # the run is done: its files are written all the same (the CLI holds
+            results.write_run(r)  # later signals), and the caller is told it was asked to stop
+            r.stop_asked = True
     if r.status == "failed":
         where = f"run recorded failed in {r.dir}" if r.dir is not None else "nothing saved"
         if r.out_of_memory:

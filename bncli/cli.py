@@ -242,6 +242,10 @@ def _run(study: str, config: Path | None, out: Path, name: str | None, every: in
     if run.status == "interrupted":
         console.print(f"interrupted: partial results saved in {_plain(str(run.dir))}", markup=False)
         raise typer.Exit(130)
+    if run.stop_asked:
+        console.print(f"interrupted while saving: the finished run is saved in {_plain(str(run.dir))}",
+                      markup=False)
+        raise typer.Exit(130)
     console.print(f"results: {_plain(str(run.dir))}", markup=False)
 
 

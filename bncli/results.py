@@ -245,6 +245,7 @@ class Run:
     cfg: Config | None = None  # the validated config (None when read back from files)
     dir: Path | None = None
     out_of_memory: bool = field(default=False, repr=False)
+    stop_asked: bool = field(default=False, repr=False)  # a signal came while its files were written
 
     @property
     def status(self) -> str:

@@ -878,3 +878,34 @@ def test_workers_side_by_side_must_fit_together(cli, tmp_path, monkeypatch):
     line = one_line_error(cli("sweep", path, "--workers", 2, "--out", tmp_path / "o", "--no-progress"), 2)
     assert "too large: 2 runs at once (--workers 2)" in line and "use fewer --workers" in line
     assert not (tmp_path / "o").exists()
+
+
+SLOW_WRITES = """
+import runpy, time
+from pathlib import Path
+from bncli import results
+
+real = results.atomic_write
+
+
+def slow(path, data):  # the CSV's write takes a second: the signal lands in the final writes
+    if Path(path).name == "layers.csv":
+        Path("writing").touch()
+        time.sleep(1.0)
+    return real(path, data)
+
+
+results.atomic_write = slow
+runpy.run_module("bncli", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_the_final_writes_keeps_the_finished_run(tmp_path, sig):
+    run = tmp_path / "out" / "depth-study" / "w"
+    proc = _start(["-c", SLOW_WRITES, "depth-study", "--depth", 10, "--width", 8, "--out", "out", "--name", "w"],
+                  tmp_path)
+    out, err = _signal_when(proc, lambda: (tmp_path / "writing").exists(), sig, 0.2)
+    assert f"interrupted while saving: the finished run is saved in {Path('out/depth-study/w')}" in out
+    assert meta_of(run)["status"] == "ok" and len(pd.read_csv(run / "layers.csv")) == 10
+    assert not list(run.glob(".*.tmp"))
