@@ -46,6 +46,8 @@ def connect(opts: RayOptions) -> bool:
     whose caller must then shut it down (disconnect)."""
     ray = import_ray()
     started = _connect(ray, opts)
+    if started:
+        _watch()
     try:
         have = ray.cluster_resources()
         for flag, need, kind in (("--cpus-per-run", opts.cpus_per_run, "CPU"),
@@ -57,6 +59,56 @@ def connect(opts: RayOptions) -> bool:
         disconnect(started)
         raise
     return started
+
+
+# Runs beside the driver that started a local Ray instance: it notes the driver's descendants
+# (Ray's GCS, raylet and their agents) while the driver lives, and kills those left when it dies.
+# Ray's own fate-sharing misses its agents, which outlive a driver killed with -9 by minutes.
+_WATCHDOG = """
+import os, sys, time, signal
+parent, me = int(sys.argv[1]), os.getpid()
+
+def tree():
+    kids = {}
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
+        except (OSError, ValueError, IndexError):
+            pass
+    out, todo = set(), [parent]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            if k != me and k not in out:
+                out.add(k)
+                todo.append(k)
+    return out
+
+seen = set()
+while True:
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        break
+    seen = tree()  # the last look while it lived: nothing once Ray has shut down itself
+    time.sleep(0.5)
+for pid in seen:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+def _watch() -> None:
+    """Start the watchdog (Linux: it reads /proc), in its own session so a Ctrl-C spares it."""
+    import os
+    import subprocess
+    import sys
+
+    if os.path.isdir("/proc/self"):
+        subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid())], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def disconnect(started: bool) -> None:

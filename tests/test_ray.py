@@ -5,6 +5,7 @@ One local Ray instance (2 CPUs, no dashboard) serves the whole module; bncli joi
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -132,3 +133,50 @@ def test_a_run_that_cannot_fit_on_the_cluster_is_refused_before_any_directory(ra
     with pytest.raises(BncliError, match=r"--gpus-per-run: 1 is more than the Ray cluster's 0 GPUs"):
         sweeps.run(plan, ray=ray_opts(gpus_per_run=1))
     assert not (tmp_path / "out").exists()
+
+
+def _descendants(pid: int) -> set[int]:
+    kids = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            kids.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    out, todo = set(), [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            if k not in out:
+                out.add(k)
+                todo.append(k)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="reads /proc")
+def test_ray_processes_stop_when_the_driver_is_killed(tmp_path):
+    """A driver that started its own Ray instance, killed with -9: Ray's GCS, raylet and agents
+    (which Ray's own fate-sharing misses) are gone within seconds."""
+    import signal
+    import subprocess
+    import time
+
+    pytest.importorskip("ray")
+    sweep_file(tmp_path, "s", base={"depth": 300_000, "width": 8, "batch_size": 4}, seeds=list(range(4)))
+    proc = subprocess.Popen([sys.executable, "-m", "bncli", "sweep", "s.yaml", "--backend", "ray", "--out", "out",
+                             "--no-progress"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end and len(_descendants(proc.pid)) < 4:  # GCS, raylet, agents, workers
+            time.sleep(0.5)
+        time.sleep(3)
+        ray_procs = _descendants(proc.pid)
+        assert ray_procs, "Ray did not start"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        end = time.monotonic() + 20
+        while time.monotonic() < end and any(Path(f"/proc/{p}").exists() for p in ray_procs):
+            time.sleep(0.5)
+        left = [p for p in ray_procs if Path(f"/proc/{p}/stat").exists()
+                and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+        assert not left, left
+    finally:
+        proc.kill()
