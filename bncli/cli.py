@@ -231,8 +231,12 @@ def _run(study: str, config: Path | None, out: Path, name: str | None, every: in
     mod = studies.get(study)
     cfg = cfgmod.load(mod.CONFIG, config, **flags)
     total = mod.progress_total(cfg)
-    with _sigterm_as_interrupt(), _progress(total or 0, study, total is not None) as cb:
-        run = api.execute(study, cfg, out, name, progress=cb)
+    try:
+        with _sigterm_as_interrupt(), _progress(total or 0, study, total is not None) as cb:
+            run = api.execute(study, cfg, out, name, progress=cb)
+    except KeyboardInterrupt:  # before the study's first step: there was nothing to keep
+        _console().print("interrupted before the run started: nothing was saved")
+        raise typer.Exit(130) from None
     console = _console()
     if run.table is not None:
         for part in mod.render(run, every):

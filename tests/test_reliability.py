@@ -909,3 +909,43 @@ def test_a_signal_during_the_final_writes_keeps_the_finished_run(tmp_path, sig):
     assert f"interrupted while saving: the finished run is saved in {Path('out/depth-study/w')}" in out
     assert meta_of(run)["status"] == "ok" and len(pd.read_csv(run / "layers.csv")) == 10
     assert not list(run.glob(".*.tmp"))
+
+
+SLOW_START = """
+import runpy, time
+from pathlib import Path
+from bncli import results
+
+real = results.base_meta
+
+
+def slow(*a, **k):  # the run directory exists, its first file does not: the signal lands here
+    Path("starting").touch()
+    time.sleep(2.0)
+    return real(*a, **k)
+
+
+results.base_meta = slow
+runpy.run_module("bncli", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_before_the_first_write_says_nothing_was_saved(tmp_path, sig):
+    proc = _start(["-c", SLOW_START, "depth-study", "--depth", 5, "--width", 8, "--out", "out", "--name", "early"],
+                  tmp_path)
+    out, err = _signal_when(proc, lambda: (tmp_path / "starting").exists(), sig, 0.2)
+    assert "interrupted before the run started: nothing was saved" in out
+    assert not (tmp_path / "out" / "depth-study" / "early").exists()  # the name is free
+
+
+def test_a_path_over_the_systems_limit_and_a_summary_missing_its_grid_key_are_one_line(cli, tmp_path):
+    long = tmp_path / ("x" * 300)
+    assert "File name too long" in one_line_error(cli("depth-study", *SMALL["depth-study"], "--out", long), 1)
+    path = sweep_file(tmp_path, base={"depth": 3, "width": 4, "batch_size": 2}, grid={"init": ["kaiming", "xavier"]})
+    assert cli("sweep", path, "--out", tmp_path / "o", "--no-progress").exit_code == 0
+    d = tmp_path / "o" / "sweeps" / "s"
+    summary = pd.read_csv(d / "summary.csv").drop(columns=["init"])
+    summary.to_csv(d / "summary.csv", index=False)
+    for command in ("show", "plot"):
+        assert "damaged or incomplete" in one_line_error(cli(command, d), 2)
