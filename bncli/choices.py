@@ -62,6 +62,12 @@ class InputKind(str, Enum):
     randn = "randn"  # seeded N(0, 1), fresh each iteration
 
 
+class Format(str, Enum):
+    table = "table"  # rich tables and summary lines, for people
+    csv = "csv"  # exactly the result's CSV file
+    json = "json"  # one document: study, status, settings, info and rows (non-finite numbers as null)
+
+
 class Backend(str, Enum):
     local = "local"  # this machine: one process, or a spawn pool with --workers
     ray = "ray"  # one Ray task per run, on a local instance or a cluster

@@ -21,7 +21,7 @@ import typer
 from typer.core import TyperGroup
 
 from bncli import __version__
-from bncli.choices import Activation, Arch, Backend, BNMode, DType, Init, InputKind, Norm, Order
+from bncli.choices import Activation, Arch, Backend, BNMode, DType, Format, Init, InputKind, Norm, Order
 from bncli.errors import BncliError
 
 
@@ -99,7 +99,7 @@ def _fail(message: str, code: int):
 
 # plain click help, not rich panels: rendering them costs ~0.1 s, half of `bncli --help`
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  pretty_exceptions_show_locals=False,
+                  pretty_exceptions_show_locals=False, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Experiments on how weight init and normalization shape the signal in deep nets.")
 
 
@@ -141,15 +141,16 @@ class _Out:
         return getattr(self.stream, name)
 
 
-def _console():
+def _console(stderr: bool = False):
     """Rich on a terminal; into a file or a pipe (a CI log), as wide as the tables need: rich
     would otherwise assume 80 columns and cut every number that does not fit."""
     import sys
 
     from rich.console import Console
 
-    out = _Out(sys.stdout)
-    if not sys.stdout.isatty():
+    stream = sys.stderr if stderr else sys.stdout
+    out = _Out(stream)
+    if not stream.isatty():
         return Console(file=out, width=100_000, soft_wrap=True)
     console = Console(file=out)
     return console if console.width >= 20 else Console(file=out, width=80)  # COLUMNS=0 would print nothing
@@ -222,9 +223,10 @@ def _progress(total: int, label: str, enabled: bool):
             bar.stop()
 
 
-def _run(study: str, config: Path | None, out: Path, name: str | None, every: int | None = None,
+def _run(study: str, config: Path | None, out: Path, name: str | None, output: tuple = (Format.table, False, None),
          **flags) -> None:
-    """Load the config (flags over --config), run and record the study, render its result."""
+    """Load the config (flags over --config), run and record the study, render its result as
+    output = (format, quiet, every) asks."""
     from bncli import api, studies
     from bncli import config as cfgmod
 
@@ -237,20 +239,39 @@ def _run(study: str, config: Path | None, out: Path, name: str | None, every: in
     except KeyboardInterrupt:  # before the study's first step: there was nothing to keep
         _console().print("interrupted before the run started: nothing was saved")
         raise typer.Exit(130) from None
+    fmt, quiet, every = output
     console = _console()
-    if run.table is not None:
-        for part in mod.render(run, every):
-            console.print(part)
-    if mod.RUN_PLOT and (run.dir / mod.PLOT).exists():
-        console.print(f"plot: {_plain(str(run.dir / mod.PLOT))}", markup=False)
+    # for scripts (--quiet, csv, json), stdout holds only the result: notes go to stderr
+    notes = console if fmt == Format.table and not quiet else _console(stderr=True)
+    if quiet:
+        console.print(_plain(str(run.dir)), markup=False, highlight=False)
+    elif fmt != Format.table:
+        _print_data(console, run.to_dict(), run.dir / mod.CSV, fmt)
+    else:
+        if run.table is not None:
+            for part in mod.render(run, every):
+                console.print(part)
+        if mod.RUN_PLOT and (run.dir / mod.PLOT).exists():
+            console.print(f"plot: {_plain(str(run.dir / mod.PLOT))}", markup=False)
     if run.status == "interrupted":
-        console.print(f"interrupted: partial results saved in {_plain(str(run.dir))}", markup=False)
+        notes.print(f"interrupted: partial results saved in {_plain(str(run.dir))}", markup=False)
         raise typer.Exit(130)
     if run.stop_asked:
-        console.print(f"interrupted while saving: the finished run is saved in {_plain(str(run.dir))}",
-                      markup=False)
+        notes.print(f"interrupted while saving: the finished run is saved in {_plain(str(run.dir))}", markup=False)
         raise typer.Exit(130)
-    console.print(f"results: {_plain(str(run.dir))}", markup=False)
+    if fmt == Format.table and not quiet:
+        console.print(f"results: {_plain(str(run.dir))}", markup=False)
+
+
+def _print_data(console, document: dict, csv: Path, fmt: Format) -> None:
+    """--format csv: the CSV file as it is on disk; json: one document, non-finite numbers null."""
+    import json
+
+    if fmt == Format.csv:
+        console.file.write(csv.read_text() if csv.is_file() else "")
+    else:
+        console.file.write(json.dumps(document, allow_nan=False, default=str) + "\n")
+    console.file.flush()
 
 
 def _study_command(study: str):
@@ -270,10 +291,12 @@ def _study_command(study: str):
                               else f"--{field.replace('_', '-')}", show_default=str(default))
         params.append(inspect.Parameter(field, kw, default=None, annotation=Annotated[Optional[kind], option]))
     params += [inspect.Parameter("out", kw, default=Path("results"), annotation=OutOpt),
-               inspect.Parameter("name", kw, default=None, annotation=NameOpt)]
+               inspect.Parameter("name", kw, default=None, annotation=NameOpt),
+               inspect.Parameter("format", kw, default=Format.table, annotation=FormatOpt),
+               inspect.Parameter("quiet", kw, default=False, annotation=QuietOpt)]
 
-    def command(config, out, name, **flags):
-        _run(study, config, out, name, **flags)
+    def command(config, out, name, format, quiet, **flags):
+        _run(study, config, out, name, (format, quiet, None), **flags)
 
     command.__signature__ = inspect.Signature(params)
     command.__annotations__ = {p.name: p.annotation for p in params}
@@ -283,6 +306,9 @@ def _study_command(study: str):
     return typer.main.get_command(one)
 
 
+FormatOpt = Annotated[Format, typer.Option("--format", help="table for people; csv: the result's CSV; json: "
+                                           "one document with the settings, status and rows (non-finite: null).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run directory (for scripts).")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML config file; flags override its fields.",
                                                    show_default=False)]
 OutOpt = Annotated[Path, typer.Option(help="Root directory for results.")]
@@ -349,6 +375,8 @@ def depth_study(
     blocks: Annotated[Optional[int], typer.Option(help="resnet: residual blocks per stage.", show_default="8")] = None,
     out: OutOpt = Path("results"),
     name: NameOpt = None,
+    format: FormatOpt = Format.table,
+    quiet: QuietOpt = False,
     every: Annotated[Optional[int], typer.Option(
         min=1, help="Show every K-th layer on screen (default: all up to 100 layers, else about 50 rows).",
         show_default=False)] = None,
@@ -368,7 +396,8 @@ def depth_study(
     Example: bncli depth-study --init normal --norm none --depth 50 --grads
     Example: bncli depth-study --arch resnet --norm none --residual 0.2
     """
-    _run("depth-study", config, out, name, every, init=init, init_std=init_std, norm=norm, activation=activation,
+    _run("depth-study", config, out, name, (format, quiet, every), init=init, init_std=init_std, norm=norm,
+         activation=activation,
          depth=depth, width=width, batch_size=batch_size, seed=seed, device=device, dtype=dtype,
          keep_weights=keep_weights, init_gain=init_gain, groups=groups, bn_mode=bn_mode,
          negative_slope=negative_slope, order=order, residual=residual, grads=grads, erank=erank, arch=arch,
@@ -406,6 +435,8 @@ def running_stats(
     dtype: FloatDTypeOpt = None,
     out: OutOpt = Path("results"),
     name: NameOpt = None,
+    format: FormatOpt = Format.table,
+    quiet: QuietOpt = False,
 ):
     """BatchNorm's running_mean/var, checked against r = (1 - m) * r + m * batch_stat.
 
@@ -415,7 +446,8 @@ def running_stats(
 
     Example: bncli running-stats --momentum 0.3 --dims 2
     """
-    _run("running-stats", config, out, name, momentum=_momentum(momentum), dims=dims, batch_size=batch_size,
+    _run("running-stats", config, out, name, (format, quiet, None), momentum=_momentum(momentum), dims=dims,
+         batch_size=batch_size,
          num_features=num_features, feature_shape=feature_shape, iterations=iterations, input=input, eps=eps,
          seed=seed, device=device, dtype=dtype)
 
@@ -441,6 +473,8 @@ def convergence(
     dtype: FloatDTypeOpt = None,
     out: OutOpt = Path("results"),
     name: NameOpt = None,
+    format: FormatOpt = Format.table,
+    quiet: QuietOpt = False,
 ):
     """BatchNorm's running estimates against the true statistics of a seeded stream.
 
@@ -452,7 +486,7 @@ def convergence(
 
     Example: bncli convergence --momentum 0.01,0.1,0.3 --input-std 2
     """
-    _run("convergence", config, out, name, momentum=momentum, keras_momentum=keras_momentum,
+    _run("convergence", config, out, name, (format, quiet, None), momentum=momentum, keras_momentum=keras_momentum,
          batch_size=batch_size, num_features=num_features, iterations=iterations, input_mean=input_mean,
          input_std=input_std, eps=eps, seed=seed, device=device, dtype=dtype)
 
@@ -589,6 +623,7 @@ def show_cmd(
     every: Annotated[Optional[int], typer.Option(
         min=1, help="Show every K-th layer (depth study; default: all up to 100 layers, else about 50 rows).",
         show_default=False)] = None,
+    format: FormatOpt = Format.table,
 ):
     """Re-render a saved run's table and summary, or a sweep's summary, from its files alone.
 
@@ -601,9 +636,17 @@ def show_cmd(
         raise BncliError(f"PATH: {path} is not a directory (give a run or sweep directory)")
     with _reading(path):
         if results.is_sweep(path):
-            _print_sweep(console, results.open_sweep(path))
+            sweep = results.open_sweep(path)
+            if format != Format.table:
+                rows = sweep.table.to_dict(orient="records")
+                doc = {"study": sweep.study, "dir": str(path), "keys": sweep.keys,
+                       "rows": [{k: results.json_value(v) for k, v in r.items()} for r in rows]}
+                return _print_data(console, doc, path / "summary.csv", format)
+            _print_sweep(console, sweep)
             return
         run = results.open_run(path)
+        if format != Format.table:
+            return _print_data(console, run.to_dict(), path / studies.get(run.study).CSV, format)
         parts = studies.get(run.study).render(run, every) if run.table is not None else []
     for part in parts:
         console.print(part)
@@ -631,6 +674,8 @@ def main():
             stream.reconfigure(errors="replace")
         except (AttributeError, ValueError):
             pass
+    if len(sys.argv) == 1:  # bare `bncli`: the help, as for --help, not a usage error
+        sys.argv.append("--help")
     try:
         try:
             app()

@@ -86,11 +86,12 @@ def tree():
 
 seen = set()
 while True:
+    look = tree()  # taken before the check: a look the parent outlived (orphans leave its tree)
     try:
         os.kill(parent, 0)
     except ProcessLookupError:
         break
-    seen = tree()  # the last look while it lived: nothing once Ray has shut down itself
+    seen = look  # nothing once Ray has shut itself down
     time.sleep(0.5)
 for pid in seen:
     try:

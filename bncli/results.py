@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -260,6 +261,14 @@ class Run:
         """The study's own outcome fields (diverged_at, shapes, ...), as in meta.json."""
         return {} if self.result is None else self.result.info
 
+    def to_dict(self) -> dict[str, Any]:
+        """The run as one JSON-ready document: a number that is not finite (a diverged layer, an
+        off statistic) is None, and `status` says why a run stopped."""
+        rows = [] if self.table is None else [
+            {k: json_value(v) for k, v in row.items()} for row in self.table.to_dict(orient="records")]
+        return {"study": self.study, "status": self.status, "dir": None if self.dir is None else str(self.dir),
+                "settings": self.settings, "info": {k: json_value(v) for k, v in self.info.items()}, "rows": rows}
+
     def save(self, out: Path | str = "results", name: str | None = None) -> Path:
         """Write this run under `out` as `bncli` would (a new directory); returns it."""
         if self.dir is not None:
@@ -276,6 +285,14 @@ def short(name: str, limit: int = 120) -> str:
     if len(name) <= limit:
         return name
     return f"{name[: limit - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def json_value(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if hasattr(v, "item"):  # numpy scalars
+        return json_value(v.item())
+    return v
 
 
 def default_name(study: str, cfg: Config) -> str:

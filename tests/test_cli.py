@@ -223,3 +223,29 @@ def test_piped_output_never_cuts_a_number(cli, monkeypatch, columns):
         cells = [c.strip() for c in line.strip("│").split("│")]
         assert [fmt(float(row[c])) for c in ("mean", "std", "abs_max", "erank", "grad_std")] == \
             [cells[1], cells[2], cells[3], cells[7], cells[8]]
+
+
+def test_formats_and_quiet_for_scripts(cli):
+    import json as jsonlib
+
+    r = cli("depth-study", "--depth", 5, "--width", 8, "--quiet", "--name", "q")
+    assert r.exit_code == 0 and r.output.strip() == str(cli.out / "depth-study" / "q")
+    r = cli("depth-study", "--depth", 5, "--width", 8, "--format", "csv", "--name", "c")
+    assert r.exit_code == 0 and r.output == (cli.out / "depth-study" / "c" / "layers.csv").read_text()
+    r = cli("depth-study", "--init", "normal", "--norm", "none", "--depth", 50, "--format", "json",
+            "--name", "j")
+    doc = jsonlib.loads(r.output)  # strict JSON: a diverged layer's nan is null
+    table = pd.read_csv(cli.out / "depth-study" / "j" / "layers.csv")
+    assert doc["status"] == "diverged" and doc["info"]["diverged_at"] == len(table) - 1
+    assert len(doc["rows"]) == len(table) and doc["rows"][-1]["std"] is None and doc["rows"][0]["erank"] is None
+    assert doc["rows"][0]["std"] == table["std"][0] and doc["settings"]["init"] == "normal"
+    shown = cli("show", cli.out / "depth-study" / "j", "--format", "json")
+    assert jsonlib.loads(shown.output)["rows"] == doc["rows"]
+    r = cli("running-stats", "--format", "csv", "--name", "rs")
+    assert r.output == (cli.out / "running-stats" / "rs" / "running_stats.csv").read_text()
+
+
+def test_bare_bncli_and_dash_h_print_the_help():
+    for args in ([], ["-h"], ["depth-study", "-h"]):
+        r = subprocess.run([sys.executable, "-m", "bncli", *args], capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.startswith("Usage: ") and not r.stderr, (args, r.stderr)
