@@ -617,6 +617,74 @@ def plot_cmd(
     _console().print(f"plot: {_plain(str(path))}", markup=False)
 
 
+@app.command("runs", short_help="List the runs and sweeps under a results directory.")
+def runs_cmd(
+    out: Annotated[Path, typer.Argument(help="Results directory.")] = Path("results"),
+    study: Annotated[Optional[str], typer.Option(help="Only this study's.", show_default=False)] = None,
+    status: Annotated[Optional[str], typer.Option(
+        help="Only runs with this status (ok, diverged, failed, interrupted, running); sweeps holding one.",
+        show_default=False)] = None,
+    where: Annotated[Optional[list[str]], typer.Option(
+        help="KEY=VALUE: only runs with this setting (repeatable); a sweep whose grid has the value.",
+        show_default=False)] = None,
+    format: FormatOpt = Format.table,
+):
+    """List the runs and sweeps under OUT, newest first: study, name, status, start, wall time,
+    and the settings that differ from the study's defaults (a sweep's: its grid).
+
+    Example: bncli runs results --study depth-study --where init=normal
+    """
+    import json
+
+    from bncli import report, results
+    from bncli.errors import show as shown
+
+    if not out.is_dir():
+        raise BncliError(f"OUT: {out} is not a directory (give a results directory, like results)")
+    wanted = {}
+    for item in where or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BncliError(f"--where: expected KEY=VALUE, got {shown(item)}")
+        wanted[key] = value
+    entries = [e for e in results.list_runs(out) if _listed(e, study, status, wanted)]
+    console = _console()
+    if format == Format.json:
+        console.file.write(json.dumps(entries, default=str) + "\n")
+        return
+    rows = [[e["kind"], e["study"] or "?", e["name"], e["status"], e["started"] or "-",
+             "-" if e["wall_seconds"] is None else f"{e['wall_seconds']:.2f}",
+             " ".join(f"{k}={','.join(v) if isinstance(v, list) else results.word(v)}"
+                      for k, v in e["settings"].items())] for e in entries]
+    header = ["kind", "study", "name", "status", "started", "wall_s", "settings"]
+    if format == Format.csv:
+        import csv
+
+        writer = csv.writer(console.file, lineterminator="\n")
+        writer.writerows([header, *rows])
+        return
+    table = report.table(header, justify="left")
+    for row in rows:
+        table.add_row(*[_plain(c) for c in row])
+    console.print(table)
+    console.print(f"{len(entries)} of {len(results.list_runs(out))} listed")
+
+
+def _listed(entry: dict, study: str | None, status: str | None, wanted: dict[str, str]) -> bool:
+    from bncli import results
+
+    if study is not None and entry["study"] != study:
+        return False
+    if status is not None and status not in entry["status"].replace(",", " ").split():
+        return False
+    for key, value in wanted.items():
+        got = entry["settings"].get(key)
+        words = [results.word(v) for v in got] if isinstance(got, list) else [results.word(got)]
+        if got is None or value not in words:
+            return False
+    return True
+
+
 @app.command("show", short_help="Re-render a saved run or sweep from its files.")
 def show_cmd(
     path: Annotated[Path, typer.Argument(help="A run or sweep directory.", show_default=False)],
@@ -634,6 +702,8 @@ def show_cmd(
     console = _console()
     if not path.is_dir():
         raise BncliError(f"PATH: {path} is not a directory (give a run or sweep directory)")
+    if not (path / "meta.json").exists() and not results.is_sweep(path) and results.list_runs(path):
+        return runs_cmd(path, None, None, None, format)  # a results directory: its listing
     with _reading(path):
         if results.is_sweep(path):
             sweep = results.open_sweep(path)

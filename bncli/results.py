@@ -454,3 +454,53 @@ def open_sweep(path: Path) -> SavedSweep:
     study = _study_of(data.get("study"), path / "sweep.yaml")
     keys = list(data.get("grid") or {}) if isinstance(data.get("grid"), dict) else []
     return SavedSweep(path, study, keys, read_table(path / "summary.csv"))
+
+
+# -- listing -------------------------------------------------------------------------------------
+
+def list_runs(out: Path | str = "results") -> list[dict[str, Any]]:
+    """Every run and sweep under `out`, newest first: kind, study, name (its path under out),
+    status, start time, wall time and the settings that differ from the study's defaults (a
+    sweep's: its grid keys). A run whose files cannot be read is listed as `unreadable`."""
+    out = Path(out)
+    found = []
+    for meta in sorted(out.glob("*/*/meta.json")):
+        if meta.parent.parent.name == "sweeps":
+            continue
+        found.append(_run_entry(meta.parent, out))
+    for spec in sorted(out.glob("sweeps/*/sweep.yaml")):
+        found.append(_sweep_entry(spec.parent, out))
+    return sorted(found, key=lambda e: e["started"] or "", reverse=True)
+
+
+def _run_entry(path: Path, out: Path) -> dict[str, Any]:
+    entry = {"kind": "run", "study": path.parent.name, "name": str(path.relative_to(out)), "status": "unreadable",
+             "started": None, "wall_seconds": None, "settings": {}}
+    try:
+        run = open_run(path)
+        defaults = studies.get(run.study).CONFIG().settings()
+        entry.update(study=run.study, status=run.status, started=run.meta.get("started_at"),
+                     wall_seconds=run.meta.get("wall_seconds"),
+                     settings={k: v for k, v in run.settings.items() if k in defaults and defaults[k] != v})
+    except (BncliError, OSError, ValueError, TypeError, AttributeError):
+        pass
+    return entry
+
+
+def _sweep_entry(path: Path, out: Path) -> dict[str, Any]:
+    entry = {"kind": "sweep", "study": None, "name": str(path.relative_to(out)), "status": "unreadable",
+             "started": None, "wall_seconds": None, "settings": {}}
+    try:
+        data = read_yaml(path / "sweep.yaml")
+        grid = data.get("grid") or {}
+        runs = [_run_entry(m.parent, path / "runs") for m in sorted((path / "runs").glob("*/meta.json"))]
+        counts = {s: sum(r["status"] == s for r in runs) for s in ("ok", "diverged", "failed", "interrupted",
+                                                                   "running")}
+        starts = [r["started"] for r in runs if r["started"]]
+        entry.update(study=_study_of(data.get("study"), path / "sweep.yaml"), started=min(starts, default=None),
+                     wall_seconds=round(sum(r["wall_seconds"] or 0 for r in runs), 6),
+                     status=", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no run yet",
+                     settings={k: [word(v) for v in vs] for k, vs in grid.items()} if isinstance(grid, dict) else {})
+    except (BncliError, OSError, ValueError, TypeError, AttributeError):
+        pass
+    return entry

@@ -79,3 +79,33 @@ def test_show_opens_a_convergence_run_saved_under_its_old_name(cli):
     (old / "meta.json").write_text(meta)
     shown, again = cli("show", old), cli("show", new)
     assert shown.exit_code == 0 and table_rows(shown.output) == table_rows(again.output)
+
+
+def test_runs_lists_filters_and_formats(cli, tmp_path):
+    import json
+
+    assert cli("depth-study", "--depth", 4, "--width", 8, "--name", "plain").exit_code == 0
+    r = cli("depth-study", "--depth", 4, "--width", 8, "--init", "normal", "--norm", "none", "--name", "n")
+    assert r.exit_code == 0
+    assert cli("running-stats", "--name", "rs").exit_code == 0
+    path = sweep_file(tmp_path, base={"depth": 3, "width": 4, "batch_size": 2}, grid={"init": ["kaiming", "xavier"]})
+    assert cli("sweep", path, "--out", cli.out, "--no-progress").exit_code == 0
+    (cli.out / "depth-study" / "broken").mkdir()
+    (cli.out / "depth-study" / "broken" / "meta.json").write_text("{")
+    listed = json.loads(cli("runs", cli.out, "--format", "json").output)
+    by_name = {e["name"]: e for e in listed}
+    assert set(by_name) == {"depth-study/plain", "depth-study/n", "running-stats/rs", "sweeps/s",
+                            "depth-study/broken"}
+    assert by_name["depth-study/n"]["settings"] == {"depth": 4, "width": 8, "init": "normal", "norm": "none"}
+    assert by_name["sweeps/s"]["status"] == "2 ok"
+    assert by_name["sweeps/s"]["settings"] == {"init": ["kaiming", "xavier"]}
+    assert by_name["depth-study/broken"]["status"] == "unreadable"
+    starts = [e["started"] for e in listed if e["started"]]
+    assert starts == sorted(starts, reverse=True)  # newest first
+    r = cli("runs", cli.out, "--where", "init=normal", "--format", "csv")
+    assert r.exit_code == 0 and [line.split(",")[2] for line in r.output.splitlines()[1:]] == ["depth-study/n"]
+    r = cli("runs", cli.out, "--where", "init=xavier", "--study", "depth-study")
+    assert r.exit_code == 0 and "sweeps/s" in r.output and "1 of 5 listed" in r.output
+    assert "--where: expected KEY=VALUE" in cli("runs", cli.out, "--where", "init").output
+    listing = cli("show", cli.out)  # a results directory: its listing, not an error
+    assert listing.exit_code == 0 and "5 of 5 listed" in listing.output
