@@ -14,6 +14,7 @@ run as it goes, `Run.save` after.
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -100,6 +101,7 @@ def plot_runs(paths: list[Path | str], out: Path | str | None = None, metric: st
     return plot.plot([Path(p) for p in paths], Path(out) if out is not None else None, metric)
 
 
+@functools.cache  # bncli.depth_study is the same function each time it is looked up
 def _study_function(study: str) -> Callable[..., Run]:
     def fn(config_file: Path | str | None = None, *, out: Path | str | None = None, name: str | None = None,
            progress: Callable[[int], None] | None = None, **fields: Any) -> Run:

@@ -59,13 +59,13 @@ def check_out(out: Path | str, flag: str = "--out") -> Path:
         raise BncliError(f"{flag}: {str(out)!r} holds a NUL byte, which no path can hold")
     out = Path(out)
     if ".." in out.parts:
-        raise BncliError(f"--out: {str(out)!r} must not contain '..'; give the directory plainly "
+        raise BncliError(f"{flag}: {str(out)!r} must not contain '..'; give the directory plainly "
                          "or as an absolute path")
     try:
         if out.exists() and not out.is_dir():
-            raise RunError(f"--out: {out} exists and is not a directory")
+            raise RunError(f"{flag}: {out} exists and is not a directory")
     except OSError as e:  # a name over the system's limit, a loop of links
-        raise RunError(f"--out: {out}: {e.strerror or e}") from None
+        raise RunError(f"{flag}: {out}: {e.strerror or e}") from None
     return out
 
 
@@ -362,7 +362,7 @@ def write_run(run: Run) -> None:
     d = run.dir
     try:
         if run.status == "running" or not (d / "config.yaml").exists():
-            atomic_write(d / "config.yaml", yaml_of(run))
+            atomic_write(d / "config.yaml", run.cfg.to_yaml())
             write_json(d / "meta.json", {**run.meta, "status": "running"})
         if run.status == "running":
             return
@@ -384,10 +384,6 @@ def write_run(run: Run) -> None:
         except RunError:
             pass  # meta.json still says running: the run is not mistaken for a finished one
         raise
-
-
-def yaml_of(run: Run) -> str:
-    return run.cfg.to_yaml()
 
 
 def write_plot(path: Path, study: str, table: pd.DataFrame, metric: str | None = None) -> Path:
