@@ -11,6 +11,7 @@ exit code.
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 from contextlib import contextmanager
@@ -51,6 +52,9 @@ class _Group(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _refuse_nul(sys.argv[1:] if args is None else list(args))
+        for p in self.params:  # typer's completion flags default to None: as for --help, a bool skips pydantic
+            if p.name in ("install_completion", "show_completion") and p.default is None:
+                p.default = False
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -98,7 +102,7 @@ def _fail(message: str, code: int):
 
 
 # plain click help, not rich panels: rendering them costs ~0.1 s, half of `bncli --help`
-app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+app = typer.Typer(cls=_Group, add_completion=True, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_show_locals=False, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Experiments on how weight init and normalization shape the signal in deep nets.")
 
@@ -144,16 +148,49 @@ class _Out:
 def _console(stderr: bool = False):
     """Rich on a terminal; into a file or a pipe (a CI log), as wide as the tables need: rich
     would otherwise assume 80 columns and cut every number that does not fit."""
-    import sys
-
-    from rich.console import Console
-
     stream = sys.stderr if stderr else sys.stdout
     out = _Out(stream)
+    piped, terminal = _consoles()
     if not stream.isatty():
-        return Console(file=out, width=100_000, soft_wrap=True)
-    console = Console(file=out)
-    return console if console.width >= 20 else Console(file=out, width=80)  # COLUMNS=0 would print nothing
+        return piped(file=out, width=100_000, soft_wrap=True)
+    console = terminal(file=out)
+    return console if console.width >= 20 else terminal(file=out, width=80)  # COLUMNS=0 would print nothing
+
+
+@functools.cache
+def _consoles():
+    """(piped, terminal) console classes. Into a file or a pipe, tables are plain columns with no
+    box lines for grep and awk to step over (rich adds no colour codes off a terminal). On a
+    terminal too narrow for a table, its last columns are left out, with a note naming them,
+    rather than folding numbers across lines."""
+    from rich.console import Console
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    class Piped(Console):
+        def print(self, *objects, **kwargs):
+            for o in objects:
+                if isinstance(o, Table):
+                    o.box, o.pad_edge, o.title_justify = None, False, "left"
+            super().print(*objects, **kwargs)
+
+    class Terminal(Console):
+        def _natural(self, column) -> int:
+            cells = [column.header, *column._cells]
+            return max(Measurement.get(self, self.options, c).maximum for c in cells) + 3  # padding, border
+
+        def print(self, *objects, **kwargs):
+            for o in objects:
+                left_out = []
+                if isinstance(o, Table):
+                    while len(o.columns) > 1 and sum(map(self._natural, o.columns)) + 1 > self.width:
+                        left_out.insert(0, o.columns.pop().header)
+                super().print(o, **kwargs)
+                if left_out:
+                    super().print(f"(too narrow for {', '.join(map(str, left_out))}: widen the terminal, "
+                                  "or use --format csv)", markup=False, highlight=False)
+
+    return Piped, Terminal
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """What several test modules share: config loading, reference networks, sweep files, file listings."""
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -79,5 +80,15 @@ def meta_of(run):
 
 
 def table_rows(output):
-    """The body rows of the rich tables in a command's output."""
-    return [line for line in output.splitlines() if line.startswith("│")]
+    """The rows (header rows too) of the tables in a command's piped output, as lists of cells:
+    piped tables are plain columns two or more spaces apart, and a cell holds at most single spaces."""
+    rows = [re.split(r"\s{2,}", line.strip()) for line in output.splitlines()]
+    return [cells for cells in rows if len(cells) >= 2]
+
+
+def column(output, name):
+    """The cells under header `name`, in the table whose header has it."""
+    rows = table_rows(output)
+    i = next(k for k, cells in enumerate(rows) if name in cells)
+    j = rows[i].index(name)
+    return [cells[j] for cells in rows[i + 1:] if len(cells) == len(rows[i])]

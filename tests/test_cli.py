@@ -3,11 +3,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from helpers import AUTO, CONFIGS, only_run, run_dirs
+from helpers import AUTO, CONFIGS, column, only_run, run_dirs, table_rows
 
 
 def test_version_and_help(cli):
@@ -40,8 +41,7 @@ def test_depth_study_writes_its_files(cli):
     run = cli.out / "depth-study" / "demo"
     assert f"results: {run}" in r.output
     assert "std over 12 layers: min" in r.output
-    shown = [line.split("│")[1].strip() for line in r.output.splitlines() if line.startswith("│")]
-    assert shown == ["0", "5", "10", "11"]
+    assert column(r.output, "layer") == ["0", "5", "10", "11"]
     table = pd.read_csv(run / "layers.csv")
     assert list(table.columns) == ["layer", "mean", "std", "abs_max", "zero_fraction", "chan_sq_mean",
                                    "chan_var", "erank", "grad_std", "weight_grad_norm", "theory_std"]
@@ -50,7 +50,7 @@ def test_depth_study_writes_its_files(cli):
     lines = (run / "layers.csv").read_text().splitlines()
     assert lines[1].split(",")[7:10] == ["", "", ""]
     assert table[["erank", "grad_std", "weight_grad_norm"]].isna().all().all()
-    header = next(line for line in r.output.splitlines() if line.startswith("┃"))
+    header = table_rows(r.output)[0]
     assert "theory_std" in header and "chan_var" in header and "erank" not in header and "grad_std" not in header
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "ok" and meta["diverged_at"] is None and meta["seed"] == 0
@@ -206,23 +206,41 @@ def test_help_defaults_match_the_models():
             assert p.show_default == str(default), (study, p.name)
 
 
-@pytest.mark.parametrize("columns", ["40", "60", "200"])
+@pytest.mark.parametrize("columns", ["40", "60", "80", "200"])
 def test_piped_output_never_cuts_a_number(cli, monkeypatch, columns):
-    """Into a pipe or a file (a CI log), whatever COLUMNS says, every value is there in full."""
+    """Into a pipe or a file (a CI log), whatever COLUMNS says, every value is there in full, in
+    plain columns: no box lines, no colour codes."""
     from bncli.report import fmt
 
     monkeypatch.setenv("COLUMNS", columns)
     r = cli("depth-study", "--init", "normal", "--norm", "none", "--grads", "--erank", "--depth", 40,
             "--width", 32, "--name", f"p{columns}")
     assert r.exit_code == 0, r.output
-    assert "…" not in r.output
+    assert "…" not in r.output and "\x1b" not in r.output
+    assert not any("\u2500" <= c <= "\u257f" for c in r.output)  # box drawing
     table = pd.read_csv(cli.out / "depth-study" / f"p{columns}" / "layers.csv")
-    shown = {int(line.split("│")[1]) for line in r.output.splitlines() if line.startswith("│")}
-    for _, row in table[table["layer"].isin(shown)].iterrows():
-        line = next(ln for ln in r.output.splitlines() if ln.startswith("│") and int(ln.split("│")[1]) == row["layer"])
-        cells = [c.strip() for c in line.strip("│").split("│")]
-        assert [fmt(float(row[c])) for c in ("mean", "std", "abs_max", "erank", "grad_std")] == \
-            [cells[1], cells[2], cells[3], cells[7], cells[8]]
+    rows = table_rows(r.output)
+    header, body = rows[0], rows[1:]
+    assert len(body) == len(table) and all(len(cells) == len(header) for cells in body)
+    for cells, (_, row) in zip(body, table.iterrows(), strict=True):
+        shown = dict(zip(header, cells, strict=True))
+        assert int(shown["layer"]) == row["layer"]
+        assert all(shown[c] == fmt(float(row[c])) for c in ("mean", "std", "abs_max", "erank", "grad_std"))
+
+
+def test_piped_sweep_and_show_tables_are_plain_columns(cli, tmp_path):
+    from helpers import sweep_file
+
+    path = sweep_file(tmp_path, "s", "depth-study", base={"depth": 6, "width": 8},
+                      grid={"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"]}, seeds=[0, 1])
+    r = cli("sweep", path, "--out", cli.out, "--no-progress")
+    assert r.exit_code == 0, r.output
+    rows = table_rows(r.output)
+    assert rows[0] == ["init", "norm", "seeds", "last-layer std", "min std", "max std", "diverged"]
+    assert [cells[:2] for cells in rows[1:]] == [["kaiming", "batchnorm"], ["kaiming", "none"],
+                                                 ["normal", "batchnorm"], ["normal", "none"]]
+    assert not any("\u2500" <= c <= "\u257f" for c in r.output)
+    assert table_rows(cli("show", cli.out / "sweeps" / "s").output) == rows
 
 
 def test_formats_and_quiet_for_scripts(cli):
@@ -249,3 +267,56 @@ def test_bare_bncli_and_dash_h_print_the_help():
     for args in ([], ["-h"], ["depth-study", "-h"]):
         r = subprocess.run([sys.executable, "-m", "bncli", *args], capture_output=True, text=True)
         assert r.returncode == 0 and r.stdout.startswith("Usage: ") and not r.stderr, (args, r.stderr)
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 200])
+def test_a_narrow_terminal_leaves_columns_out_and_never_cuts_a_number(tmp_path, width):
+    """On a terminal, a table wider than the screen drops its last columns and names them; every
+    value shown is whole, on its row's one line (not folded, not cut)."""
+    import io
+
+    from rich.table import Table
+
+    from bncli import api, studies
+    from bncli.cli import _consoles
+
+    runs = [api.depth_study(init="normal", norm="none", depth=30, width=16, grads=True, erank=True, out=tmp_path),
+            api.running_stats(out=tmp_path), api.convergence(iterations=30, out=tmp_path)]
+    dropped = []
+    for run in runs:
+        for part in studies.get(run.study).render(run, None):
+            if not isinstance(part, Table):
+                continue
+            expected = [[str(c) for c in col._cells] for col in part.columns]
+            headers = [str(col.header) for col in part.columns]
+            buf = io.StringIO()
+            _consoles()[1](file=buf, width=width, color_system=None).print(part)
+            lines = buf.getvalue().splitlines()
+            body = [[c.strip() for c in ln.strip("│").split("│")] for ln in lines if ln.startswith("│")]
+            shown = len(body[0]) if body else 0
+            assert len(body) == len(expected[0]) and all(len(b) == shown for b in body)  # one line per row
+            assert [list(col) for col in zip(*body, strict=True)] == expected[:shown]
+            assert shown >= 1 and max(len(ln) for ln in lines[:-1 if shown < len(headers) else None]) <= width
+            dropped += headers[shown:]
+            if shown < len(headers):
+                assert lines[-1].startswith("(too narrow for ") or "too narrow for" in buf.getvalue()
+                assert all(h in " ".join(lines) for h in headers[shown:])
+    assert ("theory_std" in dropped) == (width < 120)  # the depth table, ~130 columns wide, fits only at 200
+
+
+def test_shell_completion_completes_commands_and_choices():
+    """`bncli --install-completion` installs Typer's completion; this is what the shell then asks."""
+    import os
+
+    def complete(words, cword):
+        env = {**os.environ, "_BNCLI_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+        script = Path(sys.executable).parent / "bncli"  # the console script the shell calls
+        r = subprocess.run([script], env=env, capture_output=True, text=True)
+        assert r.returncode == 0 and not r.stderr, r.stderr
+        return r.stdout.split()
+
+    assert complete("bncli dep", 1) == ["depth-study"]
+    assert complete("bncli r", 1) == ["running-stats", "runs"]
+    assert complete("bncli depth-study --norm ", 3) == [n.value for n in __import__("bncli.choices").choices.Norm]
+    assert "--install-completion" in subprocess.run([sys.executable, "-m", "bncli", "--help"], capture_output=True,
+                                                    text=True).stdout

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import load
+from helpers import load, table_rows
 
 from bncli.errors import BncliError
 from bncli.studies import convergence as cv
@@ -114,8 +114,8 @@ def test_cli_convergence_writes_csv_plot_and_summary(cli):
     assert r.exit_code == 0, r.output
     shown = cli("show", run_dir)  # re-rendered from the files: the same summary rows
     assert shown.exit_code == 0, shown.output
-    rows = [line for line in first.splitlines() if line.startswith("│")]
-    assert rows and all(line in shown.output.splitlines() for line in rows)
+    rows = table_rows(first)
+    assert len(rows) > 1 and rows == table_rows(shown.output)
 
 
 @pytest.mark.parametrize("args,message", [

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import CPU, load, reference, run_depth
+from helpers import CPU, load, reference, run_depth, table_rows
 
 from bncli import report
 from bncli.nets import make_cotangent, make_input, make_weight
@@ -274,7 +274,7 @@ def test_theory_std_closed_forms():
 def test_cli_grads_erank_columns_summary_and_plots(cli):
     r = cli("depth-study", "--depth", 12, "--width", 32, "--grads", "--erank", "--name", "g")
     assert r.exit_code == 0, r.output
-    header = next(line for line in r.output.splitlines() if line.startswith("┃"))
+    header = table_rows(r.output)[0]
     assert "erank" in header and "grad_std" in header and "theory_std" in header
     assert "std growth per layer: x" in r.output
     assert "grad_std growth per layer, going backwards: x" in r.output and "Yang et al. 2019" in r.output
