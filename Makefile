@@ -3,12 +3,13 @@
 # make test-min - the same suite in .venv-min, on the lowest versions pyproject.toml allows
 # make test-gpu  - the tests marked cuda (every command on the GPU); needs a CUDA device
 # make bench - speed, memory and start-up against side-by-side references -> benchmarks/results.md
+# make docs  - rerun every command README.md and docs/ show, and redraw their pictures (docs/make_docs.py)
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-min test-gpu lint bench clean
+.PHONY: setup run test test-min test-gpu lint bench docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,9 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_depth.py
+
+docs: setup
+	$(BIN)/python docs/make_docs.py
 
 clean:
 	rm -rf $(VENV) .venv-min .pytest_cache

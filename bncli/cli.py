@@ -145,13 +145,17 @@ class _Out:
         return getattr(self.stream, name)
 
 
+def _is_terminal(stream) -> bool:
+    return stream.isatty()  # docs/make_docs.py makes it a terminal, to show what a person sees
+
+
 def _console(stderr: bool = False):
     """Rich on a terminal; into a file or a pipe (a CI log), as wide as the tables need: rich
     would otherwise assume 80 columns and cut every number that does not fit."""
     stream = sys.stderr if stderr else sys.stdout
     out = _Out(stream)
     piped, terminal = _consoles()
-    if not stream.isatty():
+    if not _is_terminal(stream):
         return piped(file=out, width=100_000, soft_wrap=True)
     console = terminal(file=out)
     return console if console.width >= 20 else terminal(file=out, width=80)  # COLUMNS=0 would print nothing

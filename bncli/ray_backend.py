@@ -3,7 +3,7 @@
     bncli sweep configs/sweeps/init_vs_norm.yaml --backend ray --address auto
 
 The driver writes every file, exactly as the local backend does, so workers need bncli and
-torch installed but no shared filesystem. Ray is an optional extra: pip install "bncli[ray]".
+torch installed but no shared filesystem. Ray is an optional extra: pip install -e ".[ray]".
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from bncli import results
 from bncli.errors import BncliError
 
-INSTALL = 'pip install "bncli[ray]"'
+INSTALL = 'pip install -c constraints.txt -e ".[ray]" (in your bncli checkout)'
 
 
 @dataclass

@@ -1,0 +1,142 @@
+"""Regenerate every command output and picture that README.md and docs/*.md show, from real runs.
+
+    make docs        # or: .venv/bin/python docs/make_docs.py
+
+A ```console block whose lines start with `$ bncli ` is run: its commands in order, each
+file's in one scratch directory holding a copy of configs/, and each command's output is
+written under it as a 130-column terminal shows it (a command ending in `| cat`: as piped
+into a program). The pictures in IMAGES are drawn by the commands beside them.
+tests/test_docs.py runs the README's blocks again: every command must exit as shown (an
+output ending in an `Error:` line means a non-zero exit) and print what is shown, numbers
+and timestamps aside (their last digits differ between CPU models); `--help` excerpts must
+match exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FILES = ["README.md", "docs/sweeps.md", "docs/configs.md", "docs/statistics.md", "docs/reference.md"]
+COLUMNS = "130"
+# picture -> (the command that draws it, in a scratch directory; the file it draws)
+IMAGES = {
+    "docs/img/init_vs_norm.png": ("sweep configs/sweeps/init_vs_norm.yaml --no-progress",
+                                  "results/sweeps/init_vs_norm/std_by_layer.png"),
+    "docs/img/resnet_norms.png": ("sweep configs/sweeps/resnet_norms.yaml --no-progress",
+                                  "results/sweeps/resnet_norms/std_by_layer.png"),
+}
+BLOCK = re.compile(r"^```console\n(\$ bncli .*?)^```$", re.M | re.S)
+
+
+def commands(block: str) -> list[tuple[str, str]]:
+    """(command, output shown) pairs of one console block."""
+    parts = re.split(r"^\$ (bncli .*)$", block, flags=re.M)
+    return [(parts[i], parts[i + 1].strip("\n")) for i in range(1, len(parts), 2)]
+
+
+@contextmanager
+def scratch():
+    """A scratch directory, the working directory meanwhile, with configs/ copied in."""
+    old = Path.cwd()
+    with tempfile.TemporaryDirectory(prefix="bncli-docs-") as tmp:
+        shutil.copytree(ROOT / "configs", Path(tmp) / "configs")
+        os.chdir(tmp)
+        try:
+            yield Path(tmp)
+        finally:
+            os.chdir(old)
+
+
+def run(command: str) -> tuple[int, str]:
+    """Run `bncli ...` in this process, as a 130-column terminal (or, ending in `| cat`, a
+    pipe) shows it; (exit code, stdout and stderr as the terminal interleaves them)."""
+    from typer.testing import CliRunner
+
+    from bncli import cli
+
+    piped = command.endswith("| cat")
+    args = shlex.split(command.removesuffix("| cat"))[1:]
+    old_env, old_tty = os.environ.get("COLUMNS"), cli._is_terminal
+    os.environ["COLUMNS"] = COLUMNS
+    cli._is_terminal = (lambda stream: False) if piped else (lambda stream: True)
+    try:
+        result = CliRunner().invoke(cli.app, args, prog_name="bncli")
+    finally:
+        cli._is_terminal = old_tty
+        if old_env is None:
+            os.environ.pop("COLUMNS")
+        else:
+            os.environ["COLUMNS"] = old_env
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise RuntimeError(f"{command}: {result.exception!r}") from result.exception
+    return result.exit_code, "\n".join(line.rstrip() for line in result.output.rstrip("\n").splitlines())
+
+
+def render(text: str) -> str:
+    """The markdown with every console block's outputs made again (in the working directory)."""
+    def block(match: re.Match) -> str:
+        shown = []
+        for command, _ in commands(match.group(1)):
+            code, output = run(command)
+            if (code != 0) != ends_in_error(output):
+                raise RuntimeError(f"{command}: exit code {code}, output:\n{output}")
+            shown.append(f"$ {command}\n{output}\n" if output else f"$ {command}\n")
+        return "```console\n" + "".join(shown) + "```"
+
+    return BLOCK.sub(block, text)
+
+
+def ends_in_error(output: str) -> bool:
+    lines = output.splitlines()
+    return bool(lines) and lines[-1].startswith("Error: ")
+
+
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?")
+
+
+def normalize(output: str) -> str:
+    """The output with timestamps and numbers masked, runs of a box character made one and
+    spaces collapsed: what must not differ between two machines."""
+    out = re.sub(r"\d{8}-\d{6}", "<time>", output)
+    out = re.sub(r"\d{4}-\d\d-\d\dT[\d:.+]+", "<time>", out)
+    out = NUMBER.sub("#", out)
+    out = re.sub(r"([─━═│┃┏┓┗┛┡┩└┘┌┐├┤┬┴┼╇╈┳┻╋])\1+", r"\1", out)
+    return "\n".join(" ".join(line.split()) for line in out.splitlines() if line.strip())
+
+
+def images() -> None:
+    for target, (command, drawn) in IMAGES.items():
+        with scratch() as tmp:
+            code, output = run(f"bncli {command}")
+            if code != 0:
+                raise RuntimeError(f"bncli {command}: exit code {code}\n{output}")
+            shutil.copyfile(tmp / drawn, ROOT / target)
+        print(f"drew {target}")
+
+
+def main() -> None:
+    for name in FILES:
+        path = ROOT / name
+        if not path.exists() or not BLOCK.search(path.read_text()):
+            continue
+        with scratch():
+            text = render(path.read_text())
+        if text != path.read_text():
+            path.write_text(text)
+            print(f"updated {name}")
+        else:
+            print(f"{name}: unchanged")
+    if "--no-images" not in sys.argv:
+        images()
+
+
+if __name__ == "__main__":
+    main()

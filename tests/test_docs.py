@@ -1,0 +1,110 @@
+"""The README and docs/ cannot drift: their commands run and print what is shown (docs/make_docs.py)."""
+
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("make_docs", ROOT / "docs" / "make_docs.py")
+make_docs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(make_docs)
+
+
+def shown(name):
+    return [pair for block in make_docs.BLOCK.findall((ROOT / name).read_text()) for pair in make_docs.commands(block)]
+
+
+def pinned() -> bool:
+    """Are click and typer the versions the docs were made with (constraints.txt)? Help is laid
+    out differently by other versions (make test-min), which still must list the same flags."""
+    from importlib.metadata import version
+
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().split() if "==" in line)
+    return all(version(p) == pins.get(p) for p in ("click", "typer"))
+
+
+def same_help(got: str, shown: str) -> bool:
+    if pinned():
+        return got == shown
+    return set(re.findall(r"--[a-z][a-z-]*", got)) == set(re.findall(r"--[a-z][a-z-]*", shown))
+
+
+def test_the_readme_is_short_and_its_first_screen_says_what_and_how():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 300
+    first = "\n".join(text.splitlines()[:30])
+    assert "![" in first and "make run" in first and "make test" in first
+
+
+def test_every_readme_command_exits_and_prints_as_shown():
+    """In order, in one scratch directory, as make docs ran them; numbers and timestamps aside."""
+    pairs = shown("README.md")
+    assert len(pairs) >= 6
+    with make_docs.scratch():
+        for command, output in pairs:
+            code, got = make_docs.run(command)
+            assert (code != 0) == make_docs.ends_in_error(output), (command, code, got)
+            if "--help" in command:
+                assert same_help(got, output), command
+            else:
+                assert make_docs.normalize(got) == make_docs.normalize(output), command
+
+
+@pytest.mark.parametrize("name", ["docs/reference.md", "docs/sweeps.md"])
+def test_help_excerpts_and_errors_in_docs_match(name):
+    pairs = [(c, o) for c, o in shown(name) if "--help" in c or make_docs.ends_in_error(o)]
+    assert pairs
+    with make_docs.scratch():
+        for command, output in pairs:
+            code, got = make_docs.run(command)
+            assert (code != 0) == make_docs.ends_in_error(output), command
+            assert same_help(got, output) if "--help" in command else got == output, command
+
+
+def test_the_normalization_masks_only_numbers_and_layout():
+    a = "│ 0.4058 │ 2.882e+11 │\nresults: results/depth-study/20261201-045142-kaiming-batchnorm"
+    b = "│ 0.41 │ 2.9e+11 │\nresults: results/depth-study/20270101-000000-kaiming-batchnorm"
+    assert make_docs.normalize(a) == make_docs.normalize(b)
+    assert make_docs.normalize(a) != make_docs.normalize(a.replace("kaiming", "xavier"))
+
+
+def inline_commands(name):
+    """`bncli ...` in code spans and in bash blocks (where a command has no shown output)."""
+    text = (ROOT / name).read_text()
+    spans = re.findall(r"`(bncli [^`]+)`", text)
+    for block in re.findall(r"^```bash\n(.*?)^```", text, re.M | re.S):
+        spans += [line.split("#")[0].strip() for line in block.splitlines() if line.startswith("bncli ")]
+    return spans
+
+
+@pytest.mark.parametrize("name", ["README.md", "docs/sweeps.md", "docs/configs.md", "docs/statistics.md",
+                                  "docs/guarantees.md", "docs/development.md"])
+def test_every_command_named_in_the_docs_parses(name):
+    """A command named without its output must still be one bncli accepts: its flags and values."""
+    import typer.main
+
+    from bncli.cli import app
+
+    group = typer.main.get_command(app)
+    for span in inline_commands(name):
+        args = shlex.split(span.split("|")[0])[1:]
+        if not args or args[0].startswith("-"):
+            continue
+        command = group.get_command(None, args[0])
+        assert command is not None, span
+        words = [a for a in args[1:] if not re.fullmatch(r"[A-Z_]+(\.\.\.)?", a)]  # PATH, RUN...: placeholders
+        try:
+            command.make_context(args[0], words)
+        except Exception as e:  # click's usage errors: an unknown flag, a bad value
+            if hasattr(e, "format_message") and "Missing argument" not in e.format_message():
+                pytest.fail(f"{name}: `{span}`: {e.format_message()}")
+
+
+def test_links_between_the_docs_resolve():
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", path.read_text()):
+            if not target.startswith("http"):
+                assert (path.parent / target).exists(), (path.name, target)
