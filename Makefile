@@ -36,7 +36,7 @@ test-min: .venv-min/.installed
 	.venv-min/bin/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check bncli tests benchmarks
+	$(BIN)/ruff check bncli tests benchmarks docs
 
 bench: setup
 	$(BIN)/python benchmarks/bench_depth.py

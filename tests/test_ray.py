@@ -25,7 +25,8 @@ def test_missing_ray_is_a_clean_error(cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     r = cli("sweep", write_sweep(tmp_path), "--backend", "ray", "--out", tmp_path / "out", "--no-progress")
     assert r.exit_code == 2
-    assert r.output == 'Error: --backend ray: Ray is not installed; install it with: pip install -c constraints.txt -e ".[ray]" (in your bncli checkout)\n'
+    assert r.output == ('Error: --backend ray: Ray is not installed; install it with: '
+                        'pip install -c constraints.txt -e ".[ray]" (in your bncli checkout)\n')
     assert not (tmp_path / "out").exists()
 
 
