@@ -1,12 +1,13 @@
 """Regenerate every command output and picture that README.md and docs/*.md show, from real runs.
 
-    make docs        # or: .venv/bin/python docs/make_docs.py
+    make docs        # or: .venv/bin/python docs/make_docs.py [--force] [--no-images]
 
 A ```console block whose lines start with `$ bncli ` is run: its commands in order, each
 file's in one scratch directory holding a copy of configs/, and each command's output is
 written under it as a 130-column terminal shows it (a command ending in `| cat`: as piped
 into a program). The pictures in IMAGES are drawn by the commands beside them.
-tests/test_docs.py runs the README's blocks again: every command must exit as shown (an
+An output that differs from the one shown only in its numbers and timestamps is kept as it
+is, unless --force. tests/test_docs.py runs the README's blocks again: every command must exit as shown (an
 output ending in an `Error:` line means a non-zero exit) and print what is shown, numbers
 and timestamps aside (their last digits differ between CPU models); `--help` excerpts must
 match exactly.
@@ -24,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = ["README.md", "docs/sweeps.md", "docs/configs.md", "docs/statistics.md", "docs/reference.md"]
+FILES = ["README.md", "docs/sweeps.md", "docs/configs.md", "docs/statistics.md", "docs/reference.md", "docs/theory.md"]
 COLUMNS = "130"
 # picture -> (the command that draws it, in a scratch directory; the file it draws)
 IMAGES = {
@@ -34,6 +35,29 @@ IMAGES = {
                                   "results/sweeps/resnet_norms/std_by_layer.png"),
 }
 BLOCK = re.compile(r"^```console\n(\$ bncli .*?)^```$", re.M | re.S)
+# <!-- generated: NAME --> ... <!-- end -->: made by the function NAME below (a table of numbers)
+GENERATED = re.compile(r"(<!-- generated: (\w+) -->\n).*?(<!-- end -->)", re.S)
+
+
+def grad_rates() -> str:
+    """docs/theory.md: the mean-field gradient rate per layer against the measured one (the
+    growth of grad_std going backwards, mean of seeds 0 and 1, width 512, depth 30)."""
+    import math
+
+    import bncli
+    from bncli import report, theory
+
+    rows = ["| B | sqrt(lambda(B)) | measured |", "|---|---|---|"]
+    for b in (4, 8, 16, 64, 128, 256):
+        measured = [report.growth(bncli.depth_study(depth=30, width=512, batch_size=b, grads=True, seed=s,
+                                                    device="cpu").table["grad_std"], backwards=True) for s in (0, 1)]
+        rows.append(f"| {b} | {theory.bn_relu_grad_rate(b):.3f} | {sum(measured) / 2:.3f} |")
+    rows.append(f"| inf | {math.sqrt(math.pi / (math.pi - 1)):.3f} | |")
+    return "\n".join(rows) + "\n"
+
+
+def generate(text: str) -> str:
+    return GENERATED.sub(lambda m: m.group(1) + globals()[m.group(2)]() + m.group(3), text)
 
 
 def commands(block: str) -> list[tuple[str, str]]:
@@ -84,10 +108,12 @@ def render(text: str) -> str:
     """The markdown with every console block's outputs made again (in the working directory)."""
     def block(match: re.Match) -> str:
         shown = []
-        for command, _ in commands(match.group(1)):
+        for command, old in commands(match.group(1)):
             code, output = run(command)
             if (code != 0) != ends_in_error(output):
                 raise RuntimeError(f"{command}: exit code {code}, output:\n{output}")
+            if normalize(output) == normalize(old) and "--force" not in sys.argv:
+                output = old  # only numbers or times differ: keep the diff to what changed
             shown.append(f"$ {command}\n{output}\n" if output else f"$ {command}\n")
         return "```console\n" + "".join(shown) + "```"
 
@@ -125,10 +151,10 @@ def images() -> None:
 def main() -> None:
     for name in FILES:
         path = ROOT / name
-        if not path.exists() or not BLOCK.search(path.read_text()):
+        if not path.exists() or not (BLOCK.search(path.read_text()) or GENERATED.search(path.read_text())):
             continue
         with scratch():
-            text = render(path.read_text())
+            text = generate(render(path.read_text()))
         if text != path.read_text():
             path.write_text(text)
             print(f"updated {name}")
