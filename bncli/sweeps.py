@@ -1,9 +1,13 @@
 """Sweeps: one study over a grid of settings times seeds, aggregated into one table and one plot.
 
     bncli sweep configs/sweeps/init_vs_norm.yaml
+    bncli sweep --study depth-study --set depth=50 --grid init=kaiming,xavier --seeds 0-4
 
-Every grid point is validated by the study's own config model before anything runs. Runs go
-to `<out>/sweeps/<name>/runs/<run-name>/`, each written exactly as a single run would be, then
+A sweep is a file, flags (--study, --set, --grid, --seeds), or both, merged by `spec`; the
+resolved sweep is saved as the sweep directory's sweep.yaml (a file given alone: as given),
+which reruns it. Every grid point is validated by the study's own config model before
+anything runs. Runs go to `<out>/sweeps/<name>/runs/<run-name>/`, each written exactly as a
+single run would be, then
 summary.csv (long: one row per run per layer) and aggregate.csv (mean and sd over seeds); the
 caller draws the plot. A run's meta.json is its commit record, so `resume` redoes only runs
 that never said ok or diverged. Every run goes through results.compute (in this process, a
@@ -166,7 +170,7 @@ def _pairs(items: list[str], flag: str, example: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = str(item).partition("=")
-        key = key.strip()
+        key = key.strip().replace("-", "_")  # init-std, as the study's flag spells it, is init_std
         if not sep or not key.isidentifier():
             raise BncliError(f"{flag}: expected KEY=VALUE like {example}, got {show(item)}")
         if key in out:
