@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -145,9 +146,17 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
-def dump_yaml(data: Any) -> str:
+_Dumper.add_multi_representer(Enum, lambda dumper, v: dumper.represent_data(v.value))
+
+
+def dump_yaml(data: Any, what: str = "config") -> str:
     """YAML that read_yaml reads back to `data`: keys in order, innermost lists inline."""
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    try:
+        return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    except yaml.representer.RepresenterError as e:
+        got = show(e.args[1]) if len(e.args) > 1 else "a value"
+        raise BncliError(f"{what}: {got} cannot be written as YAML; give text, numbers, true/false, "
+                         "null, or lists of them") from None
 
 
 def read_yaml(path: Path, what: str = "--config") -> Any:

@@ -281,7 +281,7 @@ def spec(file: Path | str | None = None, study: str | None = None, base: Any = N
             "seeds": sf.seeds if new_seeds is None else new_seeds}
     data["name"] = data["name"] or (path.stem if path else _default_name(sf.study, data["grid"]))
     given = {f"base.{k}" for k in sets} | {f"grid.{k}" for k in axes} | ({"seeds"} if new_seeds is not None else set())
-    return Spec(data, text if path and not given else cfgmod.dump_yaml(data), given,
+    return Spec(data, text if path and not given else cfgmod.dump_yaml(data, "base" if not flags else "--set"), given,
                 *_labels(path, flags, data, given))
 
 
@@ -304,6 +304,8 @@ def _labels(path: Path | None, flags: bool, data: dict[str, Any], given: set[str
 def _default_name(study: str, grid: dict[str, list]) -> str:
     """A flag-built sweep's name: the study and the grid's keys, like depth-study-init-norm."""
     return results.short("-".join([study, *(_safe(k) for k in grid)]), 120)
+
+
 def _check_keys(sp: Spec, cls: type) -> None:
     """Every base and grid key a field of the study's config (seed in the seeds), and every
     value given by a flag valid for its field on its own: `--grid init: ... (got 'foo')`."""

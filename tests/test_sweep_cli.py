@@ -205,10 +205,16 @@ def test_the_api_takes_the_same_sweep_as_keyword_arguments(tmp_path):
                       ({"grid": {"init": "kaiming"}}, "grid.init: Input should be a valid list"),
                       ({"base": {"depth": "x"}}, "base.depth: Input should be a valid integer"),
                       ({"seeds": []}, "seeds: give at least one seed"),
-                      ({"seeds": "x"}, "seeds: give a range like 0-4")]:
+                      ({"seeds": "x"}, "seeds: give a range like 0-4"),
+                      ({"base": {"depth": object()}}, "base: <object object"),
+                      ({"grid": {"depth": [3, 3.5]}}, "grid.depth: Input should be a valid integer")]:
         with pytest.raises(BncliError) as e:
             bncli.sweep(out=tmp_path / "bad", study="depth-study", **kw)
         assert str(e.value).startswith(start), str(e.value)
+    from bncli.choices import Init
+
+    plan = sweeps.plan(None, tmp_path / "enum", study="depth-study", grid={"init": [Init.xavier]})
+    assert yaml.safe_load(plan.text)["grid"] == {"init": ["xavier"]}
     with pytest.raises(BncliError, match="give a sweep FILE or study"):
         bncli.sweep(out=tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
