@@ -84,12 +84,21 @@ def execute(study: str, cfg: Config, out: Path | str | None = None, name: str | 
     return r
 
 
-def sweep(file: Path | str, out: Path | str = "results", name: str | None = None, *, resume: bool = False,
-          fail_fast: bool = False, workers: int = 1, progress: Callable[[int, int, str | None], None] | None = None,
+def sweep(file: Path | str | None = None, out: Path | str = "results", name: str | None = None, *,
+          study: str | None = None, base: Any = None, grid: Any = None, seeds: Any = None, flags: bool = False,
+          resume: bool = False, fail_fast: bool = False, workers: int = 1,
+          progress: Callable[[int, int, str | None], None] | None = None,
           ray: ray_backend.RayOptions | None = None) -> sweeps.Outcome:
-    """Run the sweep file's grid x seeds under `out/sweeps/<name>/`, aggregate it, and draw its
-    plot. Every grid point is checked before anything runs."""
-    plan = sweeps.plan(Path(file), Path(out), name)
+    """Run a sweep's grid x seeds under `out/sweeps/<name>/`, aggregate it, and draw its plot.
+
+    The sweep is a sweep file, keyword arguments, or both (they win over the file): `study`,
+    `base` (settings, {"depth": 50}), `grid` (axes, {"init": ["kaiming", "xavier"]}) and `seeds`
+    ([0, 1], 3 or "0-4"); see sweeps.spec. With flags=True, base and grid are the command line's
+    KEY=VALUE strings (["depth=50"], ["init=kaiming,xavier"]) and errors name the flags. Every
+    grid point is checked before anything runs; the resolved sweep is saved as sweep.yaml.
+    """
+    path = Path(file) if file is not None else None
+    plan = sweeps.plan(path, Path(out), name, study=study, base=base, grid=grid, seeds=seeds, flags=flags)
     outcome = sweeps.run(plan, resume=resume, fail_fast=fail_fast, workers=workers, progress=progress, ray=ray)
     if (plan.dir / "aggregate.csv").exists() and not outcome.unaggregated:  # else: nothing (new) to draw
         outcome.plot = plot.plot([plan.dir], plan.dir / studies.get(plan.study).PLOT)

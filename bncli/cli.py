@@ -556,10 +556,25 @@ def _sweep_progress(enabled: bool):
 
 @app.command("sweep", short_help="Run a study over a grid of settings x seeds, then aggregate.")
 def sweep_cmd(
-    file: Annotated[Path, typer.Argument(help="Sweep file: study, base, grid, seeds.", show_default=False)],
+    file: Annotated[Optional[Path], typer.Argument(
+        help="Sweep file: study, base, grid, seeds (optional with --study).", show_default=False)] = None,
+    study: Annotated[Optional[str], typer.Option(
+        metavar="STUDY", help="The study to sweep (needed without FILE; with one, it must be the file's).",
+        show_default=False)] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="KEY=VALUE",
+        help="A base setting (repeatable); overrides the file's, and takes KEY off its grid.",
+        show_default=False)] = None,
+    grid: Annotated[Optional[list[str]], typer.Option(
+        metavar="KEY=V1,V2", help="One grid axis (repeatable); replaces the file's axis of KEY. KEY=[...] is one "
+             "YAML list, for values holding commas.", show_default=False)] = None,
+    seeds: Annotated[Optional[str], typer.Option(
+        metavar="SEEDS", help="A range 0-4 (inclusive), a list 0,1,5, or one seed 3; replaces the file's.",
+        show_default=False)] = None,
     out: OutOpt = Path("results"),
-    name: Annotated[Optional[str], typer.Option(help="Sweep name (default: the file's `name`, else its stem).",
-                                                show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option(
+        help="Sweep name (default: the file's `name`, else its stem; without a file, the study and the grid's "
+             "keys).", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Finish an existing sweep: skip runs already "
                                          "ok or diverged, redo the rest.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed run.")] = False,
@@ -578,18 +593,22 @@ def sweep_cmd(
 ):
     """Run a study over a grid of settings times seeds; write summary.csv, aggregate.csv and a plot.
 
-    Every grid point is checked before anything runs. Runs go to OUT/sweeps/NAME/runs/, one
-    directory each, exactly as a single run writes it. Exit code 1 if any run failed, 130 if
-    interrupted (finished runs are kept: add --resume to finish).
+    The sweep is a FILE, flags, or both (flags win): --study, --set KEY=VALUE, --grid
+    KEY=V1,V2 and --seeds; values read as in YAML (50 an int, 1e-5 a float). Every grid point
+    is checked before anything runs. Runs go to OUT/sweeps/NAME/runs/, one directory each,
+    exactly as a single run writes it; OUT/sweeps/NAME/sweep.yaml is the resolved sweep, a
+    FILE that reruns it. Exit code 1 if any run failed, 130 if interrupted (finished runs are
+    kept: add --resume to finish).
 
-    Example: bncli sweep configs/sweeps/init_vs_norm.yaml --workers 2
+    Examples: bncli sweep configs/sweeps/init_vs_norm.yaml --workers 2;
+    bncli sweep --study depth-study --set depth=50 --grid init=kaiming,xavier --grid norm=batchnorm,none --seeds 0-4
     """
     from bncli import api, results
 
     ray = _ray_options(backend, address, cpus_per_run, gpus_per_run)
     with _sigterm_as_interrupt(), _sweep_progress(progress) as cb:
-        outcome = api.sweep(file, out, name, resume=resume, fail_fast=fail_fast, workers=workers, progress=cb,
-                            ray=ray)
+        outcome = api.sweep(file, out, name, study=study, base=set_, grid=grid, seeds=seeds, flags=True,
+                            resume=resume, fail_fast=fail_fast, workers=workers, progress=cb, ray=ray)
     console = _console()
     total = outcome.total
     if (outcome.dir / "summary.csv").exists():

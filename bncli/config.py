@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -130,14 +131,32 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                   |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
+                  |\.(?:nan|NaN|NAN))$""", re.X)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+class _Dumper(yaml.SafeDumper):
+    """safe_dump that quotes what _Loader would read back as another type (the text '1e-5')."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+_Dumper.add_multi_representer(Enum, lambda dumper, v: dumper.represent_data(v.value))
+
+
+def dump_yaml(data: Any, what: str = "config") -> str:
+    """YAML that read_yaml reads back to `data`: keys in order, innermost lists inline."""
+    try:
+        return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True)
+    except yaml.representer.RepresenterError as e:
+        got = show(e.args[1]) if len(e.args) > 1 else "a value"
+        raise BncliError(f"{what}: {got} cannot be written as YAML; give text, numbers, true/false, "
+                         "null, or lists of them") from None
 
 
 def read_yaml(path: Path, what: str = "--config") -> Any:
@@ -161,6 +180,12 @@ def read_yaml(path: Path, what: str = "--config") -> Any:
         raise
     except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: a NUL in the path
         raise BncliError(f"{what}: cannot read {path}: {e}") from None
+    return loads(text, what, str(path))
+
+
+def loads(text: str, what: str, subject: str) -> Any:
+    """Parse YAML text (a file's, or one flag's value) as read_yaml does; errors say
+    `what: subject is not valid YAML ...`."""
     try:
         loader = _Loader(text)  # what yaml.safe_load does, with the SafeLoader above
         try:
@@ -171,13 +196,13 @@ def read_yaml(path: Path, what: str = "--config") -> Any:
         mark = e.problem_mark or e.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = " ".join(str(x) for x in (e.context, e.problem) if x)
-        raise BncliError(f"{what}: {path} is not valid YAML{where}: {problem}".strip()) from None
+        raise BncliError(f"{what}: {subject} is not valid YAML{where}: {problem}".strip()) from None
     except yaml.YAMLError as e:
-        raise BncliError(f"{what}: {path} is not valid YAML: {e}") from None
+        raise BncliError(f"{what}: {subject} is not valid YAML: {e}") from None
     except RecursionError:
-        raise BncliError(f"{what}: {path} is nested too deeply to be a config") from None
+        raise BncliError(f"{what}: {subject} is nested too deeply to be a config") from None
     except ValueError as e:  # an integer over Python's 4300-digit limit
-        raise BncliError(f"{what}: {path} holds a value bncli cannot read: {str(e).split(';')[0]}") from None
+        raise BncliError(f"{what}: {subject} holds a value bncli cannot read: {str(e).split(';')[0]}") from None
 
 
 def _is_text(s: str) -> bool:

@@ -1,9 +1,13 @@
 """Sweeps: one study over a grid of settings times seeds, aggregated into one table and one plot.
 
     bncli sweep configs/sweeps/init_vs_norm.yaml
+    bncli sweep --study depth-study --set depth=50 --grid init=kaiming,xavier --seeds 0-4
 
-Every grid point is validated by the study's own config model before anything runs. Runs go
-to `<out>/sweeps/<name>/runs/<run-name>/`, each written exactly as a single run would be, then
+A sweep is a file, flags (--study, --set, --grid, --seeds), or both, merged by `spec`; the
+resolved sweep is saved as the sweep directory's sweep.yaml (a file given alone: as given),
+which reruns it. Every grid point is validated by the study's own config model before
+anything runs. Runs go to `<out>/sweeps/<name>/runs/<run-name>/`, each written exactly as a
+single run would be, then
 summary.csv (long: one row per run per layer) and aggregate.csv (mean and sd over seeds); the
 caller draws the plot. A run's meta.json is its commit record, so `resume` redoes only runs
 that never said ok or diverged. Every run goes through results.compute (in this process, a
@@ -16,6 +20,7 @@ import itertools
 import math
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import socket
@@ -81,6 +86,7 @@ class Plan:
     text: str  # the sweep file as given
     keys: list[str]  # the grid's fields, in file order
     points: list[Point]
+    data: dict[str, Any] = field(default_factory=dict)  # the resolved sweep: study, name, base, grid, seeds
 
 
 @dataclass
@@ -119,50 +125,269 @@ def expand(grid: dict[str, list], seeds: list) -> list[dict[str, Any]]:
             for combo in itertools.product(*grid.values()) for s in seeds]
 
 
-def plan(path: Path, out: Path, name: str | None = None) -> Plan:
-    """Read and check a sweep file. Any bad value raises BncliError; nothing is written."""
+# -- the sweep: a file, flags, or both -------------------------------------------------------------
+
+@dataclass
+class Spec:
+    """A sweep resolved from its file and its flags (or the API's keyword arguments)."""
+
+    data: dict[str, Any]  # study, name, base, grid, seeds: sweep.yaml's content
+    text: str  # sweep.yaml's text: the file as given, or `data` as YAML when flags changed it
+    given: set[str]  # "base.K", "grid.K", "seeds": what flags (or keyword arguments) gave, not the file
+    labels: dict[str, str]  # "base.K", "grid.K", "seeds" -> how an error names it: `--grid init`, `s.yaml: grid.init`
+    source: str  # how an error names the sweep as a whole: `s.yaml`, `--set/--grid`, `s.yaml + --seeds`
+
+
+_SEEDS = re.compile(r"(\d{1,19})(?:-(\d{1,19}))?")
+
+
+def parse_seeds(value: Any, label: str = "--seeds") -> list[Any]:
+    """Seeds from `0-4` (a range, inclusive), `0,1,5` (a list; ranges may be part of it), `3`,
+    an int or a list (whose items the study's seed field checks)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, list, tuple)):
+        raise BncliError(f"{label}: give a range like 0-4, a list like 0,1,5 or one seed like 3, got {show(value)}")
+    if not isinstance(value, str):
+        if isinstance(value, (list, tuple)) and not value:
+            raise BncliError(f"{label}: give at least one seed")
+        return [value] if isinstance(value, int) else list(value)
+    seeds: list[int] = []
+    for part in value.split(","):
+        m = _SEEDS.fullmatch(part.strip())
+        if m is None:
+            raise BncliError(f"{label}: give a range like 0-4, a list like 0,1,5 or one seed like 3, "
+                             f"got {show(value)}")
+        lo, hi = int(m[1]), int(m[2] or m[1])
+        if hi < lo or hi > cfgmod.SEED_MAX:
+            raise BncliError(f"{label}: {part.strip()}: a range goes up (0-4), to at most {cfgmod.SEED_MAX}")
+        if len(seeds) + hi - lo + 1 > MAX_RUNS:  # counted before the list is built
+            raise BncliError(f"{label}: {show(value)} is over {MAX_RUNS} seeds; a sweep has at most {MAX_RUNS} runs")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def _pairs(items: list[str], flag: str, example: str) -> dict[str, str]:
+    """KEY=VALUE strings as {KEY: VALUE}: each key once, each with a value."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        key = key.strip().replace("-", "_")  # init-std, as the study's flag spells it, is init_std
+        if not sep or not key.isidentifier():
+            raise BncliError(f"{flag}: expected KEY=VALUE like {example}, got {show(item)}")
+        if key in out:
+            raise BncliError(f"{flag} {key}: given twice; give each key once")
+        if not value.strip():
+            raise BncliError(f"{flag} {key}: give a value, like {example}")
+        out[key] = value
+    return out
+
+
+def parse_set(items: list[str], flag: str = "--set") -> dict[str, Any]:
+    """`--set KEY=VALUE` flags as base settings; each value read as YAML reads it (50 an int,
+    1e-5 a float, none for None, 2,2 a string the field parses)."""
+    return {k: cfgmod.loads(v, f"{flag} {k}", show(v)) for k, v in _pairs(items, flag, "depth=50").items()}
+
+
+def parse_grid(items: list[str], flag: str = "--grid") -> dict[str, list[Any]]:
+    """`--grid KEY=V1,V2,...` flags as grid axes; each value read as YAML reads it.
+    `KEY=[...]` is one YAML list, for values that hold commas: `--grid "momentum=[[0.1, 0.3], [0.9]]"`."""
+    grid = {}
+    for key, text in _pairs(items, flag, "init=kaiming,xavier").items():
+        what = f"{flag} {key}"
+        if text.lstrip().startswith("["):
+            values = cfgmod.loads(text, what, show(text))
+        else:
+            parts = [p.strip() for p in text.split(",")]
+            if not all(parts):
+                raise BncliError(f"{what}: an empty value in {show(text)}; give values like init=kaiming,xavier")
+            values = [cfgmod.loads(p, what, show(p)) for p in parts]
+        if not isinstance(values, list) or not values:
+            raise BncliError(f"{what}: give at least one value, like init=kaiming,xavier (got {show(text)})")
+        grid[key] = values
+    return grid
+
+
+def _read(path: Path) -> SweepFile:
     data = cfgmod.read_yaml(path, "sweep file")
     if data is not None and not isinstance(data, dict):
         raise BncliError(f"{path}: a sweep file is a mapping of study, name, base, grid and seeds, "
                          f"got a {type(data).__name__}")
     try:
-        spec = SweepFile.model_validate(data if data is not None else {})
+        return SweepFile.model_validate(data if data is not None else {})
     except ValidationError as e:
         raise BncliError(_file_error(e, path)) from None
-    study = spec.study
-    cls = studies.get(study).CONFIG
-    for where, keys in (("grid", spec.grid), ("base", spec.base)):
-        if "seed" in keys:
-            raise BncliError(f"{path}: {where}.seed: put seeds in the `seeds` list, not in {where}")
-        unknown = [k for k in keys if k not in cls.model_fields]
-        if unknown:
-            raise BncliError(f"{path}: {where}.{unknown[0]}: unknown field for {study}; "
-                             f"accepted fields: {', '.join(f for f in cls.model_fields if f != 'seed')}")
-    runs = math.prod(len(v) for v in spec.grid.values()) * len(spec.seeds)  # counted, not expanded
+
+
+class _Given(BaseModel):
+    """The API's base= and grid= keyword arguments, checked as a sweep file's would be."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: dict[str, Any] = {}
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+
+
+def _given(base: Any, grid: Any, flags: bool) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """The base settings and grid axes the flags (strings) or keyword arguments (mappings) give."""
+    if flags:
+        base, grid = parse_set(list(base or [])), parse_grid(list(grid or []))
+    else:
+        try:
+            given = _Given.model_validate({"base": base or {}, "grid": grid or {}})
+        except ValidationError as e:
+            raise BncliError(describe(e, ["base", "grid"], ".".join, noun="argument")) from None
+        base, grid = given.base, given.grid
+    both = [k for k in grid if k in base]
+    if both:
+        where = f"--grid {both[0]}: also given with --set" if flags else f"grid.{both[0]}: also given in base"
+        raise BncliError(f"{where}; a setting is either fixed or swept, not both")
+    return base, grid
+
+
+def _from_file(path: Path | None, study: str | None, flag: str) -> tuple[SweepFile, str]:
+    """The file's sweep and text; without a file, an empty sweep of `study`."""
+    if path is None:
+        if study is None:
+            raise BncliError(f"give a sweep FILE or {flag}: bncli sweep FILE, or bncli sweep {flag} NAME "
+                             "--grid KEY=V1,V2 (see bncli sweep --help)")
+        if study not in studies.REGISTRY:
+            raise BncliError(f"{flag}: {show(study)} is not a study; accepted: {', '.join(studies.names())}")
+        return SweepFile(study=study), ""
+    sf = _read(path)
+    if study is not None and study != sf.study:
+        raise BncliError(f"{flag}: {show(study)} differs from the study of {path} ({sf.study}); "
+                         "leave out " + flag + " or give a sweep file of that study")
+    return sf, Path(path).read_text(encoding="utf-8")
+
+
+def spec(file: Path | str | None = None, study: str | None = None, base: Any = None, grid: Any = None,
+         seeds: Any = None, name: str | None = None, *, flags: bool = False) -> Spec:
+    """The sweep that a file and flags give together, the flags winning.
+
+    The file (if any) gives study, name, base, grid and seeds. `base` settings override or add
+    to the file's, and remove their key from its grid; a `grid` axis replaces the file's axis of
+    that key (in its place) or is added after them, and removes its key from base; `seeds`
+    replace the file's. A key both in `base` and `grid` is refused; so is a `study` other than
+    the file's. With flags=True, base and grid are the command line's KEY=VALUE strings (--set,
+    --grid) and errors name the flags; else they are mappings, and errors name `base.K`.
+    Nothing is validated against the study's config here: `plan` does that.
+    """
+    path = Path(file) if file is not None else None
+    sf, text = _from_file(path, study, "--study" if flags else "study")
+    sets, axes = _given(base, grid, flags)
+    new_seeds = parse_seeds(seeds, "--seeds" if flags else "seeds") if seeds is not None else None
+    data = {"study": sf.study, "name": name or sf.name,
+            "base": {k: v for k, v in sf.base.items() if k not in axes} | sets,
+            "grid": {k: axes.get(k, v) for k, v in sf.grid.items() if k not in sets} | axes,
+            "seeds": sf.seeds if new_seeds is None else new_seeds}
+    data["name"] = data["name"] or (path.stem if path else _default_name(sf.study, data["grid"]))
+    given = {f"base.{k}" for k in sets} | {f"grid.{k}" for k in axes} | ({"seeds"} if new_seeds is not None else set())
+    return Spec(data, text if path and not given else cfgmod.dump_yaml(data, "base" if not flags else "--set"), given,
+                *_labels(path, flags, data, given))
+
+
+def _labels(path: Path | None, flags: bool, data: dict[str, Any], given: set[str]) -> tuple[dict[str, str], str]:
+    """How errors name each base and grid key and the seeds (`--grid init`, `grid.init` or
+    `s.yaml: grid.init`, by where it came from), and the sweep as a whole."""
+    def label(key: str) -> str:
+        if key in given or path is None:
+            part, _, k = key.partition(".")
+            return (f"--{'set' if part == 'base' else part} {k}" if k else "--seeds") if flags else key
+        return f"{path}: {key}"
+
+    keys = [f"{part}.{k}" for part in ("base", "grid") for k in data[part]] + ["seeds"]
+    parts = sorted({k.partition(".")[0] for k in given}, key=["base", "grid", "seeds"].index)
+    words = [{"base": "--set", "grid": "--grid", "seeds": "--seeds"}[p] if flags else p for p in parts]
+    source = " + ".join([str(path)] * bool(path) + ["/".join(words)] * bool(words))
+    return {k: label(k) for k in keys}, source or (f"--study {data['study']}" if flags else f"study {data['study']}")
+
+
+def _default_name(study: str, grid: dict[str, list]) -> str:
+    """A flag-built sweep's name: the study and the grid's keys, like depth-study-init-norm."""
+    return results.short("-".join([study, *(_safe(k) for k in grid)]), 120)
+
+
+def _check_keys(sp: Spec, cls: type) -> None:
+    """Every base and grid key a field of the study's config (seed in the seeds), and every
+    value given by a flag valid for its field on its own: `--grid init: ... (got 'foo')`."""
+    for part in ("grid", "base"):
+        for key in sp.data[part]:
+            label = sp.labels[f"{part}.{key}"]
+            if key == "seed":
+                raise BncliError(f"{label}: put seeds in {'--seeds' if label.startswith('--') else 'the seeds list'}"
+                                 f", not in {part}")
+            if key not in cls.model_fields:
+                raise BncliError(f"{label}: unknown field for {sp.data['study']}; "
+                                 f"accepted fields: {', '.join(f for f in cls.model_fields if f != 'seed')}")
+            if f"{part}.{key}" in sp.given:  # a file's values are checked with their runs, below
+                for value in sp.data[part][key] if part == "grid" else [sp.data[part][key]]:
+                    _check_value(cls, key, value, label)
+
+
+def _check_value(cls: type, key: str, value: Any, label: str) -> None:
+    try:
+        cls.model_validate({key: value})
+    except ValidationError as e:  # a field's own error (a combination's is the run's, below)
+        if all(err["loc"][:1] == (key,) for err in e.errors()):
+            name = lambda loc: label + "".join(f"[{p}]" for p in loc[1:])  # noqa: E731
+            raise BncliError(describe(e, cls.model_fields, name)) from None
+
+
+def _check_sizes(sp: Spec) -> None:
+    """At most MAX_RUNS runs (counted, not expanded); each seed and each grid value once."""
+    grid, seeds = sp.data["grid"], sp.data["seeds"]
+    runs = math.prod(len(v) for v in grid.values()) * len(seeds)
     if runs > MAX_RUNS:
-        sizes = " x ".join(str(len(v)) for v in [*spec.grid.values(), spec.seeds])
-        raise BncliError(f"{path}: grid and seeds: {sizes} = {runs} runs; a sweep has at most {MAX_RUNS}")
-    counts = Counter(word(s) for s in spec.seeds)
+        sizes = " x ".join(str(len(v)) for v in [*grid.values(), seeds])
+        raise BncliError(f"{sp.source}: grid and seeds: {sizes} = {runs} runs; a sweep has at most {MAX_RUNS}")
+    counts = Counter(word(s) for s in seeds)
     dupes = sorted(w for w, n in counts.items() if n > 1)
     if dupes:
-        raise BncliError(f"{path}: seeds: each seed once, got {', '.join(dupes[:5])} more than once")
-    for key, values in spec.grid.items():
+        raise BncliError(f"{sp.labels['seeds']}: each seed once, got {', '.join(dupes[:5])} more than once")
+    for key, values in grid.items():
         words = [word(v) for v in values]
         if len(set(words)) != len(words):
-            raise BncliError(f"{path}: grid.{key}: each value once, got {show(values)}")
+            raise BncliError(f"{sp.labels['grid.' + key]}: each value once, got {show(values)}")
 
-    sweep_name = results.check_name(name or spec.name or Path(path).stem, "--name" if name else "name")
+
+def plan(path: Path | str | None, out: Path, name: str | None = None, **given: Any) -> Plan:
+    """Resolve (see `spec`: `given` is its study, base, grid, seeds and flags) and check a sweep.
+    Any bad value raises BncliError; nothing is written."""
+    sp = spec(path, name=name, **given)
+    study = sp.data["study"]
+    cls = studies.get(study).CONFIG
+    _check_keys(sp, cls)
+    _check_sizes(sp)
+    sweep_name = results.check_name(sp.data["name"], "--name" if name else "name")
     out = results.check_out(out)
     points = []
-    for values in expand(spec.grid, spec.seeds):
+    for values in expand(sp.data["grid"], sp.data["seeds"]):
         rname = results.check_name(run_name(values), "grid")
         try:
-            cfg = cfgmod.validate(cls, {**spec.base, **values})
+            cfg = cfgmod.validate(cls, {**sp.data["base"], **values})
         except BncliError as e:
-            raise BncliError(f"{path}: run {rname}: {e}") from None
+            raise BncliError(f"{sp.source}: run {rname}: {e}") from None
         points.append(Point(rname, values, cfg))
-    return Plan(study, sweep_name, out / SWEEPS / sweep_name, Path(path).read_text(encoding="utf-8"),
-                list(spec.grid), points)
+    return Plan(study, sweep_name, out / SWEEPS / sweep_name, sp.text, list(sp.data["grid"]), points, sp.data)
+
+
+def _canonical(data: dict[str, Any]) -> dict[str, str]:
+    """What makes two sweeps the same runs, each part as YAML text (so 1 and 1.0 differ):
+    the study, the base settings in any order, the grid in order, the seeds in order."""
+    parts = {**data, "base": dict(sorted(data["base"].items()))}
+    return {k: cfgmod.dump_yaml(parts[k]) for k in ("study", "base", "grid", "seeds")}
+
+
+def _differs(saved: Path, plan: Plan) -> str | None:
+    """How the sweep saved in `saved` differs from the plan's; None when it is the same sweep."""
+    try:
+        data = SweepFile.model_validate(cfgmod.read_yaml(saved, "--resume")).model_dump()
+    except (BncliError, ValidationError):
+        return "it cannot be read as a sweep file"
+    old, new = _canonical(data), _canonical(plan.data)
+    for key in old:
+        if old[key] != new[key]:
+            return f"in {key}: {show(data[key])} there, {show(plan.data[key])} now"
+    return None
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -267,9 +492,10 @@ def _prepare(plan: Plan, resume: bool) -> tuple[list[Point], Outcome]:
         if not resume:
             raise BncliError(f"{plan.dir} already exists; add --resume to finish that sweep, "
                              "or give another --name")
-        if given.exists() and given.read_text(encoding="utf-8") != plan.text:
-            raise BncliError(f"--resume: {given} differs from the sweep file given; resume with the "
-                             "same file, or start a new sweep with another --name")
+        differs = _differs(given, plan) if given.exists() and plan.data else None
+        if differs:
+            raise BncliError(f"--resume: {given} differs from the sweep given ({differs}); resume with the "
+                             "same file and flags, or start a new sweep with another --name")
     runs = plan.dir / "runs"
     try:
         runs.mkdir(parents=True, exist_ok=True)

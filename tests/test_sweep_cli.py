@@ -1,0 +1,229 @@
+"""bncli sweep without writing YAML: --study, --set, --grid and --seeds, alone or over a sweep file."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from helpers import file_bytes, sweep_file
+
+import bncli
+from bncli import sweeps
+from bncli.errors import BncliError
+
+SMALL = ["--set", "depth=3", "--set", "width=8", "--set", "batch_size=4"]
+FLAGS = ["--study", "depth-study", *SMALL, "--grid", "init=kaiming,xavier", "--grid", "norm=batchnorm,none",
+         "--seeds", "0-1"]
+RESOLVED = {"study": "depth-study", "name": "depth-study-init-norm",
+            "base": {"depth": 3, "width": 8, "batch_size": 4},
+            "grid": {"init": ["kaiming", "xavier"], "norm": ["batchnorm", "none"]}, "seeds": [0, 1]}
+GRID_RUNS = [f"init={i},norm={n},seed={s}" for i in ("kaiming", "xavier") for n in ("batchnorm", "none")
+             for s in (0, 1)]
+
+
+def sweep_cli(cli, *args):
+    return cli("sweep", *args, "--no-progress")
+
+
+def runs_of(d):
+    return sorted(p.name for p in (d / "runs").iterdir())
+
+
+def test_flags_alone_run_the_grid_times_seeds_and_save_the_resolved_sweep(cli, tmp_path):
+    out = tmp_path / "out"
+    r = sweep_cli(cli, *FLAGS, "--out", out)
+    assert r.exit_code == 0, r.output
+    d = out / "sweeps" / "depth-study-init-norm"
+    assert runs_of(d) == sorted(GRID_RUNS)
+    assert [p.name for p in sweeps.plan(d / "sweep.yaml", tmp_path / "x").points] == GRID_RUNS  # in grid order
+    assert yaml.safe_load((d / "sweep.yaml").read_text()) == RESOLVED
+    cfg = yaml.safe_load((d / "runs" / "init=xavier,norm=none,seed=1" / "config.yaml").read_text())
+    assert (cfg["depth"], cfg["width"], cfg["batch_size"], cfg["init"], cfg["norm"], cfg["seed"]) == \
+        (3, 8, 4, "xavier", "none", 1)
+
+
+def test_a_flag_sweep_equals_the_same_sweep_from_a_file_and_reruns_from_its_sweep_yaml(cli, tmp_path):
+    flags, filed, rerun = tmp_path / "flags", tmp_path / "file", tmp_path / "rerun"
+    assert sweep_cli(cli, *FLAGS, "--out", flags).exit_code == 0
+    path = sweep_file(tmp_path, "depth-study-init-norm", base=RESOLVED["base"], grid=RESOLVED["grid"], seeds=[0, 1])
+    r = sweep_cli(cli, path, "--out", filed)
+    assert r.exit_code == 0, r.output
+    a, b = flags / "sweeps" / "depth-study-init-norm", filed / "sweeps" / "depth-study-init-norm"
+    fa, fb = file_bytes(a), file_bytes(b)
+    assert yaml.safe_load(fa.pop("sweep.yaml")) == yaml.safe_load(fb.pop("sweep.yaml")) | {"name": a.name}
+    assert fa == fb and len(fa) == 2 * 8 + 2  # layers.csv and config.yaml per run, summary and aggregate
+
+    r = sweep_cli(cli, a / "sweep.yaml", "--out", rerun)  # sweep.yaml reruns exactly that sweep
+    assert r.exit_code == 0, r.output
+    assert file_bytes(rerun / "sweeps" / a.name) == file_bytes(a)
+
+
+def test_flags_override_a_file(tmp_path):
+    """--set overrides and adds base keys and takes its key off the grid; --grid replaces an axis
+    in place (or adds one, taking its key out of base); --seeds replaces the seeds."""
+    data = {"study": "depth-study", "name": "s", "base": {"depth": 3, "width": 16, "activation": "relu"},
+            "grid": {"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"], "bn_mode": ["train"]},
+            "seeds": [0, 1]}
+    path = tmp_path / "s.yaml"
+    path.write_text("# a comment\n" + yaml.safe_dump(data, sort_keys=False))
+    same = sweeps.spec(path, flags=True)
+    assert same.data == data and same.text == path.read_text()  # no flag: the file as given
+    sp = sweeps.spec(path, "depth-study", ["width=8", "norm=none", "batch_size=4"],
+                     ["activation=tanh,relu", "init=xavier"], "3", flags=True)
+    assert sp.data == {"study": "depth-study", "name": "s",
+                       "base": {"depth": 3, "width": 8, "norm": "none", "batch_size": 4},
+                       "grid": {"init": ["xavier"], "bn_mode": ["train"], "activation": ["tanh", "relu"]},
+                       "seeds": [3]}
+    assert yaml.safe_load(sp.text) == sp.data
+    assert sp.labels["base.width"] == "--set width" and sp.labels["base.depth"] == f"{path}: base.depth"
+    assert sp.labels["grid.bn_mode"] == f"{path}: grid.bn_mode" and sp.labels["seeds"] == "--seeds"
+    assert sweeps.spec(path, name="other", seeds=[5]).data["name"] == "other"
+    plan = sweeps.plan(path, tmp_path / "out", base={"norm": "none"}, seeds=2)
+    assert [p.name for p in plan.points] == ["init=kaiming,bn_mode=train,seed=2", "init=normal,bn_mode=train,seed=2"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_values_read_as_yaml_and_seeds_as_ranges_lists_or_one():
+    assert sweeps.parse_set(["depth=50", "init_std=1e-5", "momentum=none", "kernel=2,2", "x=null", "b=true"]) == \
+        {"depth": 50, "init_std": 1e-5, "momentum": "none", "kernel": "2,2", "x": None, "b": True}
+    assert type(sweeps.parse_set(["e=1e-5"])["e"]) is float
+    assert sweeps.parse_set(["init-std=0.5"]) == {"init_std": 0.5}
+    assert sweeps.parse_grid(["init=kaiming, xavier", "momentum=[[0.1, 0.3], [0.9]]", "d=3,1e2"]) == \
+        {"init": ["kaiming", "xavier"], "momentum": [[0.1, 0.3], [0.9]], "d": [3, 100.0]}
+    assert sweeps.parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert sweeps.parse_seeds("0,1,5") == [0, 1, 5]
+    assert sweeps.parse_seeds("3") == [3] and sweeps.parse_seeds(3) == [3] and sweeps.parse_seeds("0-1,7") == [0, 1, 7]
+
+
+@pytest.mark.parametrize("args, words", [
+    ([], ["give a sweep FILE or --study"]),
+    (["--study", "depth"], ["--study: 'depth' is not a study", "depth-study, running-stats"]),
+    (["--study", "depth-study", "--grid", "init=foo,kaiming"], ["--grid init:", "'foo'", "xavier"]),
+    (["--study", "depth-study", "--set", "depth=x"], ["--set depth:", "integer", "'x'"]),
+    (["--study", "depth-study", "--set", "depth=-2"], ["--set depth:", "greater than or equal to 1"]),
+    (["--study", "depth-study", "--set", "nrom=none"], ["--set nrom: unknown field", "norm"]),
+    (["--study", "depth-study", "--grid", "seed=1,2"], ["--grid seed:", "--seeds"]),
+    (["--study", "depth-study", "--set", "init=xavier", "--grid", "init=kaiming"], ["--grid init:", "--set"]),
+    (["--study", "depth-study", "--set", "depth=3", "--set", "depth=4"], ["--set depth: given twice"]),
+    (["--study", "depth-study", "--set", "depth"], ["--set:", "KEY=VALUE"]),
+    (["--study", "depth-study", "--grid", "init="], ["--grid init:", "give a value"]),
+    (["--study", "depth-study", "--grid", "init=kaiming,,xavier"], ["--grid init:", "empty value"]),
+    (["--study", "depth-study", "--grid", "init=[kaiming"], ["--grid init:", "not valid YAML"]),
+    (["--study", "depth-study", "--grid", "init=kaiming,kaiming"], ["--grid init: each value once"]),
+    (["--study", "depth-study", "--seeds", "4-0"], ["--seeds: 4-0", "goes up"]),
+    (["--study", "depth-study", "--seeds", "a"], ["--seeds:", "0-4", "0,1,5", "'a'"]),
+    (["--study", "depth-study", "--seeds", "-1"], ["--seeds:", "'-1'"]),
+    (["--study", "depth-study", "--seeds", "0-999999"], ["--seeds:", "at most 100000"]),
+    (["--study", "depth-study", "--seeds", "0,1,0"], ["--seeds: each seed once"]),
+    (["--study", "depth-study", "--grid", "width=1,2,3,4,5,6,7,8,9,10", "--grid", "depth=1,2,3,4,5,6,7,8,9,10",
+      "--grid", "batch_size=2,3,4,5,6,7,8,9,10,11", "--seeds", "0-100"], ["--grid/--seeds:", "101000 runs"]),
+    (["--study", "depth-study", "--set", "batch_size=1", "--grid", "norm=batchnorm,none"],
+     ["--set/--grid: run norm=batchnorm,seed=0:", "batch_size must be at least 2"]),
+    (["--study", "depth-study", "--name", "a/b"], ["--name:", "not a valid name"]),
+])
+def test_bad_flags_fail_in_one_line_before_anything_is_made(cli, tmp_path, args, words):
+    out = tmp_path / "out"
+    r = sweep_cli(cli, *args, "--out", out)
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("Error: ") and len(r.output.strip().splitlines()) == 1, r.output
+    for w in words:
+        assert w in r.output, (w, r.output)
+    assert r.output.startswith("Error: --") or not args, r.output  # the line names its flag
+    assert not out.exists()
+
+
+def test_flag_errors_over_a_file_name_the_flag_or_the_file(cli, tmp_path):
+    path = sweep_file(tmp_path, study="running-stats", base={"iterations": 3}, grid={"momentum": [0.1, 0.2]})
+    out = tmp_path / "out"
+    for args, start in [(["--study", "depth-study"], "Error: --study: 'depth-study' differs from the study of"),
+                        (["--set", "iterations=x"], "Error: --set iterations: Input should be a valid integer"),
+                        (["--grid", "momentum=0.1,2"], "Error: --grid momentum: "),
+                        (["--set", "momentum=0.1", "--seeds", "0,0"], "Error: --seeds: each seed once")]:
+        r = sweep_cli(cli, path, *args, "--out", out)
+        assert r.exit_code == 2 and r.output.startswith(start), (args, r.output)
+        assert len(r.output.strip().splitlines()) == 1
+    path.write_text(path.read_text().replace("iterations: 3", "iterations: x"))
+    r = sweep_cli(cli, path, "--seeds", "1", "--out", out)
+    assert r.exit_code == 2 and r.output.startswith(f"Error: {path} + --seeds: run momentum=0.1,seed=1: "), r.output
+    assert not out.exists()
+
+
+def test_resume_of_a_flag_sweep_takes_the_same_flags_and_refuses_others(cli, tmp_path):
+    out = tmp_path / "out"
+    args = ["--study", "depth-study", *SMALL, "--grid", "init=kaiming,xavier", "--seeds", "0,1"]
+    assert sweep_cli(cli, *args, "--out", out).exit_code == 0
+    d = out / "sweeps" / "depth-study-init"
+    before = file_bytes(d)
+    r = sweep_cli(cli, *args, "--out", out)
+    assert r.exit_code == 2 and "--resume" in r.output
+    # the same sweep: base keys in another order, the seeds as a range
+    same = ["--study", "depth-study", "--set", "batch_size=4", "--set", "width=8", "--set", "depth=3",
+            "--grid", "init=kaiming,xavier", "--seeds", "0-1"]
+    r = sweep_cli(cli, *same, "--out", out, "--resume")
+    assert r.exit_code == 0 and "resumed: 4 of 4 runs were already done" in r.output, r.output
+    r = sweep_cli(cli, d / "sweep.yaml", "--out", out, "--resume")  # and from its sweep.yaml
+    assert r.exit_code == 0 and "resumed: 4 of 4" in r.output, r.output
+    common = ["--study", "depth-study", "--set", "width=8", "--set", "batch_size=4", "--grid", "init=kaiming,xavier"]
+    for other, key in [(["--set", "depth=3", "--seeds", "0-2"], "seeds"), (["--set", "depth=4"], "base"),
+                       (["--set", "depth=3", "--set", "init_std=2.0"], "base")]:
+        r = sweep_cli(cli, *common, *other, "--out", out, "--resume")
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert r.output.startswith(f"Error: --resume: {d / 'sweep.yaml'} differs from the sweep given (in {key}:")
+    assert file_bytes(d) == before
+    r = sweep_cli(cli, *args, "--grid", "norm=batchnorm,none", "--out", out, "--resume", "--name", d.name)
+    assert r.exit_code == 2 and "(in grid:" in r.output
+
+
+def test_resume_of_a_file_sweep_ignores_comments_but_not_settings(cli, tmp_path):
+    path = sweep_file(tmp_path, base={"depth": 3, "width": 8, "batch_size": 4}, grid={"init": ["kaiming"]})
+    out = tmp_path / "out"
+    assert sweep_cli(cli, path, "--out", out).exit_code == 0
+    path.write_text("# the same sweep, commented\n" + path.read_text())
+    r = sweep_cli(cli, path, "--out", out, "--resume")
+    assert r.exit_code == 0 and "resumed: 1 of 1" in r.output, r.output
+    r = sweep_cli(cli, path, "--set", "width=16", "--out", out, "--resume")  # the file's name, another sweep
+    assert r.exit_code == 2 and "differs from the sweep given (in base:" in r.output, r.output
+
+
+def test_without_a_grid_the_name_is_the_study_and_the_runs_are_the_seeds(cli, tmp_path):
+    out = tmp_path / "out"
+    r = sweep_cli(cli, "--study", "running-stats", "--set", "iterations=2", "--seeds", "3", "--out", out)
+    assert r.exit_code == 0, r.output
+    d = out / "sweeps" / "running-stats"
+    assert runs_of(d) == ["seed=3"]
+    assert yaml.safe_load((d / "sweep.yaml").read_text()) == {
+        "study": "running-stats", "name": "running-stats", "base": {"iterations": 2}, "grid": {}, "seeds": [3]}
+
+
+def test_the_api_takes_the_same_sweep_as_keyword_arguments(tmp_path):
+    outcome = bncli.sweep(out=tmp_path / "api", study="depth-study", base={"depth": 3, "width": 8, "batch_size": 4},
+                          grid={"init": ["kaiming", "xavier"], "norm": ["batchnorm", "none"]}, seeds="0-1",
+                          name="depth-study-init-norm")
+    assert outcome.total == 8 and outcome.failed == 0
+    assert yaml.safe_load((outcome.dir / "sweep.yaml").read_text()) == RESOLVED
+    for kw, start in [({"grid": {"init": ["foo"]}}, "grid.init: Input should be"),
+                      ({"grid": {"init": "kaiming"}}, "grid.init: Input should be a valid list"),
+                      ({"base": {"depth": "x"}}, "base.depth: Input should be a valid integer"),
+                      ({"seeds": []}, "seeds: give at least one seed"),
+                      ({"seeds": "x"}, "seeds: give a range like 0-4"),
+                      ({"base": {"depth": object()}}, "base: <object object"),
+                      ({"grid": {"depth": [3, 3.5]}}, "grid.depth: Input should be a valid integer")]:
+        with pytest.raises(BncliError) as e:
+            bncli.sweep(out=tmp_path / "bad", study="depth-study", **kw)
+        assert str(e.value).startswith(start), str(e.value)
+    from bncli.choices import Init
+
+    plan = sweeps.plan(None, tmp_path / "enum", study="depth-study", grid={"init": [Init.xavier]})
+    assert yaml.safe_load(plan.text)["grid"] == {"init": ["xavier"]}
+    with pytest.raises(BncliError, match="give a sweep FILE or study"):
+        bncli.sweep(out=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_sweep_help_does_not_import_heavy_modules():
+    code = ("import sys; from bncli.cli import main; sys.argv = ['bncli', 'sweep', '--help']\n"
+            "try: main()\nexcept SystemExit: pass\n"
+            "heavy = [m for m in ('torch', 'pandas', 'matplotlib', 'pydantic') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--grid KEY=V1,V2" in out and "HEAVY []" in out
