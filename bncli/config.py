@@ -17,14 +17,18 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
+import types
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
-from bncli.choices import DType
-from bncli.errors import BncliError, describe, show
+from bncli import studies
+from bncli.choices import DType, FloatType
+from bncli.errors import BncliError, describe, not_one_of, show
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,4})?")
 SEED_MAX = 2**63 - 1
@@ -79,7 +83,7 @@ Eps = Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False, default=1e-5)]  # 
 Seed = Annotated[StrictInt, Field(ge=0, le=SEED_MAX, default=0)]  # seeds every random stream of a run
 Device = Annotated[str, BeforeValidator(_check_device), Field(default="auto")]  # auto: cuda if available
 AnyDType = Annotated[DType, Field(default=DType.float32)]
-FloatDType = Annotated[Literal[DType.float32, DType.float64], Field(default=DType.float32)]  # no bfloat16
+FloatDType = Annotated[FloatType, Field(default=FloatType.float32)]  # float32 or float64: no bfloat16
 
 
 class Config(BaseModel):
@@ -87,8 +91,10 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+    def to_yaml(self, study: str | None = None) -> str:
+        """The fields as YAML; with `study`, a first line `study: NAME` (a run's config.yaml)."""
+        head = {"study": study} if study else {}
+        return yaml.safe_dump({**head, **self.model_dump(mode="json")}, sort_keys=False)
 
     def settings(self) -> dict[str, Any]:
         """The fields as plain values (enums as their words): what config.yaml holds."""
@@ -99,6 +105,38 @@ def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def study_name(cls: type[Config]) -> str | None:
+    """The registered study whose CONFIG is `cls` (None for a model of no study). Looks only at
+    study modules already imported: the one of `cls` is."""
+    for name, module in studies.REGISTRY.items():
+        if getattr(sys.modules.get(f"{studies.__name__}.{module}"), "CONFIG", None) is cls:
+            return name
+    return None
+
+
+def _choices(annotation: Any, depth: int = 0) -> list | None:
+    """The closed values of an annotation (an Enum's members, a Literal's values) through
+    Annotated and Optional; `depth` steps into list items (a location like momentum[0])."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _choices(get_args(annotation)[0], depth)
+    if origin in (Union, types.UnionType):
+        found = [_choices(a, depth) for a in get_args(annotation) if a is not type(None)]
+        return next((c for c in found if c), None)
+    if depth:
+        return _choices(get_args(annotation)[0], depth - 1) if origin is list and get_args(annotation) else None
+    if origin is Literal:
+        return list(get_args(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return list(annotation)
+    return None
+
+
+def field_choices(cls: type[Config], loc: list[str]) -> list | None:
+    info = cls.model_fields.get(loc[0]) if loc else None
+    return None if info is None else _choices(info.annotation, len(loc) - 1)
+
+
 def config_error(err: ValidationError, cls: type[Config], flags: set[str] = frozenset(),
                  source: str | None = None) -> str:
     """A config's problems, naming each field as the flag it came from, or as `field in FILE`."""
@@ -107,7 +145,35 @@ def config_error(err: ValidationError, cls: type[Config], flags: set[str] = froz
         out = _flag(field) if field in flags else (f"{field} in {source}" if source else field)
         return out + ("[" + ",".join(loc[1:]) + "]" if len(loc) > 1 else "")
 
-    return describe(err, cls.model_fields, name)
+    return describe(err, cls.model_fields, name, owner=study_name(cls) or "this config",
+                    choices=lambda loc: field_choices(cls, loc))
+
+
+def _own_study(cls: type[Config], data: dict, path: Path, flags: bool) -> dict:
+    """A config file's `study:` key, checked and dropped (a run's config.yaml has one). A file
+    for another study, by that key or by its fields, is refused naming the study it is for."""
+    own = study_name(cls)
+    if own is None or "study" in cls.model_fields:
+        return data
+    data = dict(data)
+    what = "--config" if flags else "config_file"
+    if "study" in data:
+        named = data.pop("study")
+        study = studies.ALIASES.get(named, named) if isinstance(named, str) else named
+        if study == own:
+            return data
+        if study not in studies.REGISTRY:
+            raise BncliError(f"study in {path}: {not_one_of(named, studies.names())}")
+        why = f"study: {named}"
+    else:
+        unknown = [k for k in data if k not in cls.model_fields]
+        fits = [s for s in studies.names() if s != own and unknown
+                and all(k in studies.get(s).CONFIG.model_fields for k in data)]
+        if not fits:
+            return data
+        study, why = fits[0], "fields " + ", ".join(map(str, unknown[:6])) + (", ..." if len(unknown) > 6 else "")
+    how = (f"bncli {study} --config {path}" if flags else f"bncli.{study.replace('-', '_')}({str(path)!r})")
+    raise BncliError(f"{what}: {path} is a {study} config ({why}); run it with {how}")
 
 
 class _Loader(yaml.SafeLoader):
@@ -216,5 +282,6 @@ def load(cls: type[Config], path: Path | None = None, *, flags: bool = True, **v
         if not isinstance(data, dict):
             raise BncliError(f"--config: {path} must hold a mapping of field: value, "
                              f"got {type(data).__name__}")
+        data = _own_study(cls, data, path, flags)
     given = {k: v for k, v in values.items() if v is not None}
     return validate(cls, {**data, **given}, set(given) if flags else set(), str(path) if path else None)

@@ -34,7 +34,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from bncli import config as cfgmod
 from bncli import ray_backend, results, studies
-from bncli.errors import BncliError, RunError, describe, show
+from bncli.errors import BncliError, RunError, describe, not_a_field, not_one_of, show
 from bncli.results import FINISHED, Run, word
 from bncli.studies.base import check_fits
 
@@ -50,7 +50,7 @@ def _none_is_empty(v: Any) -> Any:
 
 def _registered(v: str) -> str:
     if v not in studies.REGISTRY:
-        raise ValueError(f"must be one of {', '.join(studies.names())}")
+        raise ValueError(not_one_of(v, studies.names()))
     return v
 
 
@@ -101,7 +101,7 @@ class Outcome:
 
 
 def _file_error(err: ValidationError, path: Path) -> str:
-    return f"{path}: " + describe(err, SweepFile.model_fields, ".".join, noun="key")
+    return f"{path}: " + describe(err, SweepFile.model_fields, ".".join, noun="key", owner="a sweep file")
 
 
 def _safe(text: str) -> str:
@@ -136,8 +136,8 @@ def plan(path: Path, out: Path, name: str | None = None) -> Plan:
             raise BncliError(f"{path}: {where}.seed: put seeds in the `seeds` list, not in {where}")
         unknown = [k for k in keys if k not in cls.model_fields]
         if unknown:
-            raise BncliError(f"{path}: {where}.{unknown[0]}: unknown field for {study}; "
-                             f"accepted fields: {', '.join(f for f in cls.model_fields if f != 'seed')}")
+            fields = [f for f in cls.model_fields if f != "seed"]
+            raise BncliError(f"{path}: {where}.{unknown[0]}: {not_a_field(unknown[0], study, fields)}")
     runs = math.prod(len(v) for v in spec.grid.values()) * len(spec.seeds)  # counted, not expanded
     if runs > MAX_RUNS:
         sizes = " x ".join(str(len(v)) for v in [*spec.grid.values(), spec.seeds])

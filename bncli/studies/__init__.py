@@ -15,7 +15,7 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from bncli.errors import BncliError
+from bncli.errors import BncliError, not_one_of
 
 if TYPE_CHECKING:
     from bncli.studies.base import Study
@@ -37,5 +37,5 @@ def get(name: str) -> Study | ModuleType:
     """The module of study `name` (or of a name it had before), imported on first use."""
     name = ALIASES.get(name, name)
     if name not in REGISTRY:
-        raise BncliError(f"study: expected {', '.join(REGISTRY)}, got {name!r}")
+        raise BncliError(f"study: {not_one_of(name, REGISTRY)}")
     return importlib.import_module(f"{__name__}.{REGISTRY[name]}")
