@@ -159,10 +159,10 @@ def _own_study(cls: type[Config], data: dict, path: Path, flags: bool) -> dict:
     what = "--config" if flags else "config_file"
     if "study" in data:
         named = data.pop("study")
-        study = studies.ALIASES.get(named, named) if isinstance(named, str) else named
+        study = studies.ALIASES.get(named, named) if isinstance(named, str) else None
         if study == own:
             return data
-        if study not in studies.REGISTRY:
+        if study not in studies.REGISTRY:  # a list, a number, a name of no study
             raise BncliError(f"study in {path}: {not_one_of(named, studies.names())}")
         why = f"study: {named}"
     else:

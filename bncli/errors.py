@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import reprlib
 from collections.abc import Callable, Iterable
+from enum import Enum
 
 
 class BncliError(Exception):
@@ -29,6 +30,10 @@ class _Short(reprlib.Repr):
         super().__init__()
         self.maxlevel, self.maxstring, self.maxother, self.maxlong = 2, 40, 40, 40
         self.maxlist = self.maxtuple = self.maxdict = self.maxset = 4
+
+    def repr1(self, x, level):
+        # a choice as its value: 'kaiming', never <Init.kaiming: 'kaiming'>
+        return super().repr1(x.value if isinstance(x, Enum) else x, level)
 
     def repr_int(self, x, level):
         # repr() of an int over 4300 digits raises ValueError; YAML hex reaches that easily

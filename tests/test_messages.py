@@ -148,6 +148,10 @@ def test_no_internal_names_in_refusals(cli, tmp_path):
         with pytest.raises(BncliError) as e:
             bncli.load("running-stats", **kw)
         outputs.append(str(e.value))
+    with pytest.raises(BncliError) as e:
+        bncli.load("depth-study", depth=Init.kaiming)  # a choice where a number belongs: shown as its value
+    outputs.append(str(e.value))
+    assert outputs[-1] == "depth: Input should be a valid integer (got 'kaiming')"
     assert outputs[0] == "Error: --dtype: 'bfloat16' is not one of float32, float64"
     assert outputs[1] == f"Error: dtype in {f}: 'bfloat16' is not one of float32, float64"
     assert outputs[3].endswith("run dtype=bfloat16,seed=0: dtype: 'bfloat16' is not one of float32, float64")
