@@ -201,16 +201,24 @@ def test_running_stats_help_says_no_bfloat16(cli):
 
 # -- a config for another study -------------------------------------------------------------------
 
-def test_a_config_of_another_study_says_whose_it_is(cli):
-    f = ROOT / "configs" / "convergence.yaml"
+def test_a_config_of_another_study_says_whose_it_is(cli, tmp_path):
+    f = ROOT / "configs" / "convergence.yaml"  # by its study: key
     assert one_line(cli("running-stats", "--config", f)) == (
-        f"Error: --config: {f} is a convergence config (fields keras_momentum, input_mean, input_std); "
-        f"run it with bncli convergence --config {f}")
-    f = ROOT / "configs" / "depth_study.yaml"
-    assert one_line(cli("convergence", "--config", f)).startswith(
-        f"Error: --config: {f} is a depth-study config (fields depth, width, ")
+        f"Error: --config: {f} is a convergence config (study: convergence); run it with bncli convergence "
+        f"--config {f}")
+    g = tmp_path / "convergence.yaml"  # by its fields
+    g.write_text("".join(line for line in f.read_text().splitlines(True) if not line.startswith("study:")))
+    assert one_line(cli("running-stats", "--config", g)) == (
+        f"Error: --config: {g} is a convergence config (fields keras_momentum, input_mean, input_std); "
+        f"run it with bncli convergence --config {g}")
+    g.write_text("depth: 3\nwidth: 8\ninit: xavier\n")
+    assert one_line(cli("convergence", "--config", g)) == (
+        f"Error: --config: {g} is a depth-study config (fields depth, width, init); "
+        f"run it with bncli depth-study --config {g}")
     with pytest.raises(BncliError, match=r"^config_file: .* is a depth-study config .*bncli\.depth_study\("):
-        bncli.load("convergence", f)
+        bncli.load("convergence", g)
+    for name in ("depth_study", "depth_study_conv", "depth_study_resnet", "running_stats"):
+        assert "is a " in one_line(cli("convergence", "--config", ROOT / "configs" / f"{name}.yaml"))
 
 
 def test_shipped_configs_run_with_their_own_study():
