@@ -272,7 +272,7 @@ def _run(study: str, config: Path | None, out: Path, name: str | None, output: t
     from bncli import config as cfgmod
 
     mod = studies.get(study)
-    cfg = cfgmod.load(mod.CONFIG, config, **flags)
+    cfg = cfgmod.load(mod.CONFIG, config, whose=studies.whose(study), **flags)
     total = mod.progress_total(cfg)
     try:
         with _sigterm_as_interrupt(), _progress(total or 0, study, total is not None) as cb:

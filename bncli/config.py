@@ -19,6 +19,7 @@ import re
 import stat
 import sys
 import types
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -26,9 +27,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
-from bncli import studies
 from bncli.choices import DType, FloatType
-from bncli.errors import BncliError, describe, not_one_of, show
+from bncli.errors import BncliError, describe, show
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,4})?")
 SEED_MAX = 2**63 - 1
@@ -106,12 +106,9 @@ def _flag(field: str) -> str:
 
 
 def study_name(cls: type[Config]) -> str | None:
-    """The registered study whose CONFIG is `cls` (None for a model of no study). Looks only at
-    study modules already imported: the one of `cls` is."""
-    for name, module in studies.REGISTRY.items():
-        if getattr(sys.modules.get(f"{studies.__name__}.{module}"), "CONFIG", None) is cls:
-            return name
-    return None
+    """The study whose CONFIG is `cls`: its module's NAME (None for a model of no study)."""
+    module = sys.modules.get(cls.__module__)
+    return getattr(module, "NAME", None) if getattr(module, "CONFIG", None) is cls else None
 
 
 def _choices(annotation: Any, depth: int = 0) -> list | None:
@@ -147,33 +144,6 @@ def config_error(err: ValidationError, cls: type[Config], flags: set[str] = froz
 
     return describe(err, cls.model_fields, name, owner=study_name(cls) or "this config",
                     choices=lambda loc: field_choices(cls, loc))
-
-
-def _own_study(cls: type[Config], data: dict, path: Path, flags: bool) -> dict:
-    """A config file's `study:` key, checked and dropped (a run's config.yaml has one). A file
-    for another study, by that key or by its fields, is refused naming the study it is for."""
-    own = study_name(cls)
-    if own is None or "study" in cls.model_fields:
-        return data
-    data = dict(data)
-    what = "--config" if flags else "config_file"
-    if "study" in data:
-        named = data.pop("study")
-        study = studies.ALIASES.get(named, named) if isinstance(named, str) else None
-        if study == own:
-            return data
-        if study not in studies.REGISTRY:  # a list, a number, a name of no study
-            raise BncliError(f"study in {path}: {not_one_of(named, studies.names())}")
-        why = f"study: {named}"
-    else:
-        unknown = [k for k in data if k not in cls.model_fields]
-        fits = [s for s in studies.names() if s != own and unknown
-                and all(k in studies.get(s).CONFIG.model_fields for k in data)]
-        if not fits:
-            return data
-        study, why = fits[0], "fields " + ", ".join(map(str, unknown[:6])) + (", ..." if len(unknown) > 6 else "")
-    how = (f"bncli {study} --config {path}" if flags else f"bncli.{study.replace('-', '_')}({str(path)!r})")
-    raise BncliError(f"{what}: {path} is a {study} config ({why}); run it with {how}")
 
 
 class _Loader(yaml.SafeLoader):
@@ -268,11 +238,13 @@ def validate(cls: type[Config], data: Any, flags: set[str] = frozenset(), source
         raise BncliError(config_error(e, cls, flags, source)) from None
 
 
-def load(cls: type[Config], path: Path | None = None, *, flags: bool = True, **values: Any) -> Config:
+def load(cls: type[Config], path: Path | None = None, *, flags: bool = True,
+         whose: Callable[[dict, Path, bool], dict] | None = None, **values: Any) -> Config:
     """Resolve a config: the model's defaults < the YAML file at `path` < `values` that are not None.
 
     Errors name the values as the command line's flags (`--depth`), or, with flags=False (the
-    Python API), as fields (`depth`).
+    Python API), as fields (`depth`). `whose(data, path, flags)` checks the file's mapping is
+    for this study (bncli.studies.whose, which knows them all) and drops its `study:` key.
     """
     data = {}
     if path is not None:
@@ -282,6 +254,9 @@ def load(cls: type[Config], path: Path | None = None, *, flags: bool = True, **v
         if not isinstance(data, dict):
             raise BncliError(f"--config: {path} must hold a mapping of field: value, "
                              f"got {type(data).__name__}")
-        data = _own_study(cls, data, path, flags)
+        if whose is not None:
+            data = whose(data, path, flags)
+        elif "study" not in cls.model_fields and study_name(cls) is not None and data.get("study") == study_name(cls):
+            data = {k: v for k, v in data.items() if k != "study"}  # its own study: a saved config.yaml
     given = {k: v for k, v in values.items() if v is not None}
     return validate(cls, {**data, **given}, set(given) if flags else set(), str(path) if path else None)
