@@ -32,7 +32,7 @@ __all__ = ["Run", "SavedSweep", "execute", "load", "open_run", "open_sweep", "pl
 def load(study: str, config_file: Path | str | None = None, **fields: Any) -> Config:
     """A study's validated config: its defaults < `config_file` (YAML) < `fields`."""
     path = Path(config_file) if config_file is not None else None
-    return config.load(studies.get(study).CONFIG, path, flags=False, **fields)
+    return config.load(studies.get(study).CONFIG, path, flags=False, whose=studies.whose(study), **fields)
 
 
 def run(study: str, config_file: Path | str | None = None, *, out: Path | str | None = None,

@@ -15,6 +15,7 @@ import functools
 import signal
 import sys
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,8 +23,8 @@ import typer
 from typer.core import TyperGroup
 
 from bncli import __version__
-from bncli.choices import Activation, Arch, Backend, BNMode, DType, Format, Init, InputKind, Norm, Order
-from bncli.errors import BncliError
+from bncli.choices import Activation, Arch, Backend, BNMode, DType, FloatType, Format, Init, InputKind, Norm, Order
+from bncli.errors import BncliError, plural
 
 
 class _Group(TyperGroup):
@@ -68,10 +69,47 @@ class _Group(TyperGroup):
                 raise
             ctx = getattr(e, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            _fail(e.format_message() + hint, e.exit_code)
+            _fail(_choice_error(e, sys.argv[1:] if args is None else list(args)) or e.format_message() + hint,
+                  e.exit_code)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _choices(param) -> list[str] | None:
+    """The words a click parameter accepts, when it is a closed choice (an enum flag)."""
+    desc = getattr(param, "type_descriptor", None)  # typer 0.2x coerces itself
+    kind = desc if desc is not None else getattr(param, "type", None)  # older typer: a click.Choice
+    found = getattr(kind, "choices", None)
+    return [str(getattr(c, "value", c)) for c in found] if found else None
+
+
+def _given(args: list[str], opts: list[str]) -> tuple[str, str] | None:
+    """The last `--flag VALUE` or `--flag=VALUE` of one of `opts` on the command line."""
+    found = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        for opt in opts:
+            if arg == opt and i + 1 < len(args):
+                found = opt, args[i + 1]
+            elif arg.startswith(opt + "="):
+                found = opt, arg[len(opt) + 1:]
+    return found
+
+
+def _choice_error(e: Exception, args: list[str]) -> str | None:
+    """click's refusal of a value outside an enum flag's choices, in bncli's words, the same
+    for every enum flag of every command: `--init: 'kaimng' is not one of kaiming, ... (did
+    you mean 'kaiming'?)`. None for any other usage error."""
+    from bncli.errors import not_one_of
+
+    param = getattr(e, "param", None)
+    choices = _choices(param)
+    given = _given(args, list(getattr(param, "opts", []))) if choices else None
+    if given is None or given[1] in choices:
+        return None
+    return f"{given[0]}: {not_one_of(given[1], choices)}"
 
 
 def _refuse_nul(args: list[str]) -> None:
@@ -239,23 +277,26 @@ def _reading(path):
 
 
 @contextmanager
-def _progress(total: int, label: str, enabled: bool):
-    """A transient progress bar; yields the callback a study calls with units done."""
-    if not enabled:
+def _progress(total: int, label: str, enabled: bool, *columns):
+    """A transient progress bar on a terminal (into a pipe or a file, rich would leave a blank
+    line where it was); yields the callback a study calls with units done. `columns` follow the
+    ETA, each task's field `current` filled by the callback's second argument."""
+    console = _console()
+    if not enabled or not console.is_terminal:
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), transient=True, console=_console())
+                   TimeRemainingColumn(), *columns, transient=True, console=console)
     task = None
 
-    def update(done: int):
+    def update(done: int, total: int = total, current: str | None = None):
         nonlocal task
-        if task is None:  # shown from the run's first step: a refusal before it prints one clean line
-            bar.start()
-            task = bar.add_task(label, total=total)
-        bar.update(task, completed=done)
+        if task is None:  # shown from the first step: a refusal before it prints one clean line
+            bar.start()  # runs already done on --resume do not count towards the ETA
+            task = bar.add_task(label, total=total, completed=done, current="")
+        bar.update(task, completed=done, current=current or "")
 
     try:
         yield update
@@ -272,7 +313,7 @@ def _run(study: str, config: Path | None, out: Path, name: str | None, output: t
     from bncli import config as cfgmod
 
     mod = studies.get(study)
-    cfg = cfgmod.load(mod.CONFIG, config, **flags)
+    cfg = cfgmod.load(mod.CONFIG, config, whose=studies.whose(study), **flags)
     total = mod.progress_total(cfg)
     try:
         with _sigterm_as_interrupt(), _progress(total or 0, study, total is not None) as cb:
@@ -326,7 +367,8 @@ def _study_command(study: str):
     kw = inspect.Parameter.KEYWORD_ONLY
     params = [inspect.Parameter("config", kw, default=None, annotation=ConfigOpt)]
     for field, info in mod.CONFIG.model_fields.items():
-        kind = info.annotation if info.annotation in (int, float, bool) else str
+        closed = isinstance(info.annotation, type) and issubclass(info.annotation, Enum)  # --help lists them
+        kind = info.annotation if info.annotation in (int, float, bool) or closed else str
         default = getattr(info.default, "value", info.default)
         option = typer.Option(f"--{field.replace('_', '-')}/--no-{field.replace('_', '-')}" if kind is bool
                               else f"--{field.replace('_', '-')}", show_default=str(default))
@@ -357,7 +399,9 @@ NameOpt = Annotated[Optional[str], typer.Option(help="Run name (default: a times
                                                 show_default=False)]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed.", show_default="0")]
 EpsOpt = Annotated[Optional[float], typer.Option(help="BatchNorm eps.", show_default="1e-05")]
-FloatDTypeOpt = Annotated[Optional[DType], typer.Option(help="float32 or float64.", show_default="float32")]
+FloatDTypeOpt = Annotated[Optional[FloatType], typer.Option(help="Floating-point type (no bfloat16: the checks "
+                                                           "against float64 formulas need float32 or better).",
+                                                           show_default="float32")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="auto (cuda when available, else cpu), cpu, cuda or cuda:N.",
                                                   show_default="auto")]
 
@@ -532,28 +576,6 @@ def convergence(
          input_std=input_std, eps=eps, seed=seed, device=device, dtype=dtype)
 
 
-@contextmanager
-def _sweep_progress(enabled: bool):
-    """Runs done out of total, the current run and the ETA; yields sweeps.run's callback."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), TextColumn("{task.fields[current]}"), transient=True,
-                  console=_console()) as bar:
-        task = None
-
-        def update(done: int, total: int, current: str | None):
-            nonlocal task
-            if task is None:  # runs already done on --resume do not count towards the ETA
-                task = bar.add_task("sweep", total=total, completed=done, current="")
-            bar.update(task, completed=done, current=current or "")
-
-        yield update
-
-
 @app.command("sweep", short_help="Run a study over a grid of settings x seeds, then aggregate.")
 def sweep_cmd(
     file: Annotated[Optional[Path], typer.Argument(
@@ -606,7 +628,9 @@ def sweep_cmd(
     from bncli import api, results
 
     ray = _ray_options(backend, address, cpus_per_run, gpus_per_run)
-    with _sigterm_as_interrupt(), _sweep_progress(progress) as cb:
+    from rich.progress import TextColumn
+
+    with _sigterm_as_interrupt(), _progress(0, "sweep", progress, TextColumn("{task.fields[current]}")) as cb:
         outcome = api.sweep(file, out, name, study=study, base=set_, grid=grid, seeds=seeds, flags=True,
                             resume=resume, fail_fast=fail_fast, workers=workers, progress=cb, ray=ray)
     console = _console()
@@ -614,7 +638,8 @@ def sweep_cmd(
     if (outcome.dir / "summary.csv").exists():
         _print_sweep(console, results.open_sweep(outcome.dir))
     if outcome.skipped:
-        console.print(f"resumed: {outcome.skipped} of {total} runs were already done")
+        done = "was" if outcome.skipped == 1 else "were"
+        console.print(f"resumed: {outcome.skipped} of {plural(total, 'run')} {done} already done")
     for run_name, error in outcome.errors.items():
         from rich.text import Text
 
@@ -628,7 +653,7 @@ def sweep_cmd(
         raise typer.Exit(130)
     if outcome.interrupted:
         finished = sum(s in results.FINISHED for s in outcome.status.values())
-        console.print(f"interrupted: {finished} of {total} runs finished; "
+        console.print(f"interrupted: {finished} of {plural(total, 'run')} finished; "
                       "rerun with --resume to finish")
         raise typer.Exit(130)
     if outcome.stopped:

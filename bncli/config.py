@@ -17,14 +17,17 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
+import types
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
-from bncli.choices import DType
+from bncli.choices import DType, FloatType
 from bncli.errors import BncliError, describe, show
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d{1,4})?")
@@ -80,7 +83,7 @@ Eps = Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False, default=1e-5)]  # 
 Seed = Annotated[StrictInt, Field(ge=0, le=SEED_MAX, default=0)]  # seeds every random stream of a run
 Device = Annotated[str, BeforeValidator(_check_device), Field(default="auto")]  # auto: cuda if available
 AnyDType = Annotated[DType, Field(default=DType.float32)]
-FloatDType = Annotated[Literal[DType.float32, DType.float64], Field(default=DType.float32)]  # no bfloat16
+FloatDType = Annotated[FloatType, Field(default=FloatType.float32)]  # float32 or float64: no bfloat16
 
 
 class Config(BaseModel):
@@ -88,8 +91,10 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+    def to_yaml(self, study: str | None = None) -> str:
+        """The fields as YAML; with `study`, a first line `study: NAME` (a run's config.yaml)."""
+        head = {"study": study} if study else {}
+        return yaml.safe_dump({**head, **self.model_dump(mode="json")}, sort_keys=False)
 
     def settings(self) -> dict[str, Any]:
         """The fields as plain values (enums as their words): what config.yaml holds."""
@@ -100,6 +105,35 @@ def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def study_name(cls: type[Config]) -> str | None:
+    """The study whose CONFIG is `cls`: its module's NAME (None for a model of no study)."""
+    module = sys.modules.get(cls.__module__)
+    return getattr(module, "NAME", None) if getattr(module, "CONFIG", None) is cls else None
+
+
+def _choices(annotation: Any, depth: int = 0) -> list | None:
+    """The closed values of an annotation (an Enum's members, a Literal's values) through
+    Annotated and Optional; `depth` steps into list items (a location like momentum[0])."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _choices(get_args(annotation)[0], depth)
+    if origin in (Union, types.UnionType):
+        found = [_choices(a, depth) for a in get_args(annotation) if a is not type(None)]
+        return next((c for c in found if c), None)
+    if depth:
+        return _choices(get_args(annotation)[0], depth - 1) if origin is list and get_args(annotation) else None
+    if origin is Literal:
+        return list(get_args(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return list(annotation)
+    return None
+
+
+def field_choices(cls: type[Config], loc: list[str]) -> list | None:
+    info = cls.model_fields.get(loc[0]) if loc else None
+    return None if info is None else _choices(info.annotation, len(loc) - 1)
+
+
 def config_error(err: ValidationError, cls: type[Config], flags: set[str] = frozenset(),
                  source: str | None = None) -> str:
     """A config's problems, naming each field as the flag it came from, or as `field in FILE`."""
@@ -108,7 +142,8 @@ def config_error(err: ValidationError, cls: type[Config], flags: set[str] = froz
         out = _flag(field) if field in flags else (f"{field} in {source}" if source else field)
         return out + ("[" + ",".join(loc[1:]) + "]" if len(loc) > 1 else "")
 
-    return describe(err, cls.model_fields, name)
+    return describe(err, cls.model_fields, name, owner=study_name(cls) or "this config",
+                    choices=lambda loc: field_choices(cls, loc))
 
 
 class _Loader(yaml.SafeLoader):
@@ -227,11 +262,13 @@ def validate(cls: type[Config], data: Any, flags: set[str] = frozenset(), source
         raise BncliError(config_error(e, cls, flags, source)) from None
 
 
-def load(cls: type[Config], path: Path | None = None, *, flags: bool = True, **values: Any) -> Config:
+def load(cls: type[Config], path: Path | None = None, *, flags: bool = True,
+         whose: Callable[[dict, Path, bool], dict] | None = None, **values: Any) -> Config:
     """Resolve a config: the model's defaults < the YAML file at `path` < `values` that are not None.
 
     Errors name the values as the command line's flags (`--depth`), or, with flags=False (the
-    Python API), as fields (`depth`).
+    Python API), as fields (`depth`). `whose(data, path, flags)` checks the file's mapping is
+    for this study (bncli.studies.whose, which knows them all) and drops its `study:` key.
     """
     data = {}
     if path is not None:
@@ -241,5 +278,9 @@ def load(cls: type[Config], path: Path | None = None, *, flags: bool = True, **v
         if not isinstance(data, dict):
             raise BncliError(f"--config: {path} must hold a mapping of field: value, "
                              f"got {type(data).__name__}")
+        if whose is not None:
+            data = whose(data, path, flags)
+        elif "study" not in cls.model_fields and study_name(cls) is not None and data.get("study") == study_name(cls):
+            data = {k: v for k, v in data.items() if k != "study"}  # its own study: a saved config.yaml
     given = {k: v for k, v in values.items() if v is not None}
     return validate(cls, {**data, **given}, set(given) if flags else set(), str(path) if path else None)

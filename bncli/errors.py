@@ -5,8 +5,10 @@ Light on purpose (no pydantic, no torch): the CLI imports it before it knows wha
 
 from __future__ import annotations
 
+import difflib
 import reprlib
 from collections.abc import Callable, Iterable
+from enum import Enum
 
 
 class BncliError(Exception):
@@ -29,6 +31,10 @@ class _Short(reprlib.Repr):
         self.maxlevel, self.maxstring, self.maxother, self.maxlong = 2, 40, 40, 40
         self.maxlist = self.maxtuple = self.maxdict = self.maxset = 4
 
+    def repr1(self, x, level):
+        # a choice as its value: 'kaiming', never <Init.kaiming: 'kaiming'>
+        return super().repr1(x.value if isinstance(x, Enum) else x, level)
+
     def repr_int(self, x, level):
         # repr() of an int over 4300 digits raises ValueError; YAML hex reaches that easily
         return f"<an integer of {x.bit_length()} bits>" if x.bit_length() > 256 else super().repr_int(x, level)
@@ -38,9 +44,48 @@ show = _Short().repr  # a value as an error message shows it: one bounded line
 MAX_ERRORS = 3  # problems named in one message; the rest are counted
 
 
-def describe(err, accepted: Iterable[str], name: Callable[[list[str]], str], noun: str = "field") -> str:
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """`1 run`, `2 runs`, `0 runs`."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
+
+
+def word(v) -> str:
+    """A choice as people type it: an enum's value, not its Python name."""
+    return str(getattr(v, "value", v))
+
+
+def _close(given, choices: list[str]) -> str | None:
+    if not isinstance(given, str):
+        return None
+    same = [c for c in choices if c.lower() == given.lower()]  # `Kaiming`, `KAIMING`
+    # a typo keeps the first letter: `bfloat16` is not a misspelt float64
+    close = same or [c for c in difflib.get_close_matches(given.lower(), choices, n=3, cutoff=0.6)
+                     if c[:1].lower() == given[:1].lower()]
+    return close[0] if close else None
+
+
+def not_one_of(value, choices: Iterable) -> str:
+    """`'kaimng' is not one of kaiming, xavier, ... (did you mean 'kaiming'?)`, for any choice:
+    a flag's, a config field's, a sweep grid's."""
+    words = [word(c) for c in choices]
+    close = _close(word(value), words)
+    hint = f" (did you mean {close!r}?)" if close else ""
+    return f"{show(getattr(value, 'value', value))} is not one of {', '.join(words)}{hint}"
+
+
+def not_a_field(key, owner: str, fields: Iterable[str], noun: str = "field") -> str:
+    """`not a field of depth-study; did you mean 'depth'?`, else the fields there are."""
+    fields = list(fields)
+    close = _close(key, fields)
+    hint = f"did you mean {close!r}?" if close else f"accepted {noun}s: " + ", ".join(fields)
+    return f"not a {noun} of {owner}; {hint}"
+
+
+def describe(err, accepted: Iterable[str], name: Callable[[list[str]], str], noun: str = "field",
+             owner: str | None = None, choices: Callable[[list[str]], list | None] = lambda loc: None) -> str:
     """One line from a pydantic ValidationError: each bad location as `name(loc)` says, its
-    problem, and the value given; an unknown key lists the `accepted` ones."""
+    problem, and the value given. An unknown key is `not a {noun} of {owner}` with the closest
+    `accepted` one; a value outside the `choices(loc)` of its location lists them."""
     parts = []
     errors = err.errors(include_url=False)
     for e in errors[:MAX_ERRORS]:
@@ -50,10 +95,14 @@ def describe(err, accepted: Iterable[str], name: Callable[[list[str]], str], nou
             parts.append(msg)
             continue
         got = e.get("input")
+        options = choices(loc) if e["type"] in ("enum", "literal_error") else None
         if e["type"] == "extra_forbidden":
-            msg = f"unknown {noun}; accepted {noun}s: " + ", ".join(accepted)
-        elif got is not None and not isinstance(got, dict):
-            msg += f" (got {show(got)})"
+            msg = (not_a_field(loc[-1], owner, accepted, noun) if owner
+                   else f"unknown {noun}; accepted {noun}s: " + ", ".join(accepted))
+        elif options:
+            msg = not_one_of(got, options)
+        elif got is not None and not isinstance(got, dict) and not (isinstance(got, str) and show(got) in msg):
+            msg += f" (got {show(got)})"  # unless the message quotes it already
         parts.append(f"{name(loc)}: {msg}")
     if len(errors) > MAX_ERRORS:
         parts.append(f"and {len(errors) - MAX_ERRORS} more")

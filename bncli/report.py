@@ -10,6 +10,8 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
+from bncli.errors import plural
+
 
 def fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -95,7 +97,7 @@ def sweep_counts(summary: pd.DataFrame) -> Text:
     """`60 runs: 55 ok, 5 diverged, 0 failed`."""
     status = summary.groupby("run", sort=False)["status"].first()
     counts = {s: int((status == s).sum()) for s in ("ok", "diverged", "failed")}
-    return Text(f"{len(status)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return Text(f"{plural(len(status), 'run')}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
 
 
 def status_line(meta: dict) -> str:

@@ -362,7 +362,7 @@ def write_run(run: Run) -> None:
     d = run.dir
     try:
         if run.status == "running" or not (d / "config.yaml").exists():
-            atomic_write(d / "config.yaml", run.cfg.to_yaml())
+            atomic_write(d / "config.yaml", run.cfg.to_yaml(run.study))  # `study:` first: a --config that says whose
             write_json(d / "meta.json", {**run.meta, "status": "running"})
         if run.status == "running":
             return
@@ -423,9 +423,10 @@ def open_run(path: Path) -> Run:
         raise BncliError(f"{path}/meta.json: not valid JSON: {e}") from None
     study = _study_of(meta.get("study") if isinstance(meta, dict) else None, path / "meta.json")
     settings = read_yaml(path / "config.yaml") or {}
+    settings = {k: v for k, v in settings.items() if k != "study"} if isinstance(settings, dict) else {}
     csv = path / studies.get(study).CSV
     result = Result(read_table(csv), meta.get("status")) if csv.exists() else None
-    return Run(study, settings if isinstance(settings, dict) else {}, meta, result, dir=path)
+    return Run(study, settings, meta, result, dir=path)
 
 
 @dataclass

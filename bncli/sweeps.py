@@ -39,7 +39,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from bncli import config as cfgmod
 from bncli import ray_backend, results, studies
-from bncli.errors import BncliError, RunError, describe, show
+from bncli.errors import BncliError, RunError, describe, not_a_field, not_one_of, show
 from bncli.results import FINISHED, Run, word
 from bncli.studies.base import check_fits
 
@@ -55,7 +55,7 @@ def _none_is_empty(v: Any) -> Any:
 
 def _registered(v: str) -> str:
     if v not in studies.REGISTRY:
-        raise ValueError(f"must be one of {', '.join(studies.names())}")
+        raise ValueError(not_one_of(v, studies.names()))
     return v
 
 
@@ -107,7 +107,7 @@ class Outcome:
 
 
 def _file_error(err: ValidationError, path: Path) -> str:
-    return f"{path}: " + describe(err, SweepFile.model_fields, ".".join, noun="key")
+    return f"{path}: " + describe(err, SweepFile.model_fields, ".".join, noun="key", owner="a sweep file")
 
 
 def _safe(text: str) -> str:
@@ -316,8 +316,8 @@ def _check_keys(sp: Spec, cls: type) -> None:
                 raise BncliError(f"{label}: put seeds in {'--seeds' if label.startswith('--') else 'the seeds list'}"
                                  f", not in {part}")
             if key not in cls.model_fields:
-                raise BncliError(f"{label}: unknown field for {sp.data['study']}; "
-                                 f"accepted fields: {', '.join(f for f in cls.model_fields if f != 'seed')}")
+                fields = [f for f in cls.model_fields if f != "seed"]
+                raise BncliError(f"{label}: {not_a_field(key, sp.data['study'], fields)}")
             if f"{part}.{key}" in sp.given:  # a file's values are checked with their runs, below
                 for value in sp.data[part][key] if part == "grid" else [sp.data[part][key]]:
                     _check_value(cls, key, value, label)
@@ -329,7 +329,8 @@ def _check_value(cls: type, key: str, value: Any, label: str) -> None:
     except ValidationError as e:  # a field's own error (a combination's is the run's, below)
         if all(err["loc"][:1] == (key,) for err in e.errors()):
             name = lambda loc: label + "".join(f"[{p}]" for p in loc[1:])  # noqa: E731
-            raise BncliError(describe(e, cls.model_fields, name)) from None
+            raise BncliError(describe(e, cls.model_fields, name, owner=cfgmod.study_name(cls),
+                                      choices=lambda loc: cfgmod.field_choices(cls, loc))) from None
 
 
 def _check_sizes(sp: Spec) -> None:

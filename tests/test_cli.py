@@ -143,7 +143,7 @@ BAD = [
     (["running-stats", "--momentum", "1.5"], "--momentum: Input should be less than or equal to 1"),
     (["running-stats", "--momentum", "-0.5"], "--momentum: Input should be greater than or equal to 0"),
     (["running-stats", "--momentum", "fast"], "--momentum: expected a number in [0, 1] or none"),
-    (["running-stats", "--dims", "4"], "--dims: Input should be 1, 2 or 3"),
+    (["running-stats", "--dims", "4"], "--dims: 4 is not one of 1, 2, 3"),
     (["running-stats", "--batch-size", "1"], "at least 2 values per channel"),
     (["running-stats", "--input", "ones"], "--input"),
 ]

@@ -50,7 +50,8 @@ def test_saved_yaml_round_trips(tmp_path):
 def test_field_errors_name_the_field_and_the_accepted_values(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("init: kaimin\n")
-    with pytest.raises(BncliError, match=r"init in .*c.yaml: Input should be 'kaiming', 'kaiming_uniform'"):
+    with pytest.raises(BncliError, match=r"init in .*c.yaml: 'kaimin' is not one of kaiming, kaiming_uniform, "
+                                         r".*\(did you mean 'kaiming'\?\)"):
         load("depth-study", f)
     with pytest.raises(BncliError, match=r"--depth: Input should be greater than or equal to 1"):
         load("depth-study", None, depth=0)
@@ -58,7 +59,7 @@ def test_field_errors_name_the_field_and_the_accepted_values(tmp_path):
 
 @pytest.mark.parametrize("text,match", [
     ("depth: [1\n", r"not valid YAML at line 2"),
-    ("dpeth: 3\n", r"dpeth in .*unknown field; accepted fields: depth, width"),
+    ("dpeth: 3\n", r"dpeth in .*: not a field of depth-study; did you mean 'depth'\?"),
     ("depth: abc\n", r"depth in .*valid integer"),
     ("depth: 2.5\n", r"depth in .*valid integer"),
     ("depth: true\n", r"depth in .*valid integer"),
@@ -98,7 +99,7 @@ def test_depth_cross_field_errors(flags, match):
 @pytest.mark.parametrize("flags,match", [
     ({"momentum": 1.5}, "--momentum: Input should be less than or equal to 1"),
     ({"momentum": -0.1}, "--momentum: Input should be greater than or equal to 0"),
-    ({"dims": 4}, "--dims: Input should be 1, 2 or 3"),
+    ({"dims": 4}, "--dims: 4 is not one of 1, 2, 3"),
     ({"dims": 2, "feature_shape": "2"}, "feature_shape must have 2 entries"),
     ({"batch_size": 1}, "at least 2 values per channel"),
     ({"feature_shape": "a,b"}, "--feature-shape: .*comma-separated"),

@@ -327,7 +327,7 @@ def test_a_signal_to_a_sweep_keeps_what_finished_and_resume_completes_it(tmp_pat
     r = subprocess.run([sys.executable, "-m", "bncli", *args, "--resume"], cwd=tmp_path, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, (r.stdout, r.stderr)
-    assert "resumed: 1 of 2 runs were already done" in r.stdout
+    assert "resumed: 1 of 2 runs was already done" in r.stdout
     assert (d / "runs" / done / "meta.json").read_text() == kept  # not redone
     assert meta_of(d / "runs" / cut)["status"] == "ok"
     assert len(pd.read_csv(d / "runs" / cut / "layers.csv")) == 300

@@ -44,10 +44,10 @@ def test_plan_validates_every_point_with_the_study_model(tmp_path):
 @pytest.mark.parametrize("grid, base, extra, words", [
     ({"init": ["kaiming", "kaimin"]}, BASE, {}, ["init", "kaimin", "xavier"]),
     ({"norm": ["batchnorm"], "batch_size": [4, 1]}, {"depth": 3}, {}, ["batch_size", "at least 2"]),
-    ({"nrom": ["none"]}, BASE, {}, ["grid.nrom", "unknown field"]),
+    ({"nrom": ["none"]}, BASE, {}, ["grid.nrom", "not a field of depth-study; did you mean 'norm'?"]),
     ({"seed": [1]}, BASE, {}, ["grid.seed", "seeds"]),
     ({"init": []}, BASE, {}, ["grid.init", "at least 1"]),
-    (GRID, BASE, {"gird": 1}, ["gird", "unknown key", "grid"]),
+    (GRID, BASE, {"gird": 1}, ["gird", "not a key of a sweep file; did you mean 'grid'?"]),
     (GRID, BASE, {"study": "depth"}, ["study", "depth-study"]),
 ])
 def test_a_bad_sweep_file_fails_before_anything_runs(cli, tmp_path, grid, base, extra, words):
@@ -262,5 +262,5 @@ def test_resume_redoes_what_is_not_really_there(cli, tmp_path):
     (runs / names[2]).symlink_to(tmp_path)  # a symlink in a run's place
     (runs / names[3] / ".meta.json.abc.tmp").write_text("{")  # a write a crash cut short
     r = sweep_cli(cli, path, "--out", out, "--resume")
-    assert r.exit_code == 0 and "resumed: 1 of 4 runs were already done" in r.output, r.output
+    assert r.exit_code == 0 and "resumed: 1 of 4 runs was already done" in r.output, r.output
     assert file_bytes(out) == before and not (runs / names[2]).is_symlink()

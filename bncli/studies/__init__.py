@@ -15,7 +15,7 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from bncli.errors import BncliError
+from bncli.errors import BncliError, not_one_of, show
 
 if TYPE_CHECKING:
     from bncli.studies.base import Study
@@ -37,5 +37,36 @@ def get(name: str) -> Study | ModuleType:
     """The module of study `name` (or of a name it had before), imported on first use."""
     name = ALIASES.get(name, name)
     if name not in REGISTRY:
-        raise BncliError(f"study: expected {', '.join(REGISTRY)}, got {name!r}")
+        raise BncliError(f"study: {not_one_of(name, REGISTRY)}")
     return importlib.import_module(f"{__name__}.{REGISTRY[name]}")
+
+
+def whose(study: str):
+    """A check for config files of `study` (for bncli.config.load): a `study:` key (a run's
+    config.yaml has one) is checked and dropped; a file for another study, by that key or by
+    its fields (all another study's), is refused, naming the study and how to run it."""
+    def check(data: dict, path, flags: bool) -> dict:
+        fields = get(study).CONFIG.model_fields
+        if "study" in fields:
+            return data
+        data = dict(data)
+        if "study" in data:
+            named = data.pop("study")
+            other = ALIASES.get(named, named) if isinstance(named, str) else None
+            if other == study:
+                return data
+            if other not in REGISTRY:  # a list, a number, a name of no study
+                raise BncliError(f"study in {path}: {not_one_of(named, names())}")
+            why = f"study: {named}"
+        else:
+            unknown = [k for k in data if k not in fields]
+            fits = [s for s in names() if s != study and unknown and all(k in get(s).CONFIG.model_fields for k in data)]
+            if not fits:
+                return data
+            other = fits[0]
+            why = "fields " + ", ".join(show(k).strip("'") for k in unknown[:6]) + (", ..." if len(unknown) > 6 else "")
+        what, how = (("--config", f"bncli {other} --config {path}") if flags
+                     else ("config_file", f"bncli.{other.replace('-', '_')}({str(path)!r})"))
+        raise BncliError(f"{what}: {path} is a {other} config ({why}); run it with {how}")
+
+    return check

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from bncli import figures, report
 from bncli.config import Config, Device, Eps, Finite, FloatDType, PosFloat, Positive, Seed, Unit, float_list
+from bncli.errors import plural
 from bncli.nets import DTYPES, generator, resolve_device, torch_threads
 from bncli.studies.base import Result, check_fits
 
@@ -223,7 +224,7 @@ def estimator_table(table: pd.DataFrame, steps: dict) -> Table:
         k = steps.get(name)
         t.add_row(name, str(k) if k is not None else f"not in {n}",
                   *[report.fmt(float(g[c].max())) for c in ("mean_error", "var_error", "train_eval_gap")])
-    t.caption = (f"after {n} iterations; errors are the worst channel's: |mean - mu| / sigma and "
+    t.caption = (f"after {plural(n, 'iteration')}; errors are the worst channel's: |mean - mu| / sigma and "
                  "|var / sigma^2 - 1|; gap: RMS of eval-mode minus train-mode output")
     return t
 

@@ -26,7 +26,7 @@ from rich.text import Text
 from bncli import figures, report, theory
 from bncli.choices import Activation, Arch, BNMode, Init, Norm, Order
 from bncli.config import AnyDType, Config, Device, NonNegFloat, PosFloat, Positive, Seed
-from bncli.errors import BncliError
+from bncli.errors import BncliError, plural
 from bncli.nets import (
     DTYPES,
     layer_fn,
@@ -541,7 +541,7 @@ def summary(table: pd.DataFrame, meta: dict) -> Text:
     diverged_at = meta.get("diverged_at")
     finite = table["std"][table["std"].map(math.isfinite)]
     if len(finite):
-        lines.append(f"std over {len(table)} layers: min {report.num(finite.min())}, "
+        lines.append(f"std over {plural(len(table), 'layer')}: min {report.num(finite.min())}, "
                      f"max {report.num(finite.max())}, last {report.num(table['std'].iloc[-1])}")
     g = report.growth(table["std"]) if len(table) else None
     if g is not None:
@@ -554,7 +554,7 @@ def summary(table: pd.DataFrame, meta: dict) -> Text:
     if diverged_at is not None:
         lines.append(f"diverged: non-finite output at layer {diverged_at}")
     if meta.get("status") == "interrupted":
-        lines.append(f"interrupted after {len(table)} layers")
+        lines.append(f"interrupted after {plural(len(table), 'layer')}")
     return Text("\n".join(lines))
 
 

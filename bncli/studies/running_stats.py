@@ -22,7 +22,7 @@ from rich.text import Text
 from bncli import figures, report
 from bncli.choices import InputKind
 from bncli.config import Config, Device, Eps, FloatDType, Positive, Seed, int_list, none_word
-from bncli.errors import show
+from bncli.errors import plural, show
 from bncli.nets import DTYPES, generator, resolve_device, torch_threads
 from bncli.studies.base import Result, check_fits
 
@@ -187,8 +187,9 @@ def value_table(table: pd.DataFrame, dtype: str = "float32") -> Table:
 
 def summary(table: pd.DataFrame, shapes: dict, dtype: str = "float32") -> Text:
     ok = agrees(table, dtype)
-    verdict = (f"torch matches the update formula on all {len(table)} values" if ok.all()
-               else f"torch differs from the update formula on {int((~ok).sum())} of {len(table)} values")
+    values = plural(len(table), "value")
+    verdict = (f"torch matches the update formula on {'all ' if len(table) > 1 else ''}{values}" if ok.all()
+               else f"torch differs from the update formula on {int((~ok).sum())} of {values}")
     return Text(f"{verdict}\nshapes: ") + Text("  ".join(f"{k} {tuple(v)}" for k, v in shapes.items()))
 
 
