@@ -728,7 +728,7 @@ def show_cmd(
 @app.command("compare", short_help="Saved runs of one study side by side: settings, one metric, where they part.")
 def compare_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Two or more run directories of one study.",
-                                                show_default=False, metavar="RUN RUN...")],
+                                                show_default=False, metavar="RUN")],
     metric: Annotated[Optional[str], typer.Option(
         help="Column to compare (default: std; running_var for running-stats; var_error for convergence).",
         show_default=False)] = None,

@@ -242,19 +242,20 @@ def _where(run: Run) -> str:
 def _side_by_side(runs: list[Run], names: list[str], ids: list[str], metric: str):
     """Every row id any run holds, in the order the runs hold them (run 1's first), with
     each run's value and whether it holds the row."""
-    merged = None
-    for k, (run, name) in enumerate(zip(runs, names, strict=True)):
+    parts = []
+    for run, name in zip(runs, names, strict=True):
         part = run.table[ids].copy()
-        part[name] = run.table[metric].to_numpy(float)
-        part[f"\0{k}"] = True  # which run holds the row; a NaN value alone cannot say
-        if merged is not None and not len(part):  # an empty CSV reads its id columns as text
-            part = part.astype(merged[ids].dtypes.to_dict())
-        merged = part if merged is None else merged.merge(part, on=ids, how="outer", sort=False,
-                                                          validate="one_to_one")
-    flags = [f"\0{k}" for k in range(len(runs))]
+        if parts and not len(part):  # an empty CSV reads its id columns as text
+            part = part.astype(parts[0][ids].dtypes.to_dict())
+        parts.append(part.assign(**{name: run.table[metric].to_numpy(float), f"\0{name}": True}))
+    # a left merge keeps the keys' order; an outer one would sort them (estimator names, alphabetically)
+    merged = pd.concat([p[ids] for p in parts], ignore_index=True).drop_duplicates(ignore_index=True)
+    for part in parts:
+        merged = merged.merge(part, on=ids, how="left", validate="one_to_one")
+    flags = [f"\0{n}" for n in names]  # which run holds the row; a NaN value alone cannot say
     present = merged[flags].astype("boolean").fillna(False).astype(bool)
     present.columns = names
-    return merged.drop(columns=flags).reset_index(drop=True), present.reset_index(drop=True)
+    return merged.drop(columns=flags), present
 
 
 def _mode(values: np.ndarray) -> str:
