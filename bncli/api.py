@@ -4,6 +4,7 @@
     r = bncli.depth_study(depth=50, init="xavier", norm="none")
     r.table, r.status, r.info   # a pandas DataFrame (NaN where a statistic is off), ok, {...}
     r.save("results")           # the same files `bncli depth-study` writes
+    bncli.compare(r, bncli.depth_study(depth=50, init="kaiming", norm="none")).to_dict()
 
 Each registered study is a function of the same name with underscores (`bncli.depth_study`,
 `bncli.running_stats`, `bncli.convergence`), taking its config's fields as keyword
@@ -20,12 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bncli import config, plot, ray_backend, results, studies, sweeps
+from bncli import comparison, config, plot, ray_backend, results, studies, sweeps
+from bncli.comparison import Comparison
 from bncli.config import Config
 from bncli.errors import RunError
 from bncli.results import Run, SavedSweep, open_run, open_sweep
 
-__all__ = ["Run", "SavedSweep", "execute", "load", "open_run", "open_sweep", "plot_runs", "run", "sweep"]
+__all__ = ["Comparison", "Run", "SavedSweep", "compare", "execute", "load", "open_run", "open_sweep", "plot_runs",
+           "run", "sweep"]
 # and one function per registered study: bncli.depth_study, bncli.running_stats, ...
 
 
@@ -108,6 +111,14 @@ def sweep(file: Path | str | None = None, out: Path | str = "results", name: str
 def plot_runs(paths: list[Path | str], out: Path | str | None = None, metric: str | None = None) -> Path:
     """Draw saved runs and sweeps into one PNG (`bncli plot`); returns its path."""
     return plot.plot([Path(p) for p in paths], Path(out) if out is not None else None, metric)
+
+
+def compare(*runs: Path | str | Run, metric: str | None = None, rtol: float = comparison.RTOL,
+            atol: float = comparison.ATOL) -> Comparison:
+    """Runs of one study (run directories or Runs) side by side on one metric (`bncli compare`):
+    the settings that differ, each run's value and its ratio (or difference) to the first
+    run's per row, the first row where they differ beyond rtol/atol, and rows some run lacks."""
+    return comparison.compare(*runs, metric=metric, rtol=rtol, atol=atol)
 
 
 @functools.cache  # bncli.depth_study is the same function each time it is looked up

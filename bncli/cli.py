@@ -803,9 +803,54 @@ def show_cmd(
         if format != Format.table:
             return _print_data(console, run.to_dict(), path / studies.get(run.study).CSV, format)
         parts = studies.get(run.study).render(run, every) if run.table is not None else []
+        settings = results.settings_line(run)
+    console.print(_plain(settings), markup=False, highlight=False)
     for part in parts:
         console.print(part)
     console.print(report.status_line(run.meta))
+
+
+@app.command("compare", short_help="Saved runs of one study side by side: settings, one metric, where they part.")
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run directories of one study.",
+                                                show_default=False, metavar="RUN")],
+    metric: Annotated[Optional[str], typer.Option(
+        help="Column to compare (default: std; running_var for running-stats; var_error for convergence).",
+        show_default=False)] = None,
+    rtol: Annotated[float, typer.Option(min=0, help="Relative tolerance: rows differ when "
+                                        "|run k - run 1| > atol + rtol * |run 1|.")] = 1e-6,
+    atol: Annotated[float, typer.Option(min=0, help="Absolute floor of the tolerance.")] = 1e-12,
+    every: Annotated[Optional[int], typer.Option(
+        min=1, help="Show every K-th layer or iteration (default: all up to 100, else about 50; "
+        "csv and json hold every row unless given).", show_default=False)] = None,
+    format: FormatOpt = Format.table,
+):
+    """Compare saved runs of one study: the settings that differ between them, then one metric
+    side by side per layer (or iteration and channel), with each run's ratio to the first run
+    (its difference instead when the values touch or cross zero), and the first row where the
+    runs differ by more than the tolerance, or that they agree. Rows a run lacks (it diverged
+    or stopped earlier) show as missing. A run against itself is identical.
+
+    Example: bncli compare results/depth-study/kaiming results/depth-study/xavier --metric std
+    """
+    import json
+
+    from bncli import api, comparison
+
+    loaded = []
+    for path in runs:
+        with _reading(path):
+            loaded.append(comparison.load(path))
+    with _reading("RUN"):
+        cmp = api.compare(*loaded, metric=metric, rtol=rtol, atol=atol)
+    console = _console()
+    if format == Format.json:
+        console.file.write(json.dumps(cmp.to_dict(every), allow_nan=False, default=str) + "\n")
+    elif format == Format.csv:
+        console.file.write(cmp.frame(every).to_csv(index=False, na_rep="nan", lineterminator="\n"))
+    else:
+        for part in comparison.render(cmp, every):
+            console.print(part)
 
 
 def _print_sweep(console, sweep) -> None:

@@ -455,6 +455,20 @@ def open_sweep(path: Path) -> SavedSweep:
 
 # -- listing -------------------------------------------------------------------------------------
 
+def changed_settings(run: Run) -> dict[str, Any]:
+    """The run's settings that differ from its study's defaults, in config.yaml's order: what
+    `bncli runs`, `bncli show` and `bncli compare` say about a run. Keys the study no longer
+    has (a file from an older bncli) are left out: they have no default to differ from."""
+    defaults = studies.get(run.study).CONFIG().settings()
+    return {k: v for k, v in run.settings.items() if k in defaults and defaults[k] != v}
+
+
+def settings_line(run: Run) -> str:
+    """`settings: init=normal norm=none depth=30`, or `settings: defaults`."""
+    changed = changed_settings(run)
+    return "settings: " + (" ".join(f"{k}={word(v)}" for k, v in changed.items()) or "defaults")
+
+
 def list_runs(out: Path | str = "results") -> list[dict[str, Any]]:
     """Every run and sweep under `out`, newest first: kind, study, name (its path under out),
     status, start time, wall time and the settings that differ from the study's defaults (a
@@ -475,10 +489,8 @@ def _run_entry(path: Path, out: Path) -> dict[str, Any]:
              "started": None, "wall_seconds": None, "settings": {}}
     try:
         run = open_run(path)
-        defaults = studies.get(run.study).CONFIG().settings()
         entry.update(study=run.study, status=run.status, started=run.meta.get("started_at"),
-                     wall_seconds=run.meta.get("wall_seconds"),
-                     settings={k: v for k, v in run.settings.items() if k in defaults and defaults[k] != v})
+                     wall_seconds=run.meta.get("wall_seconds"), settings=changed_settings(run))
     except (BncliError, OSError, ValueError, TypeError, AttributeError):
         pass
     return entry

@@ -37,6 +37,8 @@ class Study(Protocol):
     PLOT: str  # the default plot's file name (a sweep's plot, `bncli plot` of its runs)
     RUN_PLOT: bool  # does a single run's directory get the plot too
     SWEEP_COLUMNS: list[str]  # the sweep summary's columns, one row per config
+    # optional: COMPARE_METRIC: str, the column `bncli compare` sets side by side by default
+    # (without it, the first column after ID_COLUMNS)
 
     def label(self, cfg) -> str: ...  # the part of a default run name that tells runs apart
     def describe_size(self, cfg) -> str: ...  # the sizes, for an out-of-memory message

@@ -82,6 +82,7 @@ PLOT = "convergence.png"
 RUN_PLOT = True  # a single run's directory gets its error-against-iteration plot
 SWEEP_COLUMNS = ["steps to 1%: precise", "steps to 1%: cumulative", "worst final mean_error",
                  "worst final var_error"]
+COMPARE_METRIC = "var_error"  # what `bncli compare` sets side by side unless --metric says
 COLUMNS = ["iteration", "estimator", "channel", "mean", "var", "mean_error", "var_error", "train_eval_gap"]
 STREAM = 5  # the batches' seed stream (1, 2, 4: depth study; 3: running-stats check)
 WITHIN = 0.01  # "within 1% of the truth"

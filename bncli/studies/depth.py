@@ -116,6 +116,7 @@ LABEL_KEYS = ["init", "norm", "activation"]
 PLOT = "std_by_layer.png"
 RUN_PLOT = False
 SWEEP_COLUMNS = ["last-layer std", "min std", "max std", "diverged"]
+COMPARE_METRIC = "std"  # what `bncli compare` sets side by side unless --metric says
 BASE = ["mean", "std", "abs_max", "zero_fraction", "chan_sq_mean", "chan_var"]  # always on
 COLUMNS = ["layer", *BASE, "erank", "grad_std", "weight_grad_norm", "theory_std"]
 MAP_COLUMNS = ["layer", "stage", *BASE, "branch_var", *COLUMNS[len(BASE) + 1:]]  # conv and resnet

@@ -78,6 +78,7 @@ LABEL_KEYS = ["momentum", "dims", "input"]
 PLOT = "running_stats.png"
 RUN_PLOT = False
 SWEEP_COLUMNS = ["final running_var", "max |mean err|", "max |var err|", "matches formula"]
+COMPARE_METRIC = "running_var"  # what `bncli compare` sets side by side unless --metric says
 COLUMNS = ["iteration", "channel", "batch_mean", "batch_var", "running_mean", "running_var",
            "expected_mean", "expected_var"]
 BATCH_STREAM = 3
