@@ -218,8 +218,12 @@ def _consoles():
 
     class Terminal(Console):
         def _natural(self, column) -> int:
+            # numbers and names keep their widest cell on one line; text (left-justified, with
+            # spaces) may wrap between words, and only it does
             cells = [column.header, *column._cells]
-            return max(Measurement.get(self, self.options, c).maximum for c in cells) + 3  # padding, border
+            column.no_wrap = column.justify != "left" or not any(" " in str(c) for c in column._cells)
+            size = [Measurement.get(self, self.options, c) for c in cells]
+            return max(m.maximum if column.no_wrap else m.minimum for m in size) + 3  # padding, border
 
         def print(self, *objects, **kwargs):
             for o in objects:
@@ -737,11 +741,16 @@ def runs_cmd(
     if format == Format.json:
         console.file.write(json.dumps(entries, default=str) + "\n")
         return
-    rows = [[e["kind"], e["study"] or "?", e["name"], e["status"], e["started"] or "-",
-             "-" if e["wall_seconds"] is None else f"{e['wall_seconds']:.2f}",
+    # settings before the times: on a narrow terminal the last columns are the ones left out
+    rows = [[e["kind"], e["study"] or "?", e["name"], e["status"],
              " ".join(f"{k}={','.join(v) if isinstance(v, list) else results.word(v)}"
-                      for k, v in e["settings"].items())] for e in entries]
-    header = ["kind", "study", "name", "status", "started", "wall_s", "settings"]
+                      for k, v in e["settings"].items()),
+             e["started"] or "-", "-" if e["wall_seconds"] is None else f"{e['wall_seconds']:.2f}"]
+            for e in entries]
+    header = ["kind", "study", "name", "status", "settings", "started", "wall_s"]
+    if format == Format.table:  # to the second, in the machine's zone as recorded; csv keeps ISO 8601
+        for row in rows:
+            row[5] = row[5][:19].replace("T", " ")
     if format == Format.csv:
         import csv
 
