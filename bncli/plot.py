@@ -122,7 +122,8 @@ def label(table: pd.DataFrame, study: str, grid: list[str] = (), facet: str | No
     differ between lines (the panel's own aside). With several sources, the source's name comes
     first, with the settings that tell sources apart (depth=60), and goes last in `parts`: the
     line style tells the sources apart, the colour the configs."""
-    keys = [k for k in varying(table, grid) if SETTING + k != facet]
+    keys = [k for k in varying(table, grid) if SETTING + k != facet] or [
+        k for k in varying(table, grid) if SETTING + k == facet]  # a line per panel: the panel's value names it
     several = table["source"].nunique() > 1
     if several:  # a setting constant within each source labels the source, not the line
         own = [k for k in keys if (table.groupby("source")[SETTING + k].nunique() == 1).all()]
@@ -202,15 +203,11 @@ def _facet(table: pd.DataFrame, study: str, metric: str | None, facet: str | Non
     return auto(table, metric, [SETTING + k for k in varying(table, grid)]) if auto else None
 
 
-def plot(paths: list[Path], out: Path | None = None, metric: str | None = None, *, where: list[str] = (),
-         logy: bool | None = None, title: str | None = None, facet: str | None = None) -> Path:
-    """Draw the runs and sweeps at `paths` into one figure (PNG, SVG or PDF by `out`'s
-    extension); returns its path. `where`: KEY=VALUE filters; `logy`: force the y scale;
-    `facet`: a setting with one panel per value ("none": one panel; default: the study's pick)."""
+def prepare(paths: list[Path], metric: str | None = None, *, where: list[str] = (), logy: bool | None = None,
+            title: str | None = None, facet: str | None = None) -> tuple[str, pd.DataFrame, Options]:
+    """(study, the labelled rows to draw, the figure's Options) of `plot`'s arguments, all checked."""
     if not paths:
         raise BncliError("PATH: give at least one run or sweep directory")
-    if out is not None and Path(out).suffix.lower() not in FORMATS:
-        raise BncliError(f"--out: {out}: the extension picks the format; use one of {', '.join(FORMATS)}")
     study, table, stats = load(paths)
     available = metrics_of(table, study, stats)
     if not available:  # a sweep whose every run failed, a run with no finite value
@@ -221,11 +218,21 @@ def plot(paths: list[Path], out: Path | None = None, metric: str | None = None, 
     note = ""
     if where:
         table, note = select(table, list(where))
-    grid = [k for k in dict.fromkeys(k for p in table["parts"] for k, _ in p) if k and k != "run"]
+    grid = [k for k in dict.fromkeys(k for p in table["parts"] for k, _ in p) if k and k != "run"]  # load's order
     column = _facet(table, study, metric, facet, grid)
-    table = label(table, study, grid, column)
+    return study, label(table, study, grid, column), Options(logy, title, column, note)
+
+
+def plot(paths: list[Path], out: Path | None = None, metric: str | None = None, *, where: list[str] = (),
+         logy: bool | None = None, title: str | None = None, facet: str | None = None) -> Path:
+    """Draw the runs and sweeps at `paths` into one figure (PNG, SVG or PDF by `out`'s
+    extension); returns its path. `where`: KEY=VALUE filters; `logy`: force the y scale;
+    `facet`: a setting with one panel per value ("none": one panel; default: the study's pick)."""
+    if out is not None and Path(out).suffix.lower() not in FORMATS:
+        raise BncliError(f"--out: {out}: the extension picks the format; use one of {', '.join(FORMATS)}")
+    study, table, opts = prepare(paths, metric, where=where, logy=logy, title=title, facet=facet)
     out = Path(out) if out is not None else _free(default_out(paths, study, metric))
     if not out.parent.is_dir():
         raise BncliError(f"--out: directory {out.parent} does not exist")
     results.check_out(out.parent)
-    return results.write_plot(out, study, table, metric, Options(logy, title, column, note))
+    return results.write_plot(out, study, table, metric, opts)

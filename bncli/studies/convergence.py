@@ -263,11 +263,15 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
         for ax, m in zip(axes[r * len(metrics):(r + 1) * len(metrics)], metrics, strict=True):
             for parts, g in figures.groups(rows):
                 for ei, estimator in enumerate(names):
-                    v = _worst(g[g["estimator"] == estimator], m)
+                    e = g[g["estimator"] == estimator]
+                    if e.empty:  # an EMA of another config's momentum
+                        continue
+                    v = _worst(e, m)
                     label = f"{g['label'].iloc[0]}: {estimator}" if g["label"].iloc[0] else estimator
                     y = v.to_numpy(float)
-                    ax.plot(v.index.to_numpy() + 1, np.where(y > 0, y, np.nan), lw=1.3, label=label,
-                            color=palette(ei % 10), linestyle=styles[parts])
+                    wide = {"lw": 3.2, "alpha": 0.45} if estimator == "precise" else {"lw": 1.3}  # the reference:
+                    ax.plot(v.index.to_numpy() + 1, np.where(y > 0, y, np.nan), label=label,  # visible under the
+                            color=palette(ei % 10), linestyle=styles[parts], **wide)  # cumulative, its equal on means
             _axes(ax, table, m, opts, name, seeds)
     figures.title(fig, axes, "worst channel's error: max over channels" + (f" and {seeds} seeds" if seeds > 1 else ""),
                   opts)

@@ -619,21 +619,23 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
 
 
 def auto_facet(table: pd.DataFrame, metric: str | None, columns: list[str]) -> str | None:
-    """A panel per value of the grid key that gives the stable configs panels of their own,
-    when one axis would span ten decades or more (a config that diverges or vanishes next to
-    ones that hold near 1: on one log axis those would be flat lines on top of each other)."""
+    """A panel per value of the grid key that leaves the most stable configs in panels without
+    a wild one (diverging, or spanning over two decades), when one axis would span ten decades
+    or more: next to a config that explodes or vanishes, the ones that hold near 1 are flat
+    lines on top of each other on one log axis."""
     if "stage" in table.columns and table["stage"].notna().any():
         return None  # the signal-propagation plot compares its configs on one axis
     metric = metric or "std"
     done = table[table["status"].isin(("ok", "diverged"))]
     if figures.decades(done[metric]) < 10:
         return None
+    wild = {k: figures.decades(g[metric]) > 2 or (g["status"] == "diverged").any() for k, g in done.groupby("line")}
     best, most = None, 0
     for col in columns:
-        split = list(done.groupby(col, sort=False))
-        stable = sum(figures.decades(g[metric]) <= 2 and not (g["status"] == "diverged").any() for _, g in split)
-        if 1 < len(split) <= 6 and stable > most:
-            best, most = col, stable
+        split = [set(g["line"]) for _, g in done.groupby(col, sort=False)]
+        readable = sum(len(lines) for lines in split if not any(wild[k] for k in lines))  # stable, unsquashed
+        if 1 < len(split) <= 6 and readable > most:
+            best, most = col, readable
     return best
 
 

@@ -287,7 +287,7 @@ def _draw_group(ax, g: pd.DataFrame, m: str, colors: dict, marker: str) -> bool:
             ex, emean, _, _ = figures.mean_sd(ch, "iteration", expected)
             ax.plot(ex, emean, ls="--", lw=1.2, color=colors[c], zorder=1)
             dashed = True
-        ax.plot(x, mean, marker=marker, ms=4, lw=0 if formula else 1.5, color=colors[c], zorder=2)
+        ax.plot(x, mean, marker=marker, ms=4, lw=1.5, ls="none" if formula else "-", color=colors[c], zorder=2)
         if n > 1:
             ax.fill_between(x, mean - sd, mean + sd, alpha=0.15, lw=0, color=colors[c])
     return dashed
