@@ -106,7 +106,9 @@ def panels(table: pd.DataFrame, opts: Options | None) -> list[tuple[str | None, 
 def subplots(plt, rows: int, cols: int, width: float, height: float, n: int | None = None):
     """(figure, the first n axes in reading order): y scales independent, the spare cells off."""
     n = rows * cols if n is None else n
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 2.5, height * rows), squeeze=False)
+    # constrained: room for the panels' titles under the figure's, and for the legend beside them
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 2.5, height * rows), squeeze=False,
+                             layout="constrained")
     flat = list(axes.flat)
     for ax in flat[n:]:
         ax.remove()
@@ -124,6 +126,30 @@ def title(fig, axes: list, text: str, opts: Options | None) -> None:
         axes[0].set_title(text)
     else:
         fig.suptitle(text)
+
+
+def note_overlaps(ax) -> None:
+    """Say which labelled lines of the panel lie on top of each other (within 0.01%): a config
+    that seems missing from the plot (LayerNorm makes every init's output the same) is under another."""
+    groups: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
+    for ln in ax.lines:
+        text = ln.get_label()
+        x, y = np.asarray(ln.get_xdata(), float), np.asarray(ln.get_ydata(), float)
+        if not text or text.startswith("_") or not len(y):
+            continue
+        for gx, gy, names in groups:
+            if gx.shape == x.shape and (gx == x).all() and np.allclose(gy, y, rtol=1e-4, atol=0, equal_nan=True):
+                names.append(text)
+                break
+        else:
+            groups.append((x, y, [text]))
+    hidden = [" = ".join(names) for _, _, names in groups if len(names) > 1]
+    if hidden:  # an empty legend's title: matplotlib puts it where it hides the least ("best")
+        note = ax.legend([], [], title="on top of each other:\n" + "\n".join(hidden), loc="best", frameon=False,
+                         title_fontsize=7.5)
+        note.get_title().set_color("0.25")
+        ax.add_artist(note)  # stays when the figure's legend goes on this panel
+        ax.legend_ = None
 
 
 def legend(anchor, axes: list, extra: list = ()) -> None:

@@ -276,7 +276,6 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
     figures.title(fig, axes, "worst channel's error: max over channels" + (f" and {seeds} seeds" if seeds > 1 else ""),
                   opts)
     figures.legend(axes[len(metrics) - 1], axes)
-    fig.tight_layout()
     return fig
 
 

@@ -598,8 +598,9 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
             if not done.empty:
                 any_diverged |= _draw_group(ax, done, metric, styles[parts], log)
         ax.set_yscale("log" if log else "linear")
-        if not log and (rows[metric].dropna() >= 0).all():
-            ax.set_ylim(bottom=0)  # a std that holds at 0.58 reads flat, not as noise magnified
+        if not log and (rows[metric].dropna() >= 0).all():  # a std that holds at 0.58 reads flat,
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.15)  # not as noise magnified
+        figures.note_overlaps(ax)
         if name is not None:
             ax.set_title(name)
         ax.set_xlabel("layer")
@@ -613,8 +614,6 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
         extra.append((Line2D([], [], marker="x", ls="none", color="0.3", ms=8, mew=2),
                       "diverged (x at the first non-finite layer)"))
     figures.legend(axes[cols - 1], axes, extra)
-    if len(axes) > 1:
-        fig.tight_layout()
     return fig
 
 
@@ -661,7 +660,6 @@ def _draw_maps(plt, table: pd.DataFrame, metrics: list[str], opts: figures.Optio
             ax.grid(True, which="major", alpha=0.3)
     figures.title(fig, axes, f"signal propagation ({figures.seeds_note(table)}; dashed: a new stage)", opts)
     figures.legend(axes[len(metrics) - 1], axes)
-    fig.tight_layout()
     return fig
 
 

@@ -253,6 +253,7 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
             if opts is not None and opts.logy is not None:
                 ax.set_yscale("log" if opts.logy else "linear")
             ax.grid(True, alpha=0.3)
+            figures.note_overlaps(ax)  # constant input: every channel's running_var is the same
     seeds = figures.seeds_note(table)
     figures.title(fig, axes, f"{' and '.join(metrics)} per channel" + ("" if seeds == "one seed" else f" ({seeds})")
                   + ("; markers: measured, dashed: the formula" if dashed else ""), opts)
@@ -266,7 +267,6 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
         extra += [(Line2D([], [], ls="none", color="0.3", marker=markers[p]), g["label"].iloc[0])
                   for p, g in figures.groups(table)]
     figures.legend(axes[len(metrics) - 1], [], extra)
-    fig.tight_layout()
     return fig
 
 
@@ -287,7 +287,8 @@ def _draw_group(ax, g: pd.DataFrame, m: str, colors: dict, marker: str) -> bool:
             ex, emean, _, _ = figures.mean_sd(ch, "iteration", expected)
             ax.plot(ex, emean, ls="--", lw=1.2, color=colors[c], zorder=1)
             dashed = True
-        ax.plot(x, mean, marker=marker, ms=4, lw=1.5, ls="none" if formula else "-", color=colors[c], zorder=2)
+        ax.plot(x, mean, marker=marker, ms=4, lw=1.5, ls="none" if formula else "-", color=colors[c], zorder=2,
+                label=f"channel {c:g}")
         if n > 1:
             ax.fill_between(x, mean - sd, mean + sd, alpha=0.15, lw=0, color=colors[c])
     return dashed
