@@ -270,7 +270,8 @@ def test_the_convergence_plot_shows_the_worst_channel_like_its_table(cli):
     assert r.exit_code == 0, r.output
     fig, table = draw([cli.out / "convergence" / "c"])
     assert "worst channel" in title_of(fig) and "worst channel" in fig.axes[0].get_ylabel()
-    [line] = [ln for label, ln in labelled(fig.axes[0]).items() if label.endswith(": precise")]
+    line = labelled(fig.axes[0])["precise"]  # one config: its settings in the title, not in every label
+    assert "batch_size=4" in title_of(fig)
     worst = table[table["estimator"] == "precise"].groupby("iteration")["mean_error"].max()
     np.testing.assert_allclose(line.get_ydata(), worst.to_numpy())
     assert worst.to_numpy()[-1] == pytest.approx(float(r.output.split("precise")[1].split("│")[2]), rel=1e-3)

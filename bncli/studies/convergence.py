@@ -259,6 +259,7 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
     styles = {p: figures.LINESTYLES[i % len(figures.LINESTYLES)] for i, p in enumerate(dict.fromkeys(table["parts"]))}
     fig, axes = figures.subplots(plt, len(panels), len(metrics), 6, 4.8)
     seeds = max(int(g["seed"].nunique()) for _, g in figures.groups(table))
+    one = len(figures.groups(table)) == 1  # one config: it goes in the title, the legend names estimators
     for r, (name, rows) in enumerate(panels):
         for ax, m in zip(axes[r * len(metrics):(r + 1) * len(metrics)], metrics, strict=True):
             for parts, g in figures.groups(rows):
@@ -267,14 +268,15 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
                     if e.empty:  # an EMA of another config's momentum
                         continue
                     v = _worst(e, m)
-                    label = f"{g['label'].iloc[0]}: {estimator}" if g["label"].iloc[0] else estimator
+                    label = f"{g['label'].iloc[0]}: {estimator}" if g["label"].iloc[0] and not one else estimator
                     y = v.to_numpy(float)
                     wide = {"lw": 3.2, "alpha": 0.45} if estimator == "precise" else {"lw": 1.3}  # the reference:
                     ax.plot(v.index.to_numpy() + 1, np.where(y > 0, y, np.nan), label=label,  # visible under the
                             color=palette(ei % 10), linestyle=styles[parts], **wide)  # cumulative, its equal on means
             _axes(ax, table, m, opts, name, seeds)
-    figures.title(fig, axes, "worst channel's error: max over channels" + (f" and {seeds} seeds" if seeds > 1 else ""),
-                  opts)
+    config = f" ({table['label'].iloc[0]})" if one and table["label"].iloc[0] else ""
+    figures.title(fig, axes, "worst channel's error: max over channels" + (f" and {seeds} seeds" if seeds > 1 else "")
+                  + config, opts)
     figures.legend(axes[len(metrics) - 1], axes)
     return fig
 
