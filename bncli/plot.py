@@ -47,8 +47,12 @@ def _sweep_frame(path: Path, name: str, i: int) -> tuple[str, pd.DataFrame, list
     status = cols.index("status")  # layout: run, config fields (seed among them), status, ids, stats
     fields = [c for c in cols[1:status] if c != "seed"]
     settings = {SETTING + c.removeprefix("cfg."): table[c].map(_word) for c in fields}
+    missing = [k for k in sw.keys if SETTING + k not in settings]
+    if missing:
+        raise BncliError(f"{path}: these results are damaged or incomplete, and cannot be shown "
+                         f"(summary.csv has no column {missing[0]!r}, a key of the sweep's grid)")
     table = table.assign(**settings, source=name, line=[(i, tuple(s)) for s in zip(*settings.values(), strict=True)])
-    return sw.study, table, cols[status + 1:], [k for k in sw.keys if SETTING + k in table]
+    return sw.study, table, cols[status + 1:], sw.keys
 
 
 def _runs_frame(runs: list, name: str, i: int) -> pd.DataFrame:

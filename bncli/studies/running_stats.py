@@ -271,8 +271,9 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
 
 
 def auto_facet(table: pd.DataFrame, metric: str | None, columns: list[str]) -> str | None:
-    """A row of panels per config: each has its own channels, in their own colours."""
-    return "label" if table["line"].nunique() > 1 else None
+    """A row of panels per config (up to 8; more share a row, a marker each): each has its own
+    channels, in their own colours."""
+    return "label" if 1 < table["line"].nunique() <= 8 else None
 
 
 def _draw_group(ax, g: pd.DataFrame, m: str, colors: dict, marker: str) -> bool:
