@@ -108,9 +108,15 @@ def sweep(file: Path | str | None = None, out: Path | str = "results", name: str
     return outcome
 
 
-def plot_runs(paths: list[Path | str], out: Path | str | None = None, metric: str | None = None) -> Path:
-    """Draw saved runs and sweeps into one PNG (`bncli plot`); returns its path."""
-    return plot.plot([Path(p) for p in paths], Path(out) if out is not None else None, metric)
+def plot_runs(paths: list[Path | str], out: Path | str | None = None, metric: str | None = None, *,
+              where: list[str] = (), logy: bool | None = None, title: str | None = None,
+              facet: str | None = None) -> Path:
+    """Draw saved runs and sweeps into one PNG, SVG or PDF (`bncli plot`, by `out`'s extension);
+    returns its path. `where`: "key=value" filters on settings (a key twice: either value);
+    `logy`: True or False forces the y scale; `title`: the figure's; `facet`: a setting with a
+    panel per value ("none": one panel; default: the study's pick)."""
+    return plot.plot([Path(p) for p in paths], Path(out) if out is not None else None, metric,
+                     where=list(where), logy=logy, title=title, facet=facet)
 
 
 def compare(*runs: Path | str | Run, metric: str | None = None, rtol: float = comparison.RTOL,

@@ -689,20 +689,33 @@ def plot_cmd(
         help="Column to plot (any numeric column of the CSV; default: std, or running_mean and running_var).",
         show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
-        "--out", help="PNG file (default: inside PATH when one is given, else in the current directory).",
+        "--out", help="File to write: .png, .svg or .pdf (default: a PNG inside PATH when one is given, "
+        "else in the current directory).", show_default=False)] = None,
+    where: Annotated[Optional[list[str]], typer.Option(
+        help="KEY=VALUE: only runs with this setting (repeatable: a key twice matches either value).",
+        show_default=False)] = None,
+    logy: Annotated[Optional[bool], typer.Option(
+        "--logy/--linear", help="Log or linear y axis (default: log where the values span over two decades).",
+        show_default=False)] = None,
+    title: Annotated[Optional[str], typer.Option(help="The figure's title.", show_default=False)] = None,
+    facet: Annotated[Optional[str], typer.Option(
+        help="A setting: one panel per value, each with its own y scale ('none': one panel; default: a panel "
+        "per norm-like grid key when configs diverge next to stable ones, a row per config for running-stats).",
         show_default=False)] = None,
 ):
-    """Plot a metric against layer (log y) for runs and sweeps: one line per config, +-1 sd band.
+    """Plot a metric against layer for runs and sweeps: one line per config, +-1 sd band.
 
-    A diverged run ends with an x at its divergence layer. Running-stats results plot
-    running_mean and running_var against iteration, with the formula's values dashed.
+    A diverged run ends with an x at its divergence layer. Lines from different sweeps or
+    runs never merge: single runs are seeds of one line only when they differ by seed alone.
+    Running-stats results plot running_mean and running_var against iteration, a colour per
+    channel, with the formula's values dashed.
 
-    Example: bncli plot results/sweeps/init_vs_norm --metric abs_max --out abs_max.png
+    Example: bncli plot results/sweeps/init_vs_norm --metric abs_max --where init=kaiming --out abs_max.svg
     """
     from bncli import api
 
     with _reading(paths[0] if len(paths) == 1 else "PATH"):
-        path = api.plot_runs(paths, out, metric)
+        path = api.plot_runs(paths, out, metric, where=where or [], logy=logy, title=title, facet=facet)
     _console().print(f"plot: {_plain(str(path))}", markup=False)
 
 

@@ -1,11 +1,16 @@
 """Plots of saved runs and sweeps, from their files: a metric against layer (or iteration).
 
-    bncli plot results/sweeps/init_vs_norm --metric std
+    bncli plot results/sweeps/init_vs_norm --metric std --where init=kaiming --facet norm
 
 One line per config, the mean over seeds, with a band of +-1 sd. What a study's figure shows
 is the study's own `draw` (bncli/studies/*.py, with the helpers in bncli/figures.py); this
-module finds and labels the runs, checks the metric and the output path, and has
-results.write_plot draw and write the PNG.
+module finds the runs, decides which rows make one line and what the legend calls it, picks
+the rows (--where) and the panels (--facet), checks the metric and the output path, and has
+results.write_plot draw and write the file.
+
+A line is the runs of one source (a sweep, or the single runs given) that differ only by
+seed: lines from different sweeps never merge, and single runs with the same settings and
+seed (a re-run in another directory) stay separate lines.
 """
 
 from __future__ import annotations
@@ -16,26 +21,76 @@ import numpy as np
 import pandas as pd
 
 from bncli import results, studies
-from bncli.errors import BncliError
+from bncli.errors import BncliError, show
+from bncli.figures import SETTING, Options
+
+FORMATS = (".png", ".svg", ".pdf")  # what --out's extension picks
+
+
+def _word(v) -> str:
+    """results.word of a value read from a CSV or a config.yaml alike (numpy scalars as Python's)."""
+    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+        return "none"
+    return results.word(v.item() if isinstance(v, np.generic) else v)
+
+
+def _names(paths: list[Path]) -> list[str]:
+    """What the legend calls each source: the directory's name, its path where two names agree."""
+    names = [p.name for p in paths]
+    return [str(p) if names.count(p.name) > 1 else p.name for p in paths]
+
+
+def _sweep_frame(path: Path, name: str, i: int) -> tuple[str, pd.DataFrame, list[str], list[str]]:
+    sw = results.open_sweep(path)
+    table = sw.table
+    cols = list(table.columns)
+    status = cols.index("status")  # layout: run, config fields (seed among them), status, ids, stats
+    fields = [c for c in cols[1:status] if c != "seed"]
+    settings = {SETTING + c.removeprefix("cfg."): table[c].map(_word) for c in fields}
+    missing = [k for k in sw.keys if SETTING + k not in settings]
+    if missing:
+        raise BncliError(f"{path}: these results are damaged or incomplete, and cannot be shown "
+                         f"(summary.csv has no column {missing[0]!r}, a key of the sweep's grid)")
+    table = table.assign(**settings, source=name, line=[(i, tuple(s)) for s in zip(*settings.values(), strict=True)])
+    return sw.study, table, cols[status + 1:], sw.keys
+
+
+def _runs_frame(runs: list, name: str, i: int) -> pd.DataFrame:
+    """The single runs given: one line per settings (seed aside) whose seeds all differ, else a
+    line per run (the same seed twice is two runs, not two seeds)."""
+    def key(run):
+        return tuple(sorted((k, _word(v)) for k, v in run.settings.items() if k != "seed"))
+
+    by_key: dict[tuple, list] = {}
+    for run in runs:
+        by_key.setdefault(key(run), []).append(run)
+    frames = []
+    for k, group in by_key.items():
+        seeds = [_word(r.settings.get("seed")) for r in group]
+        apart = len(set(seeds)) < len(seeds)
+        for run in group:
+            frames.append(run.table.assign(
+                **{SETTING + f: _word(v) for f, v in run.settings.items() if f != "seed"},
+                seed=run.settings.get("seed"), status=run.status, run=run.dir.name, source=name,
+                line=[(i, k, str(run.dir) if apart else "")] * len(run.table)))
+    return pd.concat(frames, ignore_index=True)
 
 
 def load(paths: list[Path]) -> tuple[str, pd.DataFrame, list[str]]:
-    """(study, long table with `label`, `parts`, `seed`, `status`, ids, stats, the stat columns)
-    from run and sweep directories."""
-    frames, runs, study, stats = [], [], None, {}
-    for path in paths:
-        path = Path(path)
+    """(study, long table, the stat columns) from run and sweep directories. The table holds
+    the results' own columns, `setting:<field>` for every setting (as results.word writes it),
+    `source` (the sweep's name, or `runs`), `line` (the rows of one line) and, for the draw,
+    `label`, `parts` and `seed`, `status`."""
+    paths = list(dict.fromkeys(Path(p) for p in paths))
+    frames, runs, study, stats, grid = [], [], None, {}, {}
+    names = _names(paths)
+    for path, name in zip(paths, names, strict=True):
         if not path.is_dir():
             raise BncliError(f"PATH: {path} is not a directory (give run or sweep directories)")
         if results.is_sweep(path):
-            sw = results.open_sweep(path)
-            s, table = sw.study, sw.table
-            cols = list(table.columns)
-            stats.update(dict.fromkeys(cols[cols.index("status") + 1:]))
-            prefix = f"{path.name}: " if len(paths) > 1 else ""
-            table = table.assign(parts=[tuple((k, results.word(r[k])) for k in sw.keys)
-                                        for _, r in table.iterrows()])
-            table["label"] = [prefix + (", ".join(f"{k}={v}" for k, v in p) or path.name) for p in table["parts"]]
+            s, table, cols, keys = _sweep_frame(path, name, len(frames))
+            stats.update(dict.fromkeys(cols))
+            grid.update(dict.fromkeys(keys))
             frames.append(table)
         else:
             run = results.open_run(path)
@@ -48,15 +103,73 @@ def load(paths: list[Path]) -> tuple[str, pd.DataFrame, list[str]]:
             raise BncliError(f"PATH: cannot plot {study} and {s} results together")
         study = s
     if runs:
-        fields = [k for k in runs[0].settings if k != "seed"]
-        varying = [k for k in fields if len({results.word(r.settings.get(k)) for r in runs}) > 1]
-        keys = varying or studies.get(study).LABEL_KEYS
-        for run in runs:
-            parts = tuple((k, results.word(run.settings.get(k))) for k in keys)
-            frames.append(run.table.assign(label=", ".join(f"{k}={v}" for k, v in parts),
-                                           parts=[parts] * len(run.table), seed=run.settings.get("seed"),
-                                           status=run.status, run=run.dir.name))
-    return study, pd.concat(frames, ignore_index=True), list(stats)
+        frames.append(_runs_frame(runs, "runs" if frames else "", len(frames)))
+    table = pd.concat(frames, ignore_index=True)
+    stats = [c for c in stats if not c.startswith(SETTING)]
+    return study, label(table, study, list(grid)), stats
+
+
+def fields(table: pd.DataFrame) -> list[str]:
+    """The settings the table's rows carry (`--where` and `--facet` keys)."""
+    return [c.removeprefix(SETTING) for c in table.columns if c.startswith(SETTING)]
+
+
+def varying(table: pd.DataFrame, first: list[str] = ()) -> list[str]:
+    """The settings that differ between the table's lines, `first` (a sweep's grid) first."""
+    lines = table.drop_duplicates("line")
+    found = [f for f in fields(table) if lines[SETTING + f].nunique() > 1]
+    return [f for f in first if f in found] + [f for f in found if f not in first]
+
+
+def label(table: pd.DataFrame, study: str, grid: list[str] = (), facet: str | None = None) -> pd.DataFrame:
+    """`label` and `parts` (what the legend and the styles go by) of each line: the settings that
+    differ between lines (the panel's own aside). With several sources, the source's name comes
+    first, with the settings that tell sources apart (depth=60), and goes last in `parts`: the
+    line style tells the sources apart, the colour the configs."""
+    keys = [k for k in varying(table, grid) if SETTING + k != facet] or [
+        k for k in varying(table, grid) if SETTING + k == facet]  # a line per panel: the panel's value names it
+    several = table["source"].nunique() > 1
+    if several:  # a setting constant within each source labels the source, not the line
+        own = [k for k in keys if (table.groupby("source")[SETTING + k].nunique() == 1).all()]
+        keys = [k for k in keys if k not in own]
+    elif not keys and table["line"].nunique() == 1:
+        keys = [k for k in studies.get(study).LABEL_KEYS if SETTING + k in table]  # one line: say what it is
+    tags, lines = {}, table.drop_duplicates("line")
+    for _, row in lines.iterrows():
+        parts = tuple((k, row[SETTING + k]) for k in keys)
+        text = ", ".join(f"{k}={v}" for k, v in parts)
+        if several or not text:
+            told = ", ".join(f"{k}={row[SETTING + k]}" for k in own) if several else ""
+            source = f"{row['source']} ({told})" if told else row["source"]
+            parts += (("", source),)
+            text = f"{source}: {text}" if text and source else text or source
+        alone = row["line"][-1] if isinstance(row["line"][-1], str) else ""
+        if alone:  # a run that shares its settings and seed with another: its directory tells it apart
+            parts += (("run", alone),)
+            text = f"{text} ({Path(alone).name})" if text else Path(alone).name
+        tags[row["line"]] = (text, parts)
+    return table.assign(label=table["line"].map(lambda k: tags[k][0]), parts=table["line"].map(lambda k: tags[k][1]))
+
+
+def select(table: pd.DataFrame, items: list[str]) -> tuple[pd.DataFrame, str]:
+    """The rows whose settings match every KEY=VALUE (a key given twice: either value), and the
+    filter in words for the title."""
+    wanted: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BncliError(f"--where: expected KEY=VALUE, got {show(item)}")
+        if SETTING + key not in table:
+            raise BncliError(f"--where: no setting {key!r} in these results; available: {', '.join(fields(table))}")
+        have = list(dict.fromkeys(table[SETTING + key]))
+        if value not in have:
+            raise BncliError(f"--where: no run has {key}={value}; {key} is one of: {', '.join(have)}")
+        wanted.setdefault(key, []).append(value)
+    for key, values in wanted.items():
+        table = table[table[SETTING + key].isin(values)]
+    if table.empty:
+        raise BncliError(f"--where: no run matches {' and '.join(items)} together")
+    return table, ", ".join(f"{k}={'|'.join(v)}" for k, v in wanted.items())
 
 
 def metrics_of(table: pd.DataFrame, study: str, stats: list[str]) -> list[str]:
@@ -81,8 +194,22 @@ def _free(path: Path) -> Path:
     return path
 
 
-def plot(paths: list[Path], out: Path | None = None, metric: str | None = None) -> Path:
-    """Draw the runs and sweeps at `paths` into one PNG; returns its path."""
+def _facet(table: pd.DataFrame, study: str, metric: str | None, facet: str | None, grid: list[str]) -> str | None:
+    """The column with one panel per value: --facet's setting, none, or the study's own choice."""
+    if facet == "none":
+        return None
+    if facet is not None:
+        if SETTING + facet not in table:
+            raise BncliError(f"--facet: no setting {facet!r} in these results; "
+                             f"available: none, {', '.join(fields(table))}")
+        return SETTING + facet
+    auto = getattr(studies.get(study), "auto_facet", None)  # a study may pick its panels
+    return auto(table, metric, [SETTING + k for k in varying(table, grid)]) if auto else None
+
+
+def prepare(paths: list[Path], metric: str | None = None, *, where: list[str] = (), logy: bool | None = None,
+            title: str | None = None, facet: str | None = None) -> tuple[str, pd.DataFrame, Options]:
+    """(study, the labelled rows to draw, the figure's Options) of `plot`'s arguments, all checked."""
     if not paths:
         raise BncliError("PATH: give at least one run or sweep directory")
     study, table, stats = load(paths)
@@ -92,10 +219,24 @@ def plot(paths: list[Path], out: Path | None = None, metric: str | None = None) 
     if metric is not None and metric not in available:
         raise BncliError(f"--metric: {metric!r} is not a numeric column of these results; "
                          f"available: {', '.join(available)}")
+    note = ""
+    if where:
+        table, note = select(table, list(where))
+    grid = [k for k in dict.fromkeys(k for p in table["parts"] for k, _ in p) if k and k != "run"]  # load's order
+    column = _facet(table, study, metric, facet, grid)
+    return study, label(table, study, grid, column), Options(logy, title, column, note)
+
+
+def plot(paths: list[Path], out: Path | None = None, metric: str | None = None, *, where: list[str] = (),
+         logy: bool | None = None, title: str | None = None, facet: str | None = None) -> Path:
+    """Draw the runs and sweeps at `paths` into one figure (PNG, SVG or PDF by `out`'s
+    extension); returns its path. `where`: KEY=VALUE filters; `logy`: force the y scale;
+    `facet`: a setting with one panel per value ("none": one panel; default: the study's pick)."""
+    if out is not None and Path(out).suffix.lower() not in FORMATS:
+        raise BncliError(f"--out: {out}: the extension picks the format; use one of {', '.join(FORMATS)}")
+    study, table, opts = prepare(paths, metric, where=where, logy=logy, title=title, facet=facet)
     out = Path(out) if out is not None else _free(default_out(paths, study, metric))
-    if out.suffix.lower() != ".png":
-        raise BncliError(f"--out: {out} must end in .png")
     if not out.parent.is_dir():
         raise BncliError(f"--out: directory {out.parent} does not exist")
     results.check_out(out.parent)
-    return results.write_plot(out, study, table, metric)
+    return results.write_plot(out, study, table, metric, opts)

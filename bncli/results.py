@@ -386,21 +386,24 @@ def write_run(run: Run) -> None:
         raise
 
 
-def write_plot(path: Path, study: str, table: pd.DataFrame, metric: str | None = None) -> Path:
-    """The study's `draw` of a labelled table, rendered in memory and written with atomic_write:
-    a reader never sees half a PNG. matplotlib loads here, on first use: nothing else needs it."""
+def write_plot(path: Path, study: str, table: pd.DataFrame, metric: str | None = None, opts=None) -> Path:
+    """The study's `draw` of a labelled table (following a figures.Options), rendered in memory
+    as PNG, SVG or PDF by `path`'s extension and written with atomic_write: a reader never sees
+    half a file. matplotlib loads here, on first use: nothing else needs it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = studies.get(study).draw(plt, table, metric)
+    from bncli.figures import Options
+
+    fig = studies.get(study).draw(plt, table, metric, opts or Options())
     try:
-        png = io.BytesIO()
-        fig.savefig(png, format="png", dpi=120, bbox_inches="tight")
+        data = io.BytesIO()
+        fig.savefig(data, format=Path(path).suffix.lower().lstrip(".") or "png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
-    atomic_write(path, png.getvalue())
+    atomic_write(path, data.getvalue())
     return path
 
 

@@ -74,3 +74,205 @@ def test_running_stats_plot_and_metric_errors(cli, tmp_path, small_sweep):
     assert r.exit_code == 2 and "not a directory" in r.output
     r = cli("plot", small_sweep, "--out", tmp_path / "x.jpg")
     assert r.exit_code == 2 and ".png" in r.output
+
+
+# -- which rows make a line, and what the legend calls it ------------------------------------------
+
+def draw(paths, metric=None, **kw):
+    """The figure `bncli plot` would write, for inspection: (figure, table)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bncli import plot, studies
+
+    study, table, opts = plot.prepare(paths, metric, **kw)
+    return studies.get(study).draw(plt, table, metric, opts), table
+
+
+def labelled(ax):
+    return {ln.get_label(): ln for ln in ax.lines if not ln.get_label().startswith("_")}
+
+
+def legend_labels(fig):
+    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+
+
+def title_of(fig):
+    return fig._suptitle.get_text() if fig._suptitle is not None else fig.axes[0].get_title()
+
+
+@pytest.fixture
+def two_sweeps(cli, tmp_path):
+    """The same grid at depth 4 and depth 6, two seeds each."""
+    dirs = []
+    for name, depth in (("shallow", 4), ("deep", 6)):
+        path = sweep_file(tmp_path, name, base={"depth": depth, "width": 8, "batch_size": 4},
+                          grid={"init": ["kaiming", "xavier"]}, seeds=[0, 1])
+        r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
+        assert r.exit_code == 0, r.output
+        dirs.append(tmp_path / "out" / "sweeps" / name)
+    return dirs
+
+
+def test_lines_from_two_sweeps_never_merge(cli, two_sweeps, tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig, _ = draw(two_sweeps, "std")
+    lines = labelled(fig.axes[0])
+    assert sorted(lines) == ["deep (depth=6): init=kaiming", "deep (depth=6): init=xavier",
+                             "shallow (depth=4): init=kaiming", "shallow (depth=4): init=xavier"]
+    for label, ln in lines.items():
+        sweep, depth = ("deep", 6) if label.startswith("deep") else ("shallow", 4)
+        init = label.rsplit("=", 1)[1]
+        assert list(ln.get_xdata()) == list(range(depth))  # no depth-6 layer in a depth-4 line
+        runs = tmp_path / "out" / "sweeps" / sweep / "runs"
+        stds = [pd.read_csv(runs / f"init={init},seed={s}" / "layers.csv")["std"] for s in (0, 1)]
+        np.testing.assert_allclose(ln.get_ydata(), np.mean(stds, axis=0), rtol=1e-12)
+    # the same config in the two sweeps: one colour, a line style per sweep
+    kaiming = [ln for label, ln in lines.items() if label.endswith("kaiming")]
+    assert kaiming[0].get_color() == kaiming[1].get_color()
+    assert kaiming[0].get_linestyle() != kaiming[1].get_linestyle()
+    assert "over 2 seeds" in title_of(fig)
+    plt.close(fig)
+    r = cli("plot", *two_sweeps, "--out", tmp_path / "two.png")
+    assert r.exit_code == 0 and is_png(tmp_path / "two.png"), r.output
+
+
+def test_single_runs_are_seeds_of_one_line_only_when_they_differ_by_seed_alone(cli, tmp_path):
+    import matplotlib.pyplot as plt
+
+    args = ["depth-study", "--depth", 4, "--width", 8, "--batch-size", 4, "--quiet"]
+    for name, extra in (("a", ["--seed", 0]), ("b", ["--seed", 0]), ("c", ["--seed", 1]),
+                        ("d", ["--seed", 0, "--init", "xavier"])):
+        assert cli(*args, "--name", name, *extra).exit_code == 0
+    run = {n: cli.out / "depth-study" / n for n in "abcd"}
+
+    fig, table = draw([run["a"], run["c"]])  # seeds 0 and 1 of one config: one line, its mean
+    assert list(labelled(fig.axes[0])) == ["init=kaiming, norm=batchnorm, activation=relu"]
+    assert "over 2 seeds" in title_of(fig)
+    fig, _ = draw([run["a"], run["b"]])  # the same settings and seed: two runs, not two seeds
+    assert sorted(labelled(fig.axes[0])) == ["a", "b"] and "one seed" in title_of(fig)
+    fig, _ = draw([run["a"], run["c"], run["d"]])
+    assert sorted(labelled(fig.axes[0])) == ["init=kaiming", "init=xavier"]
+    fig, _ = draw([run[n] for n in "abcd"])  # seed 0 twice among a, b, c: a line each
+    assert sorted(labelled(fig.axes[0])) == ["init=kaiming (a)", "init=kaiming (b)", "init=kaiming (c)", "init=xavier"]
+    plt.close("all")
+
+
+# -- --where, --facet, --logy/--linear, --title, the format ---------------------------------------
+
+@pytest.fixture
+def mixed_sweep(cli, tmp_path):
+    """init_vs_norm in small: normal init at std 10 explodes without a norm (about 13 decades in
+    10 layers), BatchNorm holds it near 0.58."""
+    path = sweep_file(tmp_path, "mixed", base={"depth": 10, "width": 8, "batch_size": 4, "init_std": 10.0},
+                      grid={"init": ["kaiming", "normal"], "norm": ["batchnorm", "layernorm", "none"]}, seeds=[0, 1])
+    r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
+    assert r.exit_code == 0, r.output
+    return tmp_path / "out" / "sweeps" / "mixed"
+
+
+def test_a_sweep_mixing_diverging_and_stable_configs_gets_a_panel_per_norm(mixed_sweep, small_sweep):
+    import matplotlib.pyplot as plt
+
+    fig, _ = draw([mixed_sweep])  # what the sweep itself draws
+    assert [ax.get_title() for ax in fig.axes] == ["norm=batchnorm", "norm=layernorm", "norm=none"]
+    bn, _, none = fig.axes
+    assert bn.get_yscale() == "linear" and none.get_yscale() == "log"  # each panel its own scale
+    assert bn.get_ylim()[1] < 1 and none.get_ylim()[1] > 1e10  # the stable lines fill their axis
+    assert sorted(labelled(bn)) == sorted(labelled(none)) == ["init=kaiming", "init=normal"]
+    assert legend_labels(fig)[:2] == ["init=kaiming", "init=normal"]  # one legend, each config once
+    assert labelled(bn)["init=normal"].get_color() == labelled(none)["init=normal"].get_color()
+    fig, _ = draw([mixed_sweep], facet="none")
+    assert len(fig.axes) == 1 and fig.axes[0].get_yscale() == "log" and len(labelled(fig.axes[0])) == 6
+    fig, _ = draw([small_sweep])  # nothing diverges: one panel, as before
+    assert len(fig.axes) == 1
+    plt.close("all")
+
+
+def test_where_facet_scale_and_title(mixed_sweep):
+    import matplotlib.pyplot as plt
+
+    fig, table = draw([mixed_sweep], where=["norm=none"], facet="none")
+    assert set(table["setting:norm"]) == {"none"} and len(fig.axes) == 1
+    assert sorted(labelled(fig.axes[0])) == ["init=kaiming", "init=normal"]  # norm: the same for all
+    assert title_of(fig).endswith("; norm=none")
+    fig, _ = draw([mixed_sweep], where=["norm=none"])  # kaiming holds, normal explodes: a panel each
+    assert [(ax.get_title(), ax.get_yscale()) for ax in fig.axes] == [("init=kaiming", "linear"),
+                                                                     ("init=normal", "log")]
+    fig, _ = draw([mixed_sweep], where=["norm=none", "norm=batchnorm", "init=kaiming"])  # a key twice: either
+    assert sorted(labelled(fig.axes[0])) == ["norm=batchnorm", "norm=none"]
+    fig, _ = draw([mixed_sweep], facet="init", logy=True, title="all of it")
+    assert [ax.get_title() for ax in fig.axes] == ["init=kaiming", "init=normal"]
+    assert {ax.get_yscale() for ax in fig.axes} == {"log"} and title_of(fig) == "all of it"
+    fig, _ = draw([mixed_sweep], facet="norm", logy=False, metric="abs_max")
+    assert {ax.get_yscale() for ax in fig.axes} == {"linear"} and fig.axes[0].get_ylabel() == "abs_max"
+    plt.close("all")
+
+
+def test_svg_and_pdf_by_the_extension(cli, small_sweep, tmp_path):
+    r = cli("plot", small_sweep, "--out", tmp_path / "p.svg", "--title", "kaiming & xavier")
+    assert r.exit_code == 0, r.output
+    svg = (tmp_path / "p.svg").read_text()
+    assert svg.startswith("<?xml") and "<svg" in svg and "kaiming &amp; xavier" in svg
+    r = cli("plot", small_sweep, "--out", tmp_path / "p.PDF", "--where", "init=kaiming", "--linear")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "p.PDF").read_bytes()[:5] == b"%PDF-"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--out", "x.jpg"], ["--out", ".png, .svg, .pdf"]),
+    (["--where", "inits=kaiming"], ["--where", "'inits'", "available: depth, width", "init,"]),
+    (["--where", "init=he"], ["--where", "init is one of: kaiming, xavier"]),
+    (["--where", "init"], ["--where", "KEY=VALUE"]),
+    (["--facet", "nrom"], ["--facet", "'nrom'", "available: none, depth", "norm"]),
+])
+def test_bad_plot_options_are_one_line_and_write_nothing(cli, small_sweep, tmp_path, args, words):
+    args = [a if a != "x.jpg" else tmp_path / a for a in args]
+    before = sorted(tmp_path.rglob("*"))
+    r = cli("plot", small_sweep, *args, *([] if "--out" in args else ["--out", tmp_path / "x.png"]))
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert r.output.startswith("Error: ") and all(w in r.output for w in words), r.output
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+# -- running stats and convergence ----------------------------------------------------------------
+
+def test_running_stats_a_colour_per_channel_and_the_formula_dashed_in_it(cli):
+    import matplotlib.pyplot as plt
+
+    for m in ("0.1", "0.9"):
+        assert cli("running-stats", "--iterations", 4, "--momentum", m, "--name", f"m{m}").exit_code == 0
+    runs = [cli.out / "running-stats" / f"m{m}" for m in ("0.1", "0.9")]
+    fig, table = draw(runs)
+    assert [ax.get_title() for ax in fig.axes] == ["running_mean: momentum=0.1", "running_var: momentum=0.1",
+                                                   "running_mean: momentum=0.9", "running_var: momentum=0.9"]
+    ax = fig.axes[0]
+    measured = [ln for ln in ax.lines if ln.get_linestyle() == "None"]
+    formula = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert len(measured) == len(formula) == 5  # the notebook's five channels
+    assert len({ln.get_color() for ln in measured}) == 5
+    assert [ln.get_color() for ln in measured] == [ln.get_color() for ln in formula]
+    ch = table[(table["channel"] == 4) & (table["setting:momentum"] == "0.1")]
+    np.testing.assert_allclose(measured[4].get_ydata(), ch["running_mean"])
+    np.testing.assert_allclose(formula[4].get_ydata(), ch["expected_mean"])
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert legend_labels(fig)[:5] == [f"channel {c}" for c in range(5)]
+    plt.close("all")
+
+
+def test_the_convergence_plot_shows_the_worst_channel_like_its_table(cli):
+    import matplotlib.pyplot as plt
+
+    r = cli("convergence", "--iterations", 30, "--batch-size", 4, "--num-features", 3, "--name", "c")
+    assert r.exit_code == 0, r.output
+    fig, table = draw([cli.out / "convergence" / "c"])
+    assert "worst channel" in title_of(fig) and "worst channel" in fig.axes[0].get_ylabel()
+    line = labelled(fig.axes[0])["precise"]  # one config: its settings in the title, not in every label
+    assert "batch_size=4" in title_of(fig)
+    worst = table[table["estimator"] == "precise"].groupby("iteration")["mean_error"].max()
+    np.testing.assert_allclose(line.get_ydata(), worst.to_numpy())
+    assert worst.to_numpy()[-1] == pytest.approx(float(r.output.split("precise")[1].split("│")[2]), rel=1e-3)
+    plt.close("all")

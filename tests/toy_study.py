@@ -76,7 +76,7 @@ def sweep_cells(runs: list[pd.DataFrame]) -> list[str]:
     return [report.pm([r["std"].mean() for r in runs])]
 
 
-def draw(plt, table: pd.DataFrame, metric: str | None):
+def draw(plt, table: pd.DataFrame, metric: str | None, opts=None):
     fig, ax = plt.subplots()
     for _, g in figures.groups(table):
         x, mean, _, _ = figures.mean_sd(g, "step", metric or "std")

@@ -47,7 +47,9 @@ class Study(Protocol):
     def run(self, cfg, device: torch.device, progress: Callable[[int], None] | None = None) -> Result: ...
     def render(self, run, every: int | None = None) -> list: ...  # rich renderables of a Run with a table
     def sweep_cells(self, runs: list) -> list[str]: ...  # SWEEP_COLUMNS' cells over finished runs
-    def draw(self, plt, table, metric: str | None): ...  # a matplotlib figure of labelled runs
+    def draw(self, plt, table, metric: str | None, opts) -> Any: ...  # a matplotlib figure of labelled
+    # runs, following a figures.Options (panels, y scale, title); it may define
+    # auto_facet(table, metric, columns) -> column | None to pick its panels
 
 
 def capacity(device: torch.device) -> int:

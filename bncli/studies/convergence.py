@@ -251,33 +251,52 @@ def sweep_cells(runs: list[pd.DataFrame]) -> list[str]:
     return [within("precise"), within("cumulative"), worst("mean_error"), worst("var_error")]
 
 
-def draw(plt, table: pd.DataFrame, metric: str | None):
-    """One panel per metric; one line per estimator (and run), the mean over channels and seeds."""
+def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | None = None):
+    """One panel per metric (a row per value of opts.facet); one line per estimator (and
+    config): the worst channel's error, as the tables report it (max over channels and seeds)."""
     metrics = [metric] if metric else ["mean_error", "var_error"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics) + 2.5, 4.8), squeeze=False)
     names = list(dict.fromkeys(table["estimator"]))
     palette = plt.get_cmap("tab10")
-    groups = figures.groups(table)
-    for ax, m in zip(axes[0], metrics, strict=True):
-        for gi, (_, g) in enumerate(groups):
-            for ei, name in enumerate(names):
-                e = g[g["estimator"] == name]
-                v = e.groupby("iteration", sort=True)[m].mean()
-                label = f"{g['label'].iloc[0]}: {name}" if g["label"].iloc[0] else name
-                y = v.to_numpy(float)
-                ax.plot(v.index.to_numpy() + 1, np.where(y > 0, y, np.nan), lw=1.3, label=label,
-                        color=palette(ei % 10), linestyle=figures.LINESTYLES[gi % len(figures.LINESTYLES)])
-        if m in ("mean_error", "var_error"):
-            ax.axhline(WITHIN, color="0.4", lw=0.8, ls=":", label="1%")
-        ax.set_xlim(1, max(2, int(table["iteration"].max()) + 1))  # not the data's: it may be all nan
-        ax.set_xscale("log")
-        y = table[m].to_numpy(float)
-        if (np.isfinite(y) & (y > 0)).any():  # errors can all be 0 (or nan) on a degenerate stream
-            ax.set_yscale("log")
-        ax.set_xlabel("iteration (steps)")
-        ax.set_ylabel(m + (" (log scale)" if ax.get_yscale() == "log" else ""))
-        ax.set_title(f"{m}, mean over channels")
-        ax.grid(True, which="major", alpha=0.3)
-    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    fig.tight_layout()
+    panels = figures.panels(table, opts)
+    styles = {p: figures.LINESTYLES[i % len(figures.LINESTYLES)] for i, p in enumerate(dict.fromkeys(table["parts"]))}
+    fig, axes = figures.subplots(plt, len(panels), len(metrics), 6, 4.8)
+    seeds = max(int(g["seed"].nunique()) for _, g in figures.groups(table))
+    one = len(figures.groups(table)) == 1  # one config: it goes in the title, the legend names estimators
+    for r, (name, rows) in enumerate(panels):
+        for ax, m in zip(axes[r * len(metrics):(r + 1) * len(metrics)], metrics, strict=True):
+            for parts, g in figures.groups(rows):
+                for ei, estimator in enumerate(names):
+                    e = g[g["estimator"] == estimator]
+                    if e.empty:  # an EMA of another config's momentum
+                        continue
+                    v = _worst(e, m)
+                    label = f"{g['label'].iloc[0]}: {estimator}" if g["label"].iloc[0] and not one else estimator
+                    y = v.to_numpy(float)
+                    wide = {"lw": 3.2, "alpha": 0.45} if estimator == "precise" else {"lw": 1.3}  # the reference:
+                    ax.plot(v.index.to_numpy() + 1, np.where(y > 0, y, np.nan), label=label,  # visible under the
+                            color=palette(ei % 10), linestyle=styles[parts], **wide)  # cumulative, its equal on means
+            _axes(ax, table, m, opts, name, seeds)
+    config = f" ({table['label'].iloc[0]})" if one and table["label"].iloc[0] else ""
+    figures.title(fig, axes, "worst channel's error: max over channels" + (f" and {seeds} seeds" if seeds > 1 else "")
+                  + config, opts)
+    figures.legend(axes[len(metrics) - 1], axes)
     return fig
+
+
+def _worst(e: pd.DataFrame, m: str) -> pd.Series:
+    """Per iteration, the largest `m` over channels and runs (seeds): the tables' worst channel."""
+    return e[["iteration", m]].astype({m: float}).groupby("iteration", sort=True)[m].max()
+
+
+def _axes(ax, table: pd.DataFrame, m: str, opts, name: str | None, seeds: int) -> None:
+    if m in ("mean_error", "var_error"):
+        ax.axhline(WITHIN, color="0.4", lw=0.8, ls=":", label="1%")
+    ax.set_xlim(1, max(2, int(table["iteration"].max()) + 1))  # not the data's: it may be all nan
+    ax.set_xscale("log")
+    y = table[m].to_numpy(float)
+    logy = opts.logy if opts is not None and opts.logy is not None else (np.isfinite(y) & (y > 0)).any()
+    ax.set_yscale("log" if logy else "linear")  # errors can all be 0 (or nan) on a degenerate stream
+    ax.set_xlabel("iteration (steps)")
+    ax.set_ylabel(f"{m}, worst channel" + (" (log scale)" if logy else ""))
+    ax.set_title(m if name is None else f"{m}: {name}")
+    ax.grid(True, which="major", alpha=0.3)

@@ -578,62 +578,89 @@ def sweep_cells(runs: list[pd.DataFrame]) -> list[str]:
 SPP = ["chan_sq_mean", "chan_var", "branch_var"]  # Brock et al.'s signal-propagation plot
 
 
-def draw(plt, table: pd.DataFrame, metric: str | None):
+def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | None = None):
     """`metric` (default std) against layer, log-scaled when it spans decades; an x where a run
-    diverged. Conv and ResNet runs (a `stage` column) default to Brock et al.'s signal
-    propagation plot, a panel per statistic, with the stage boundaries marked."""
+    diverged; a panel per value of opts.facet, each with its own y scale. Conv and ResNet runs
+    (a `stage` column) default to Brock et al.'s signal propagation plot, a panel per statistic
+    (a row per facet value), with the stage boundaries marked."""
     if "stage" in table.columns and table["stage"].notna().any():
-        return _draw_maps(plt, table, [metric] if metric else [m for m in SPP if table[m].notna().any()])
+        return _draw_maps(plt, table, [metric] if metric else [m for m in SPP if table[m].notna().any()], opts)
     metric = metric or "std"
-    groups = figures.groups(table)
-    styles = figures.styles([p for p, _ in groups])
-    fig, ax = plt.subplots(figsize=(10, 5.5))
-    log = figures.log_scale(table[metric])
-    seeds = max(int(g["seed"].nunique()) for _, g in groups)
+    styles = figures.line_styles(table)
+    panels = figures.panels(table, opts)
+    cols = min(len(panels), 3)
+    fig, axes = figures.subplots(plt, -(-len(panels) // cols), cols, 10 if cols == 1 else 5, 5.5 if cols == 1 else 4.2,
+                                 len(panels))
     any_diverged = False
-    for parts, g in groups:
-        done = g[g["status"].isin(("ok", "diverged"))]
-        if not done.empty:
-            any_diverged |= _draw_group(ax, done, metric, styles[parts], log)
-    if log:
-        ax.set_yscale("log")
+    for ax, (name, rows) in zip(axes, panels, strict=True):
+        log = figures.use_log(rows[metric], opts)
+        for parts, g in figures.groups(rows):
+            done = g[g["status"].isin(("ok", "diverged"))]
+            if not done.empty:
+                any_diverged |= _draw_group(ax, done, metric, styles[parts], log)
+        ax.set_yscale("log" if log else "linear")
+        if not log and (rows[metric].dropna() >= 0).all():  # a std that holds at 0.58 reads flat,
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.15)  # not as noise magnified
+        figures.note_overlaps(ax)
+        if name is not None:
+            ax.set_title(name)
+        ax.set_xlabel("layer")
+        ax.set_ylabel(metric + (" (log scale)" if log else ""))
+        ax.grid(True, which="major", alpha=0.3)
+    figures.title(fig, axes, f"{metric} of each layer's output ({figures.seeds_note(table)})", opts)
+    extra = []
     if any_diverged:
-        ax.plot([], [], marker="x", ls="none", color="0.3", ms=8, mew=2,
-                label="diverged (x at the first non-finite layer)")
-    band = f"mean and \u00b11 sd over {seeds} seeds" if seeds > 1 else "one seed"
-    ax.set_title(f"{metric} of each layer's output ({band})")
-    ax.set_xlabel("layer")
-    ax.set_ylabel(metric + (" (log scale)" if log else ""))
-    ax.grid(True, which="major", alpha=0.3)
-    figures.legend(ax, len(groups) + any_diverged)
+        from matplotlib.lines import Line2D
+
+        extra.append((Line2D([], [], marker="x", ls="none", color="0.3", ms=8, mew=2),
+                      "diverged (x at the first non-finite layer)"))
+    figures.legend(axes[cols - 1], axes, extra)
     return fig
 
 
-def _draw_maps(plt, table: pd.DataFrame, metrics: list[str]):
+def auto_facet(table: pd.DataFrame, metric: str | None, columns: list[str]) -> str | None:
+    """A panel per value of the grid key that leaves the most stable configs in panels without
+    a wild one (diverging, or spanning over two decades), when one axis would span ten decades
+    or more: next to a config that explodes or vanishes, the ones that hold near 1 are flat
+    lines on top of each other on one log axis."""
+    if "stage" in table.columns and table["stage"].notna().any():
+        return None  # the signal-propagation plot compares its configs on one axis
+    metric = metric or "std"
+    done = table[table["status"].isin(("ok", "diverged"))]
+    if figures.decades(done[metric]) < 10:
+        return None
+    wild = {k: figures.decades(g[metric]) > 2 or (g["status"] == "diverged").any() for k, g in done.groupby("line")}
+    best, most = None, 0
+    for col in columns:
+        split = [set(g["line"]) for _, g in done.groupby(col, sort=False)]
+        readable = sum(len(lines) for lines in split if not any(wild[k] for k in lines))  # stable, unsquashed
+        if 1 < len(split) <= 6 and readable > most:
+            best, most = col, readable
+    return best
+
+
+def _draw_maps(plt, table: pd.DataFrame, metrics: list[str], opts: figures.Options | None):
     """One panel per metric against block (layer), mean and +-1 sd over seeds, stage
-    boundaries dashed."""
-    groups = figures.groups(table)
-    styles = figures.styles([p for p, _ in groups])
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics) + 2.5, 4.8), squeeze=False)
-    seeds = max(int(g["seed"].nunique()) for _, g in groups)
-    for ax, m in zip(axes[0], metrics, strict=True):
-        log = figures.log_scale(table[m])
-        for parts, g in groups:
-            done = g[g["status"].isin(("ok", "diverged"))]
-            if not done.empty:
-                _draw_group(ax, done, m, styles[parts], log)
-        stages = table.dropna(subset=["stage"]).groupby("stage")["layer"].min()
-        for x in stages.iloc[1:]:
-            ax.axvline(x - 0.5, color="0.5", lw=0.8, ls="--")
-        if log:
-            ax.set_yscale("log")
-        ax.set_title(m)
-        ax.set_xlabel("block" if len(stages) > 1 else "layer")
-        ax.grid(True, which="major", alpha=0.3)
-    band = f"mean and \u00b11 sd over {seeds} seeds" if seeds > 1 else "one seed"
-    fig.suptitle(f"signal propagation ({band}; dashed: a new stage)")
-    figures.legend(axes[0][-1], len(groups))
-    fig.tight_layout()
+    boundaries dashed; a row of them per value of opts.facet."""
+    styles = figures.line_styles(table)
+    panels = figures.panels(table, opts)
+    fig, axes = figures.subplots(plt, len(panels), len(metrics), 5.2, 4.8)
+    for r, (name, rows) in enumerate(panels):
+        for ax, m in zip(axes[r * len(metrics):(r + 1) * len(metrics)], metrics, strict=True):
+            log = figures.use_log(rows[m], opts)
+            for parts, g in figures.groups(rows):
+                done = g[g["status"].isin(("ok", "diverged"))]
+                if not done.empty:
+                    _draw_group(ax, done, m, styles[parts], log)
+            stages = rows.dropna(subset=["stage"]).groupby("stage")["layer"].min()
+            for x in stages.iloc[1:]:
+                ax.axvline(x - 0.5, color="0.5", lw=0.8, ls="--")
+            ax.set_yscale("log" if log else "linear")
+            ax.set_title(m if name is None else f"{m}: {name}")
+            ax.set_xlabel("block" if len(stages) > 1 else "layer")
+            ax.grid(True, which="major", alpha=0.3)
+    figures.title(fig, axes, f"signal propagation ({figures.seeds_note(table)}; dashed: a new stage)", opts)
+    figures.legend(axes[len(metrics) - 1], axes)
     return fig
 
 

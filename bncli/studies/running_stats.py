@@ -224,45 +224,74 @@ def sweep_cells(runs: list[pd.DataFrame]) -> list[str]:
             report.fmt(max((gap("var", r) for r in runs), default=float("nan"))), f"{match}/{len(runs)}"]
 
 
-def draw(plt, table: pd.DataFrame, metric: str | None):
-    """running_mean and running_var (or `metric`) per channel against iteration; the formula's
-    values dashed."""
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]  # one per config sharing a panel; colour is the channel's
+
+
+def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | None = None):
+    """running_mean and running_var (or `metric`) against iteration, a colour per channel, the
+    formula's values dashed in the channel's colour; a row of panels per config (or per value
+    of opts.facet; configs sharing a panel differ by marker)."""
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     metrics = [metric] if metric else ["running_mean", "running_var"]
-    groups = figures.groups(table)
-    styles = figures.styles([p for p, _ in groups])
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics) + 2.5, 4.8), squeeze=False)
-    seeds = max(int(g["seed"].nunique()) for _, g in groups)
-    dashed = False
-    for ax, m in zip(axes[0], metrics, strict=True):
-        for parts, g in groups:
-            dashed |= _draw_group(ax, g, m, styles[parts]["color"])
-        ax.set_title(m + (f" per channel (mean over {seeds} seeds)" if seeds > 1 else " per channel"))
-        ax.set_xlabel("iteration")
-        ax.set_ylabel(m)
-        ax.grid(True, alpha=0.3)
-    handles, labels = axes[0][-1].get_legend_handles_labels()
+    panels = figures.panels(table, opts)
+    channels = sorted(table["channel"].dropna().unique())
+    palette = plt.get_cmap("tab10" if len(channels) <= 10 else "viridis")
+    colors = {c: palette(i if len(channels) <= 10 else i / max(1, len(channels) - 1)) for i, c in enumerate(channels)}
+    markers = {p: MARKERS[i % len(MARKERS)] for i, p in enumerate(dict.fromkeys(table["parts"]))}
+    fig, axes = figures.subplots(plt, len(panels), len(metrics), 6, 3.6 if len(panels) > 1 else 4.8)
+    dashed, shared = False, False
+    for r, (name, rows) in enumerate(panels):
+        lines = figures.groups(rows)
+        shared |= len(lines) > 1
+        for ax, m in zip(axes[r * len(metrics):(r + 1) * len(metrics)], metrics, strict=True):
+            for parts, g in lines:
+                dashed |= _draw_group(ax, g, m, colors, markers[parts] if len(lines) > 1 else "o")
+            ax.set_title(m if name is None else f"{m}: {name}", fontsize=10)
+            ax.set_xlabel("iteration")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel(m)
+            if opts is not None and opts.logy is not None:
+                ax.set_yscale("log" if opts.logy else "linear")
+            ax.grid(True, alpha=0.3)
+            figures.note_overlaps(ax)  # constant input: every channel's running_var is the same
+    seeds = figures.seeds_note(table)
+    figures.title(fig, axes, f"{' and '.join(metrics)} per channel" + ("" if seeds == "one seed" else f" ({seeds})")
+                  + ("; markers: measured, dashed: the formula" if dashed else ""), opts)
+    extra = [(Line2D([], [], color=colors[c], marker="o", ms=4, ls="--" if dashed else "-"), f"channel {c:g}")
+             for c in channels[:12]]
+    if len(channels) > 12:
+        extra.append((Line2D([], []), f"... channel {channels[-1]:g} ({palette.name})"))
     if dashed:
-        handles.append(Line2D([], [], ls="--", color="0.3"))
-        labels.append("expected: (1 - m) r + m batch_stat")
-    axes[0][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    fig.tight_layout()
+        extra.append((Line2D([], [], ls="--", color="0.3"), "dashed: expected, (1 - m) r + m batch_stat"))
+    if shared:
+        extra += [(Line2D([], [], ls="none", color="0.3", marker=markers[p]), g["label"].iloc[0])
+                  for p, g in figures.groups(table)]
+    figures.legend(axes[len(metrics) - 1], [], extra)
     return fig
 
 
-def _draw_group(ax, g: pd.DataFrame, m: str, color) -> bool:
+def auto_facet(table: pd.DataFrame, metric: str | None, columns: list[str]) -> str | None:
+    """A row of panels per config (up to 8; more share a row, a marker each): each has its own
+    channels, in their own colours."""
+    return "label" if 1 < table["line"].nunique() <= 8 else None
+
+
+def _draw_group(ax, g: pd.DataFrame, m: str, colors: dict, marker: str) -> bool:
     """One config's channels; True when the formula's values were drawn (dashed) too."""
     expected = m.replace("running_", "expected_")
     dashed = False
     done = g[g["status"].isin(("ok", "diverged"))]
-    for i, (_, ch) in enumerate(done.groupby("channel", sort=True)):
+    for c, ch in done.groupby("channel", sort=True):
         x, mean, sd, n = figures.mean_sd(ch, "iteration", m)
-        ax.plot(x, mean, marker="o", ms=3, lw=1.5, label=g["label"].iloc[0] if i == 0 else None, color=color)
-        if n > 1:
-            ax.fill_between(x, mean - sd, mean + sd, alpha=0.15, lw=0, color=color)
-        if expected in ch.columns and expected != m:
-            x, emean, _, _ = figures.mean_sd(ch, "iteration", expected)
-            ax.plot(x, emean, ls="--", lw=1.0, alpha=0.9, color=color)
+        formula = expected in ch.columns and expected != m
+        if formula:  # under the measured markers: where they agree, each marker sits on its dashed line
+            ex, emean, _, _ = figures.mean_sd(ch, "iteration", expected)
+            ax.plot(ex, emean, ls="--", lw=1.2, color=colors[c], zorder=1)
             dashed = True
+        ax.plot(x, mean, marker=marker, ms=4, lw=1.5, ls="none" if formula else "-", color=colors[c], zorder=2,
+                label=f"channel {c:g}")
+        if n > 1:
+            ax.fill_between(x, mean - sd, mean + sd, alpha=0.15, lw=0, color=colors[c])
     return dashed
