@@ -672,8 +672,8 @@ def _draw_group(ax, done: pd.DataFrame, metric: str, st: dict, log: bool) -> boo
     ax.plot(x, mean, label=done["label"].iloc[0], lw=1.6, **st)
     if n > 1:
         lo, hi = mean - sd, mean + sd
-        if log:
-            lo = np.where(lo > 0, lo, np.nan)
+        if log:  # mean - sd can be <= 0, a hole on a log axis: mirror the upper edge in log space
+            lo = mean * mean / hi  # = mean - sd + O(sd^2 / mean), for a small sd
         ax.fill_between(x, lo, hi, color=st["color"], alpha=0.15, lw=0)
     diverged = False
     for _, run in done[done["status"] == "diverged"].groupby("run" if "run" in done else "seed", sort=False):
