@@ -192,6 +192,26 @@ def test_a_sweep_mixing_diverging_and_stable_configs_gets_a_panel_per_norm(mixed
     plt.close("all")
 
 
+def test_a_band_on_a_log_axis_has_no_holes(mixed_sweep):
+    """mean - sd <= 0 cannot sit on a log axis: the lower edge mirrors the upper one in log
+    space, mean^2 / (mean + sd), so the band is whole and still holds the mean."""
+    import matplotlib.pyplot as plt
+
+    fig, table = draw([mixed_sweep], logy=True, facet="none")
+    ax = fig.axes[0]
+    for band in ax.collections:
+        if len(band.get_paths()) and band.get_paths()[0].vertices.shape[0] > 2:
+            y = band.get_paths()[0].vertices[:, 1]
+            assert np.isfinite(y).all() and (y > 0).all()
+    line = labelled(ax)["init=kaiming, norm=none"]
+    kaiming = table[(table["init"] == "kaiming") & (table["norm"] == "none")].groupby("layer")["std"]
+    mean, sd = kaiming.mean().to_numpy(), kaiming.std().to_numpy()
+    np.testing.assert_allclose(line.get_ydata(), mean)
+    edges = [band.get_paths()[0].vertices[:, 1] for band in ax.collections if band.get_paths()]
+    assert any(all(np.isclose(y, v, rtol=1e-6).any() for v in mean * mean / (mean + sd)) for y in edges)
+    plt.close("all")
+
+
 def test_where_facet_scale_and_title(mixed_sweep):
     import matplotlib.pyplot as plt
 
