@@ -616,6 +616,9 @@ def sweep_cmd(
                                                 "threads).")] = 1.0,
     gpus_per_run: Annotated[float, typer.Option(min=0.0, help="Ray: GPUs per run; 0.25 packs four runs on a "
                                                 "GPU.")] = 0.0,
+    format: Annotated[Format, typer.Option("--format", help="table for people; csv: summary.csv; json: one "
+                                           "document with the study, grid keys and summary rows.")] = Format.table,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the sweep directory.")] = False,
 ):
     """Run a study over a grid of settings times seeds; write summary.csv, aggregate.csv and a plot.
 
@@ -629,7 +632,7 @@ def sweep_cmd(
     Examples: bncli sweep configs/sweeps/init_vs_norm.yaml --workers 2;
     bncli sweep --study depth-study --set depth=50 --grid init=kaiming,xavier --grid norm=batchnorm,none --seeds 0-4
     """
-    from bncli import api, results
+    from bncli import api
 
     ray = _ray_options(backend, address, cpus_per_run, gpus_per_run)
     from rich.progress import TextColumn
@@ -637,10 +640,23 @@ def sweep_cmd(
     with _sigterm_as_interrupt(), _progress(0, "sweep", progress, TextColumn("{task.fields[current]}")) as cb:
         outcome = api.sweep(file, out, name, study=study, base=set_, grid=grid, seeds=seeds, flags=True,
                             resume=resume, fail_fast=fail_fast, workers=workers, progress=cb, ray=ray)
-    console = _console()
+    _report_sweep(outcome, format, quiet)
+
+
+def _report_sweep(outcome, fmt: Format, quiet: bool) -> None:
+    """The sweep's table (or its data, or its directory alone) on stdout; notes, failures and
+    interruptions on stdout for people and on stderr for scripts. Exit 1 if a run failed,
+    130 if interrupted."""
+    from bncli import results
+
+    out = _console()
+    console = out if fmt == Format.table and not quiet else _console(stderr=True)
     total = outcome.total
-    if (outcome.dir / "summary.csv").exists():
-        _print_sweep(console, results.open_sweep(outcome.dir))
+    if quiet:
+        out.print(_plain(str(outcome.dir)), markup=False, highlight=False)
+    elif (outcome.dir / "summary.csv").exists():
+        sweep = results.open_sweep(outcome.dir)
+        _print_sweep(out, sweep) if fmt == Format.table else _print_sweep_data(out, sweep, fmt)
     if outcome.skipped:
         done = "was" if outcome.skipped == 1 else "were"
         console.print(f"resumed: {outcome.skipped} of {plural(total, 'run')} {done} already done")
@@ -648,9 +664,10 @@ def sweep_cmd(
         from rich.text import Text
 
         console.print(Text("failed", "red") + Text(f" {_plain(run_name)}: {_plain(error)}"), highlight=False)
-    if outcome.plot is not None:
+    if outcome.plot is not None and console is out:
         console.print(f"plot: {_plain(str(outcome.plot))}", markup=False)
-    console.print(f"results: {_plain(str(outcome.dir))}", markup=False)
+    if console is out:
+        console.print(f"results: {_plain(str(outcome.dir))}", markup=False)
     if outcome.unaggregated:
         console.print("interrupted while writing summary.csv and aggregate.csv: every finished run is kept; "
                       "rerun with --resume to write them")
@@ -815,10 +832,7 @@ def show_cmd(
         if results.is_sweep(path):
             sweep = results.open_sweep(path)
             if format != Format.table:
-                rows = sweep.table.to_dict(orient="records")
-                doc = {"study": sweep.study, "dir": str(path), "keys": sweep.keys,
-                       "rows": [{k: results.json_value(v) for k, v in r.items()} for r in rows]}
-                return _print_data(console, doc, path / "summary.csv", format)
+                return _print_sweep_data(console, sweep, format)
             _print_sweep(console, sweep)
             return
         run = results.open_run(path)
@@ -873,6 +887,16 @@ def compare_cmd(
     else:
         for part in comparison.render(cmp, every):
             console.print(part)
+
+
+def _print_sweep_data(console, sweep, fmt: Format) -> None:
+    """--format csv: summary.csv as it is; json: the study, directory, grid keys and its rows."""
+    from bncli import results
+
+    rows = sweep.table.to_dict(orient="records")
+    doc = {"study": sweep.study, "dir": str(sweep.dir), "keys": sweep.keys,
+           "rows": [{k: results.json_value(v) for k, v in r.items()} for r in rows]}
+    _print_data(console, doc, sweep.dir / "summary.csv", fmt)
 
 
 def _print_sweep(console, sweep) -> None:

@@ -227,3 +227,25 @@ def test_sweep_help_does_not_import_heavy_modules():
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "--grid KEY=V1,V2" in out and "HEAVY []" in out
+
+
+def test_sweep_formats_and_quiet_for_scripts(cli, tmp_path):
+    """--quiet prints the sweep directory alone; csv is summary.csv as written; json is strict,
+    holds the same rows, and is what show prints."""
+    import json
+
+    import pandas as pd
+
+    out = tmp_path / "out"
+    args = ["sweep", "--study", "depth-study", "--set", "depth=3", "--set", "width=8", "--grid", "norm=batchnorm,none",
+            "--out", out, "--no-progress"]
+    r = cli(*args, "--name", "q", "-q")
+    assert r.exit_code == 0 and r.output == f"{out / 'sweeps' / 'q'}\n"
+    r = cli(*args, "--name", "c", "--format", "csv")
+    assert r.exit_code == 0 and r.output == (out / "sweeps" / "c" / "summary.csv").read_text()
+    r = cli(*args, "--name", "j", "--format", "json")
+    doc = json.loads(r.output)
+    summary = pd.read_csv(out / "sweeps" / "j" / "summary.csv")
+    assert doc["study"] == "depth-study" and doc["keys"] == ["norm"] and len(doc["rows"]) == len(summary)
+    assert [row["std"] for row in doc["rows"]] == summary["std"].tolist()
+    assert json.loads(cli("show", out / "sweeps" / "j", "--format", "json").output) == doc
