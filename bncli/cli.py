@@ -701,7 +701,8 @@ def _ray_options(backend: Backend, address: str | None, cpus: float, gpus: float
 
 @app.command("plot", short_help="Plot a metric against layer for runs and sweeps.")
 def plot_cmd(
-    paths: Annotated[list[Path], typer.Argument(help="Run and/or sweep directories.", show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Run and/or sweep directories.",
+                                                show_default=False)],
     metric: Annotated[Optional[str], typer.Option(
         help="Column to plot (any numeric column of the CSV; default: std, or running_mean and running_var).",
         show_default=False)] = None,
