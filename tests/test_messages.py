@@ -25,9 +25,13 @@ INTERNAL = re.compile(rf"<\w+\.\w+: |\b({ENUMS})\.\w")  # <DType.float32: 'float
 def one_line(r, code=2) -> str:
     """A refusal: exit `code`, one line `Error: ...` on stderr, nothing on stdout."""
     assert r.exit_code == code, r.output
-    assert r.stdout == "", repr(r.stdout)
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: "), repr(r.stderr)
-    return r.stderr.rstrip("\n")
+    try:
+        err = r.stderr
+        assert r.stdout == "", repr(r.stdout)
+    except ValueError:  # click < 8.2 (make test-min) captures the two streams as one
+        err = r.output
+    assert err.count("\n") == 1 and err.startswith("Error: "), repr(err)
+    return err.rstrip("\n")
 
 
 def enum_flags():
@@ -177,7 +181,7 @@ def test_no_internal_names_in_what_a_run_writes_and_shows(cli, tmp_path):
 
 def help_choices(cli, command, flag):
     text = cli(command, "--help").output
-    return re.search(rf"{flag} <([\w|-]+)>", text).group(1).split("|")
+    return re.search(rf"{flag} [<\[]([\w|-]+)[>\]]", text).group(1).split("|")  # click 8.1 writes [a|b]
 
 
 @pytest.mark.parametrize("command,listed", [("running-stats", ["float32", "float64"]),
@@ -196,7 +200,7 @@ def test_dtype_help_lists_exactly_what_is_accepted(cli, command, listed):
 
 def test_running_stats_help_says_no_bfloat16(cli):
     text = " ".join(cli("running-stats", "--help").output.split())
-    assert "--dtype <float32|float64>" in text and "no bfloat16" in text
+    assert re.search(r"--dtype [<\[]float32\|float64[>\]]", text) and "no bfloat16" in text
 
 
 # -- a config for another study -------------------------------------------------------------------
