@@ -45,9 +45,9 @@ def connect(opts: RayOptions) -> bool:
     """Join (or start) Ray, and check that a run fits on it; True when this call started Ray,
     whose caller must then shut it down (disconnect)."""
     ray = import_ray()
+    if not opts.address and not ray.is_initialized():
+        _watch()  # before Ray starts its processes: a driver killed during ray.init leaves none behind
     started = _connect(ray, opts)
-    if started:
-        _watch()
     try:
         have = ray.cluster_resources()
         for flag, need, kind in (("--cpus-per-run", opts.cpus_per_run, "CPU"),

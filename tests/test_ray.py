@@ -152,10 +152,36 @@ def _descendants(pid: int) -> set[int]:
     return out
 
 
+def _stat(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _started(pid):
+    fields = _stat(pid)
+    return None if fields is None else fields[19]  # starttime, field 22 of /proc/PID/stat
+
+
+def _state(pid):
+    fields = _stat(pid)
+    return None if fields is None else fields[0]
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="reads /proc")
-def test_ray_processes_stop_when_the_driver_is_killed(tmp_path):
-    """A driver that started its own Ray instance, killed with -9: Ray's GCS, raylet and agents
-    (which Ray's own fate-sharing misses) are gone within seconds."""
+@pytest.mark.parametrize("when", ["running", "starting"])
+def test_ray_processes_stop_when_the_driver_is_killed(tmp_path, when):
+    """A driver that started its own Ray instance, killed with -9 while its runs run, or while
+    ray.init is still starting Ray's processes: Ray's GCS, raylet and agents (which Ray's own
+    fate-sharing misses) are gone within seconds."""
     import signal
     import subprocess
     import time
@@ -166,18 +192,21 @@ def test_ray_processes_stop_when_the_driver_is_killed(tmp_path):
                              "--no-progress"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         end = time.monotonic() + 60
-        while time.monotonic() < end and len(_descendants(proc.pid)) < 4:  # GCS, raylet, agents, workers
-            time.sleep(0.5)
-        time.sleep(3)
-        ray_procs = _descendants(proc.pid)
+        if when == "running":
+            while time.monotonic() < end and len(_descendants(proc.pid)) < 4:  # GCS, raylet, agents, workers
+                time.sleep(0.5)
+            time.sleep(3)
+        else:  # the moment Ray's first server exists, ray.init has not returned
+            while time.monotonic() < end and not any("gcs_server" in _cmdline(p) for p in _descendants(proc.pid)):
+                time.sleep(0.05)
+        ray_procs = {p: _started(p) for p in _descendants(proc.pid)}  # a pid and its start: reuse is not a survivor
         assert ray_procs, "Ray did not start"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         end = time.monotonic() + 20
         while time.monotonic() < end and any(Path(f"/proc/{p}").exists() for p in ray_procs):
             time.sleep(0.5)
-        left = [p for p in ray_procs if Path(f"/proc/{p}/stat").exists()
-                and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
-        assert not left, left
+        left = [p for p, start in ray_procs.items() if _started(p) == start and _state(p) not in (None, "Z")]
+        assert not left, [_cmdline(p)[:120] for p in left]
     finally:
         proc.kill()
