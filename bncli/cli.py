@@ -745,7 +745,8 @@ def runs_cmd(
         help="Only runs with this status (ok, diverged, failed, interrupted, running); sweeps holding one.",
         show_default=False)] = None,
     where: Annotated[Optional[list[str]], typer.Option(
-        help="KEY=VALUE: only runs with this setting (repeatable); a sweep whose grid has the value.",
+        help="KEY=VALUE: only runs with this setting (repeatable: a key twice matches either value); a sweep "
+             "whose grid has the value.",
         show_default=False)] = None,
     format: FormatOpt = Format.table,
 ):
@@ -766,7 +767,7 @@ def runs_cmd(
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise BncliError(f"--where: expected KEY=VALUE, got {shown(item)}")
-        wanted[key] = value
+        wanted.setdefault(key, set()).add(value)  # a key given twice: either value, as plot --where
     entries = [e for e in results.list_runs(out) if _listed(e, study, status, wanted)]
     console = _console()
     if format == Format.json:
@@ -795,17 +796,17 @@ def runs_cmd(
     console.print(f"{len(entries)} of {len(results.list_runs(out))} listed")
 
 
-def _listed(entry: dict, study: str | None, status: str | None, wanted: dict[str, str]) -> bool:
+def _listed(entry: dict, study: str | None, status: str | None, wanted: dict[str, set[str]]) -> bool:
     from bncli import results
 
     if study is not None and entry["study"] != study:
         return False
     if status is not None and status not in entry["status"].replace(",", " ").split():
         return False
-    for key, value in wanted.items():
+    for key, values in wanted.items():
         got = entry["settings"].get(key)
         words = [results.word(v) for v in got] if isinstance(got, list) else [results.word(got)]
-        if got is None or value not in words:
+        if got is None or not values & set(words):
             return False
     return True
 

@@ -105,6 +105,10 @@ def test_runs_lists_filters_and_formats(cli, tmp_path):
     assert r.exit_code == 0 and [line.split(",")[2] for line in r.output.splitlines()[1:]] == ["depth-study/n"]
     r = cli("runs", cli.out, "--where", "init=xavier", "--study", "depth-study")
     assert r.exit_code == 0 and "sweeps/s" in r.output and "1 of 5 listed" in r.output
+    r = cli("runs", cli.out, "--where", "init=normal", "--where", "init=xavier", "--format", "csv")  # either value
+    assert sorted(line.split(",")[2] for line in r.output.splitlines()[1:]) == ["depth-study/n", "sweeps/s"]
+    r = cli("runs", cli.out, "--where", "init=normal", "--where", "norm=none", "--format", "csv")  # both keys
+    assert [line.split(",")[2] for line in r.output.splitlines()[1:]] == ["depth-study/n"]
     assert "--where: expected KEY=VALUE" in cli("runs", cli.out, "--where", "init").output
     listing = cli("show", cli.out)  # a results directory: its listing, not an error
     assert listing.exit_code == 0 and "5 of 5 listed" in listing.output
