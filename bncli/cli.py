@@ -216,6 +216,9 @@ def _consoles():
                     o.box, o.pad_edge, o.title_justify = None, False, "left"
             super().print(*objects, **kwargs)
 
+        def _render_buffer(self, buffer) -> str:  # a left-justified last column pads every line
+            return "\n".join(line.rstrip(" ") for line in super()._render_buffer(buffer).split("\n"))
+
     class Terminal(Console):
         def _natural(self, column) -> int:
             # numbers and names keep their widest cell on one line; text (left-justified, with

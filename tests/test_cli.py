@@ -241,6 +241,8 @@ def test_piped_sweep_and_show_tables_are_plain_columns(cli, tmp_path):
                                                  ["normal", "batchnorm"], ["normal", "none"]]
     assert not any("\u2500" <= c <= "\u257f" for c in r.output)
     assert table_rows(cli("show", cli.out / "sweeps" / "s").output) == rows
+    listing = cli("runs", cli.out).output  # its last column, settings, is left-justified text
+    assert "init=kaiming,normal" in listing and all(line == line.rstrip() for line in listing.splitlines())
 
 
 def test_formats_and_quiet_for_scripts(cli):
