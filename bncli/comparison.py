@@ -99,7 +99,8 @@ class Comparison:
 
     def rows(self, every: int | None = None) -> list[int]:
         """Positions of every `every`-th row id (by the first id column: layer, iteration),
-        plus the first and last, the first difference and the first missing row, always."""
+        plus the first and last, each run's last row (where a diverged run stopped), the first
+        difference and the first missing row, always."""
         x = self.table[self.ids[0]]
         xs = list(dict.fromkeys(x))
         if every is None or every <= 1:
@@ -107,6 +108,7 @@ class Comparison:
         keep = set(xs[::every]) | ({xs[-1]} if xs else set())
         gaps = np.flatnonzero(~self.present.all(axis=1).to_numpy())
         keep |= {x.iloc[i] for i in (self.first, gaps[0] if len(gaps) else None) if i is not None}
+        keep |= {x.iloc[np.flatnonzero(self.present[n].to_numpy())[-1]] for n in self.names if self.present[n].any()}
         return [i for i, v in enumerate(x) if v in keep]
 
     def frame(self, every: int | None = None) -> pd.DataFrame:
@@ -305,7 +307,7 @@ def render(cmp: Comparison, every: int | None = None) -> list:
     parts.append(_rows_table(cmp, shown))
     if len(shown) < len(cmp.table):
         parts.append(Text(f"showing {len(shown)} of {len(cmp.table)} rows (every {every}-th {cmp.ids[0]}, the first "
-                          "and last, and any row named below); --format csv has them all"))
+                          "and last, each run's last, and any row named below); --format csv has them all"))
     return [*parts, Text("\n".join(verdict(cmp)))]
 
 

@@ -88,6 +88,8 @@ def test_every_thins_the_rows_keeping_the_first_difference(tmp_path):
     assert c.rows(4) == [0, 4, 5, 8, 9] and c.rows() == list(range(10))
     assert c.frame(4)["layer"].tolist() == [0, 4, 5, 8, 9]
     assert [r["layer"] for r in c.to_dict(4)["rows"]] == [0, 4, 5, 8, 9]
+    short = saved(tmp_path, "short", depth=7)  # it stops at layer 6: that row is shown, then 7 (the first gap)
+    assert bncli.compare(a, short).rows(4) == [0, 4, 6, 7, 8, 9]
 
 
 def test_difference_where_values_cross_zero(tmp_path):
