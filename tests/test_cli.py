@@ -21,13 +21,16 @@ def test_version_and_help(cli):
     assert "depth-study" in r.output and "running-stats" in r.output
 
 
-def test_help_does_not_import_heavy_modules():
-    code = ("import sys; from bncli.cli import main; sys.argv = ['bncli', 'depth-study', '--help']\n"
+@pytest.mark.parametrize("command", ["", "depth-study", "running-stats", "convergence", "sweep", "plot", "runs",
+                                     "show", "compare"])
+def test_help_does_not_import_heavy_modules(command):
+    argv = ["bncli", *([command] if command else []), "--help"]
+    code = (f"import sys; from bncli.cli import main; sys.argv = {argv!r}\n"
             "try: main()\nexcept SystemExit: pass\n"
             "heavy = [m for m in ('torch', 'pandas', 'matplotlib', 'pydantic') if m in sys.modules]\n"
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "HEAVY []" in out
+    assert out.startswith(f"Usage: bncli {command}".rstrip()) and "HEAVY []" in out
 
 
 def test_python_dash_m_works():

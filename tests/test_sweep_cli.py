@@ -1,7 +1,5 @@
 """bncli sweep without writing YAML: --study, --set, --grid and --seeds, alone or over a sweep file."""
 
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -218,15 +216,6 @@ def test_the_api_takes_the_same_sweep_as_keyword_arguments(tmp_path):
     with pytest.raises(BncliError, match="give a sweep FILE or study"):
         bncli.sweep(out=tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
-
-
-def test_sweep_help_does_not_import_heavy_modules():
-    code = ("import sys; from bncli.cli import main; sys.argv = ['bncli', 'sweep', '--help']\n"
-            "try: main()\nexcept SystemExit: pass\n"
-            "heavy = [m for m in ('torch', 'pandas', 'matplotlib', 'pydantic') if m in sys.modules]\n"
-            "print('HEAVY', heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "--grid KEY=V1,V2" in out and "HEAVY []" in out
 
 
 def test_sweep_formats_and_quiet_for_scripts(cli, tmp_path):
