@@ -43,19 +43,18 @@ class _Group(TyperGroup):
             return super().get_command(ctx, name)
         return _study_command(name)
 
-    def get_help_option(self, ctx):
-        # An unused --help flag reads as None, which typer coerces through a pydantic adapter,
-        # importing pydantic (~0.1 s) on `bncli CMD --help`; a bool default skips that.
-        opt = super().get_help_option(ctx)
-        if opt is not None and opt.default is None:
-            opt.default = False
-        return opt
+    def get_params(self, ctx):
+        # An unused flag defaulting to None (--help, typer's completion flags) is coerced through
+        # a pydantic adapter, importing pydantic (~0.1 s) on `bncli CMD --help`; False skips that.
+        params = super().get_params(ctx)
+        for p in params:
+            if getattr(p, "is_flag", False) and p.default is None:
+                p.default = False
+        return params
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        _refuse_nul(sys.argv[1:] if args is None else list(args))
-        for p in self.params:  # typer's completion flags default to None: as for --help, a bool skips pydantic
-            if p.name in ("install_completion", "show_completion") and p.default is None:
-                p.default = False
+        args = sys.argv[1:] if args is None else list(args)
+        _refuse_nul(args)
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -69,8 +68,7 @@ class _Group(TyperGroup):
                 raise
             ctx = getattr(e, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            _fail(_choice_error(e, sys.argv[1:] if args is None else list(args)) or e.format_message() + hint,
-                  e.exit_code)
+            _fail(_choice_error(e, args) or e.format_message() + hint, e.exit_code)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -221,18 +219,19 @@ def _consoles():
 
     class Terminal(Console):
         def _natural(self, column) -> int:
-            # numbers and names keep their widest cell on one line; text (left-justified, with
-            # spaces) may wrap between words, and only it does
-            cells = [column.header, *column._cells]
+            """The column's width with its padding and border: numbers and names keep their
+            widest cell on one line; text (left-justified, with spaces) may wrap between words."""
             column.no_wrap = column.justify != "left" or not any(" " in str(c) for c in column._cells)
-            size = [Measurement.get(self, self.options, c) for c in cells]
-            return max(m.maximum if column.no_wrap else m.minimum for m in size) + 3  # padding, border
+            size = [Measurement.get(self, self.options, c) for c in [column.header, *column._cells]]
+            return max(m.maximum if column.no_wrap else m.minimum for m in size) + 3
 
         def print(self, *objects, **kwargs):
             for o in objects:
                 left_out = []
                 if isinstance(o, Table):
-                    while len(o.columns) > 1 and sum(map(self._natural, o.columns)) + 1 > self.width:
+                    widths = [self._natural(c) for c in o.columns]
+                    while len(widths) > 1 and sum(widths) + 1 > self.width:  # + 1: the left border
+                        widths.pop()
                         left_out.insert(0, o.columns.pop().header)
                 super().print(o, **kwargs)
                 if left_out:
@@ -329,9 +328,7 @@ def _run(study: str, config: Path | None, out: Path, name: str | None, output: t
         _console().print("interrupted before the run started: nothing was saved")
         raise typer.Exit(130) from None
     fmt, quiet, every = output
-    console = _console()
-    # for scripts (--quiet, csv, json), stdout holds only the result: notes go to stderr
-    notes = console if fmt == Format.table and not quiet else _console(stderr=True)
+    console, notes = _streams(fmt, quiet)
     if quiet:
         console.print(_plain(str(run.dir)), markup=False, highlight=False)
     elif fmt != Format.table:
@@ -352,14 +349,26 @@ def _run(study: str, config: Path | None, out: Path, name: str | None, output: t
         console.print(f"results: {_plain(str(run.dir))}", markup=False)
 
 
+def _streams(fmt: Format, quiet: bool):
+    """(result, notes) consoles: for people both stdout; for scripts (--quiet, csv, json)
+    stdout holds only the result, and notes go to stderr."""
+    out = _console()
+    return out, out if fmt == Format.table and not quiet else _console(stderr=True)
+
+
 def _print_data(console, document: dict, csv: Path, fmt: Format) -> None:
     """--format csv: the CSV file as it is on disk; json: one document, non-finite numbers null."""
+    if fmt == Format.json:
+        return _print_json(console, document)
+    console.file.write(csv.read_text() if csv.is_file() else "")
+    console.file.flush()
+
+
+def _print_json(console, document) -> None:
+    """One strict JSON document (its numbers already finite or None) on one line."""
     import json
 
-    if fmt == Format.csv:
-        console.file.write(csv.read_text() if csv.is_file() else "")
-    else:
-        console.file.write(json.dumps(document, allow_nan=False, default=str) + "\n")
+    console.file.write(json.dumps(document, allow_nan=False, default=str) + "\n")
     console.file.flush()
 
 
@@ -635,11 +644,11 @@ def sweep_cmd(
     Examples: bncli sweep configs/sweeps/init_vs_norm.yaml --workers 2;
     bncli sweep --study depth-study --set depth=50 --grid init=kaiming,xavier --grid norm=batchnorm,none --seeds 0-4
     """
+    from rich.progress import TextColumn
+
     from bncli import api
 
     ray = _ray_options(backend, address, cpus_per_run, gpus_per_run)
-    from rich.progress import TextColumn
-
     with _sigterm_as_interrupt(), _progress(0, "sweep", progress, TextColumn("{task.fields[current]}")) as cb:
         outcome = api.sweep(file, out, name, study=study, base=set_, grid=grid, seeds=seeds, flags=True,
                             resume=resume, fail_fast=fail_fast, workers=workers, progress=cb, ray=ray)
@@ -652,8 +661,7 @@ def _report_sweep(outcome, fmt: Format, quiet: bool) -> None:
     130 if interrupted."""
     from bncli import results
 
-    out = _console()
-    console = out if fmt == Format.table and not quiet else _console(stderr=True)
+    out, console = _streams(fmt, quiet)
     total = outcome.total
     if quiet:
         out.print(_plain(str(outcome.dir)), markup=False, highlight=False)
@@ -758,24 +766,16 @@ def runs_cmd(
 
     Example: bncli runs results --study depth-study --where init=normal
     """
-    import json
-
     from bncli import report, results
-    from bncli.errors import show as shown
 
     if not out.is_dir():
         raise BncliError(f"OUT: {out} is not a directory (give a results directory, like results)")
-    wanted = {}
-    for item in where or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise BncliError(f"--where: expected KEY=VALUE, got {shown(item)}")
-        wanted.setdefault(key, set()).add(value)  # a key given twice: either value, as plot --where
-    entries = [e for e in results.list_runs(out) if _listed(e, study, status, wanted)]
+    wanted = results.parse_where(where or [])
+    every = results.list_runs(out)
+    entries = [e for e in every if _listed(e, study, status, wanted)]
     console = _console()
     if format == Format.json:
-        console.file.write(json.dumps(entries, default=str) + "\n")
-        return
+        return _print_json(console, entries)
     # settings before the times: on a narrow terminal the last columns are the ones left out
     rows = [[e["kind"], e["study"] or "?", e["name"], e["status"],
              " ".join(f"{k}={','.join(v) if isinstance(v, list) else results.word(v)}"
@@ -796,10 +796,10 @@ def runs_cmd(
     for row in rows:
         table.add_row(*[_plain(c) for c in row])
     console.print(table)
-    console.print(f"{len(entries)} of {len(results.list_runs(out))} listed")
+    console.print(f"{len(entries)} of {len(every)} listed")
 
 
-def _listed(entry: dict, study: str | None, status: str | None, wanted: dict[str, set[str]]) -> bool:
+def _listed(entry: dict, study: str | None, status: str | None, wanted: dict[str, list[str]]) -> bool:
     from bncli import results
 
     if study is not None and entry["study"] != study:
@@ -809,7 +809,7 @@ def _listed(entry: dict, study: str | None, status: str | None, wanted: dict[str
     for key, values in wanted.items():
         got = entry["settings"].get(key)
         words = [results.word(v) for v in got] if isinstance(got, list) else [results.word(got)]
-        if got is None or not values & set(words):
+        if got is None or not set(values) & set(words):
             return False
     return True
 
@@ -874,8 +874,6 @@ def compare_cmd(
 
     Example: bncli compare results/depth-study/kaiming results/depth-study/xavier --metric std
     """
-    import json
-
     from bncli import api, comparison
 
     loaded = []
@@ -886,7 +884,7 @@ def compare_cmd(
         cmp = api.compare(*loaded, metric=metric, rtol=rtol, atol=atol)
     console = _console()
     if format == Format.json:
-        console.file.write(json.dumps(cmp.to_dict(every), allow_nan=False, default=str) + "\n")
+        _print_json(console, cmp.to_dict(every))
     elif format == Format.csv:
         console.file.write(cmp.frame(every).to_csv(index=False, na_rep="nan", lineterminator="\n"))
     else:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bncli import results, studies
-from bncli.errors import BncliError, show
+from bncli.errors import BncliError
 from bncli.figures import SETTING, Options
 
 FORMATS = (".png", ".svg", ".pdf")  # what --out's extension picks
@@ -154,17 +154,14 @@ def label(table: pd.DataFrame, study: str, grid: list[str] = (), facet: str | No
 def select(table: pd.DataFrame, items: list[str]) -> tuple[pd.DataFrame, str]:
     """The rows whose settings match every KEY=VALUE (a key given twice: either value), and the
     filter in words for the title."""
-    wanted: dict[str, list[str]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise BncliError(f"--where: expected KEY=VALUE, got {show(item)}")
+    wanted = results.parse_where(items)
+    for key, values in wanted.items():
         if SETTING + key not in table:
             raise BncliError(f"--where: no setting {key!r} in these results; available: {', '.join(fields(table))}")
         have = list(dict.fromkeys(table[SETTING + key]))
-        if value not in have:
-            raise BncliError(f"--where: no run has {key}={value}; {key} is one of: {', '.join(have)}")
-        wanted.setdefault(key, []).append(value)
+        for value in values:
+            if value not in have:
+                raise BncliError(f"--where: no run has {key}={value}; {key} is one of: {', '.join(have)}")
     for key, values in wanted.items():
         table = table[table[SETTING + key].isin(values)]
     if table.empty:

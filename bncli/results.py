@@ -472,6 +472,18 @@ def settings_line(run: Run) -> str:
     return "settings: " + (" ".join(f"{k}={word(v)}" for k, v in changed.items()) or "defaults")
 
 
+def parse_where(items: list[str]) -> dict[str, list[str]]:
+    """`--where KEY=VALUE` filters (bncli runs, bncli plot) as KEY -> the values it may take:
+    a key given twice matches either value."""
+    wanted: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BncliError(f"--where: expected KEY=VALUE, got {show(item)}")
+        wanted.setdefault(key, []).append(value)
+    return wanted
+
+
 def list_runs(out: Path | str = "results") -> list[dict[str, Any]]:
     """Every run and sweep under `out`, newest first: kind, study, name (its path under out),
     status, start time, wall time and the settings that differ from the study's defaults (a
