@@ -20,7 +20,8 @@ as missing and left out of that test.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,16 @@ class Comparison:
     atol: float
     table: pd.DataFrame
     present: pd.DataFrame  # one bool column per run name, on table's index
-    differs: pd.Series = field(repr=False)  # per row: True, False, or None where a run lacks it
+
+    @cached_property
+    def differs(self) -> pd.Series:
+        """Per row: True, False, or None where a run lacks it."""
+        ref = self.table[self.names[0]].to_numpy(float)
+        bad = np.zeros(len(ref), dtype=bool)
+        for n in self.names[1:]:
+            bad |= ~np.isclose(self.table[n].to_numpy(float), ref, rtol=self.rtol, atol=self.atol, equal_nan=True)
+        whole = self.present.all(axis=1).to_numpy()
+        return pd.Series([bool(b) if w else None for b, w in zip(bad, whole, strict=True)], dtype=object)
 
     @property
     def shared(self) -> int:
@@ -213,8 +223,7 @@ def compare(*runs: Path | str | Run, metric: str | None = None, rtol: float = RT
     if len(runs) < 2:
         raise BncliError(f"RUN: give at least two runs to compare (got {len(runs)}); a run against itself "
                          "is the same path twice")
-    runs = [r if isinstance(r, Run) else load(r) for r in runs]
-    runs = [_checked(r, f"run {k}", "RUN") for k, r in enumerate(runs, 1)]
+    runs = [_checked(r, f"run {k}", "RUN") if isinstance(r, Run) else load(r) for k, r in enumerate(runs, 1)]
     kinds = list(dict.fromkeys(r.study for r in runs))
     if len(kinds) > 1:
         other = next(r for r in runs if r.study != kinds[0])
@@ -230,11 +239,8 @@ def compare(*runs: Path | str | Run, metric: str | None = None, rtol: float = RT
     table, present = _side_by_side(runs, names, ids, metric)
     mode = _mode(table[names].to_numpy(float))
     changes = _changes(table, names, mode)
-    cmp = Comparison(study, names, [r.dir for r in runs], [r.status for r in runs], _differing(runs), metric, ids,
-                     mode, float(rtol), float(atol), pd.concat([table, changes], axis=1), present,
-                     pd.Series([None] * len(table), dtype=object))
-    cmp.differs = _differs(cmp)
-    return cmp
+    return Comparison(study, names, [r.dir for r in runs], [r.status for r in runs], _differing(runs), metric, ids,
+                      mode, float(rtol), float(atol), pd.concat([table, changes], axis=1), present)
 
 
 def _where(run: Run) -> str:
@@ -271,15 +277,6 @@ def _changes(table: pd.DataFrame, names: list[str], mode: str) -> pd.DataFrame:
     with np.errstate(all="ignore"):  # inf / inf, x / nan: nan, as the cell then shows
         return pd.DataFrame({f"{n}{sign}{names[0]}": (table[n].to_numpy(float) / ref if mode == "ratio"
                                                       else table[n].to_numpy(float) - ref) for n in names[1:]})
-
-
-def _differs(cmp: Comparison) -> pd.Series:
-    ref = cmp.table[cmp.names[0]].to_numpy(float)
-    bad = np.zeros(len(ref), dtype=bool)
-    for n in cmp.names[1:]:
-        bad |= ~np.isclose(cmp.table[n].to_numpy(float), ref, rtol=cmp.rtol, atol=cmp.atol, equal_nan=True)
-    whole = cmp.present.all(axis=1).to_numpy()
-    return pd.Series([bool(b) if w else None for b, w in zip(bad, whole, strict=True)], dtype=object)
 
 
 # -- rendering ----------------------------------------------------------------------------------

@@ -28,10 +28,10 @@ FORMATS = (".png", ".svg", ".pdf")  # what --out's extension picks
 
 
 def _word(v) -> str:
-    """results.word of a value read from a CSV or a config.yaml alike (numpy scalars as Python's)."""
-    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+    """results.word of a value read from a CSV or a config.yaml alike: an empty cell is none."""
+    if v is pd.NA or (isinstance(v, float) and np.isnan(v)):
         return "none"
-    return results.word(v.item() if isinstance(v, np.generic) else v)
+    return results.word(v)
 
 
 def _names(paths: list[Path]) -> list[str]:

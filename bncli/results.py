@@ -150,7 +150,10 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def word(v: Any) -> str:
-    """A setting's value as it appears in run names, summary columns and plot labels."""
+    """A setting's value as it appears in run names, summary columns and plot labels (a numpy
+    scalar, as read from a CSV, as the Python value it holds)."""
+    if hasattr(v, "item") and getattr(v, "ndim", None) == 0:
+        v = v.item()
     if v is None:
         return "none"
     if isinstance(v, bool):
