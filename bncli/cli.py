@@ -620,7 +620,7 @@ def sweep_cmd(
                                          "are split between them).")] = 1,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     backend: Annotated[Backend, typer.Option(help="local: this machine; ray: one Ray task per run "
-                                             '(needs pip install "bncli[ray]").')] = Backend.local,
+                                             '(needs the ray extra: pip install -e ".[ray]").')] = Backend.local,
     address: Annotated[Optional[str], typer.Option(
         help="Ray cluster to join: auto, or ray://HOST:10001 (default: start a local Ray instance).",
         show_default=False)] = None,
