@@ -8,6 +8,8 @@ torch installed but no shared filesystem. Ray is an optional extra: pip install 
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,9 +47,10 @@ def connect(opts: RayOptions) -> bool:
     """Join (or start) Ray, and check that a run fits on it; True when this call started Ray,
     whose caller must then shut it down (disconnect)."""
     ray = import_ray()
-    if not opts.address and not ray.is_initialized():
-        _watch()  # before Ray starts its processes: a driver killed during ray.init leaves none behind
-    started = _connect(ray, opts)
+    local = not opts.address and not ray.is_initialized()
+    # the watchdog starts before Ray does, and every process Ray starts carries its mark
+    with _marked(_watch()) if local else contextlib.nullcontext():
+        started = _connect(ray, opts)
     try:
         have = ray.cluster_resources()
         for flag, need, kind in (("--cpus-per-run", opts.cpus_per_run, "CPU"),
@@ -61,14 +64,19 @@ def connect(opts: RayOptions) -> bool:
     return started
 
 
-# Runs beside the driver that started a local Ray instance: it notes the driver's descendants
-# (Ray's GCS, raylet and their agents) while the driver lives, and kills those left when it dies.
-# Ray's own fate-sharing misses its agents, which outlive a driver killed with -9 by minutes.
+# Runs beside the driver that started a local Ray instance and kills what Ray left when the
+# driver dies (Ray's own fate-sharing misses its agents, which outlive a driver killed with -9
+# by minutes). It knows Ray's processes two ways: every process seen below the driver while it
+# lived, and every process whose environment holds the mark the driver set while Ray started
+# them (GCS, raylet, agents and, through the raylet, workers): a process started just before
+# the driver died, whose parent Ray's fate-sharing had already ended, is known by its mark
+# (an agent, by the raylet's pid in its environment).
+MARK = "BNCLI_RAY_DRIVER"
 _WATCHDOG = """
 import os, sys, time, signal
-parent, me = int(sys.argv[1]), os.getpid()
+parent, me, mark = int(sys.argv[1]), os.getpid(), sys.argv[2].encode()
 
-def tree():
+def below(roots):
     kids = {}
     for d in os.listdir("/proc"):
         try:
@@ -76,7 +84,7 @@ def tree():
                 kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
         except (OSError, ValueError, IndexError):
             pass
-    out, todo = set(), [parent]
+    out, todo = set(), list(roots)
     while todo:
         for k in kids.get(todo.pop(), []):
             if k != me and k not in out:
@@ -84,32 +92,88 @@ def tree():
                 todo.append(k)
     return out
 
-seen = set()
+def marked(tokens):
+    out = set()
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                if d.isdigit() and int(d) != me and tokens & set(f.read().split(b"\\0")):
+                    out.add(int(d))
+        except OSError:
+            pass
+    return out
+
+def started(pid):  # a pid and its start time name one process, whatever reuses the pid later
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+def signal_all(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+seen = {}  # pid -> start time, while the process lasts
 while True:
-    look = tree()  # taken before the check: a look the parent outlived (orphans leave its tree)
-    try:
-        os.kill(parent, 0)
-    except ProcessLookupError:
+    look = below([parent])
+    if started(parent) is None:  # gone, or a zombie: its children have already left its tree
         break
-    seen = look  # nothing once Ray has shut itself down
+    seen = {p: t for p, t in seen.items() if started(p) == t}
+    seen.update({p: started(p) for p in look if p not in seen})
     time.sleep(0.5)
-for pid in seen:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
+# stop them all (so they start nothing more), take in what is below them, then kill them
+# known by a mark: ours, or the raylet's pid its agents are given (they write their titles over
+# the start of their environment, ours with it)
+tokens = {mark} | {b"RAY_RAYLET_PID=%d" % p for p in seen}
+doomed = {p for p, t in seen.items() if started(p) == t} | marked(tokens)
+while True:
+    signal_all(doomed, signal.SIGSTOP)
+    more = below(doomed) - doomed
+    if not more:
+        break
+    doomed |= more
+signal_all(doomed, signal.SIGKILL)
 """
 
 
-def _watch() -> None:
-    """Start the watchdog (Linux: it reads /proc), in its own session so a Ctrl-C spares it."""
+def _watch() -> str | None:
+    """Start the watchdog (Linux: it reads /proc), in its own session so a Ctrl-C spares it;
+    returns the mark (NAME=VALUE) Ray's processes must carry, None without /proc."""
     import os
     import subprocess
     import sys
 
-    if os.path.isdir("/proc/self"):
-        subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid())], start_new_session=True,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not os.path.isdir("/proc/self"):
+        return None
+    mark = f"{MARK}={os.getpid()}-{time.time_ns()}"
+    subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), mark], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return mark
+
+
+@contextlib.contextmanager
+def _marked(mark: str | None):
+    """The mark in this process's environment while Ray starts, so its processes inherit it;
+    taken out after, so nothing else this process starts carries it."""
+    import os
+
+    if mark is None:
+        yield
+        return
+    old = os.environ.get(MARK)
+    os.environ[MARK] = mark.partition("=")[2]
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(MARK, None)
+        else:
+            os.environ[MARK] = old
 
 
 def disconnect(started: bool) -> None:
