@@ -30,8 +30,11 @@ grid:
   norm: [batchnorm, layernorm, none]
 seeds: [0, 1, 2, 3]
 """
-BACKENDS = {"sequential": [], "pool (--workers 2)": ["--workers", "2"],
-            "ray (local instance)": ["--backend", "ray", "--cpus-per-run", "1"]}
+BACKENDS = {
+    "sequential": [],
+    "pool (--workers 2)": ["--workers", "2"],
+    "ray (local instance)": ["--backend", "ray", "--cpus-per-run", "1"],
+}
 
 
 def sweep(tmp: Path, size: str, label: str, extra: list[str]) -> tuple[float, dict[str, bytes]]:
@@ -39,8 +42,12 @@ def sweep(tmp: Path, size: str, label: str, extra: list[str]) -> tuple[float, di
     spec.write_text(SWEEP % SIZES[size])
     out = tmp / f"{size}-{len(extra)}"
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bncli", "sweep", str(spec), "--out", str(out), "--no-progress", *extra],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "bncli", "sweep", str(spec), "--out", str(out), "--no-progress", *extra],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     took = time.perf_counter() - t0
     runs = out / "sweeps" / "bench" / "runs"
     return took, {p.parent.name: p.read_bytes() for p in runs.glob("*/layers.csv")}
@@ -61,8 +68,9 @@ def main() -> None:
                 if ref is None:
                     base, ref = took, files
                 assert files == ref, f"{label} wrote different layers.csv than sequential"
-                lines.append(f"| {size} {SIZES[size]} | {label} | {took:.1f} | {took / 48 * 1000:.0f} | "
-                             f"{base / took:.2f}x |")
+                lines.append(
+                    f"| {size} {SIZES[size]} | {label} | {took:.1f} | {took / 48 * 1000:.0f} | {base / took:.2f}x |"
+                )
                 print(lines[-1], flush=True)
     import datetime
     import platform
@@ -70,9 +78,13 @@ def main() -> None:
     import torch
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    head = ["# bncli sweep backends", "",
-            f"Written by `benchmarks/bench_backends.py` on {stamp}: {platform.machine()}, "
-            f"{os.cpu_count()} CPUs, torch {torch.__version__}, Python {platform.python_version()}.", ""]
+    head = [
+        "# bncli sweep backends",
+        "",
+        f"Written by `benchmarks/bench_backends.py` on {stamp}: {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__}, Python {platform.python_version()}.",
+        "",
+    ]
     text = "\n".join(head + lines) + "\n"
     out = Path(__file__).with_name("results_backends.md")
     out.write_text(text)

@@ -35,12 +35,23 @@ from bncli.nets import layer_fn, make_input
 from bncli.studies import depth
 
 # depth, width, batch; "wide" (a GPU's size: 64 GB of notebook-style weights) skips the notebook
-SIZES = {"notebook": (100, 256, 16), "large": (1000, 1024, 128), "wide": (1000, 4096, 1024),
-         "conv": (50, 64, 32)}  # conv: depth, channels, batch, on 32 x 32 images (--arch conv)
+SIZES = {
+    "notebook": (100, 256, 16),
+    "large": (1000, 1024, 128),
+    "wide": (1000, 4096, 1024),
+    "conv": (50, 64, 32),
+}  # conv: depth, channels, batch, on 32 x 32 images (--arch conv)
 CONV_IMAGE = 32
-TARGETS = {"speedup": 2.5, "conv_speedup": 1.5, "near_limit": 1.3, "near_limit_cuda": {"notebook": 1.7, "large": 1.3},
-           "stream_rss_gb": 1.5, "notebook_rss_gb": 4.0,
-           "help_s": 0.3, "help_vs_torch": 0.2}
+TARGETS = {
+    "speedup": 2.5,
+    "conv_speedup": 1.5,
+    "near_limit": 1.3,
+    "near_limit_cuda": {"notebook": 1.7, "large": 1.3},
+    "stream_rss_gb": 1.5,
+    "notebook_rss_gb": 4.0,
+    "help_s": 0.3,
+    "help_vs_torch": 0.2,
+}
 GB = 1e9
 
 
@@ -85,8 +96,9 @@ class ConvNet(MLP):
 
     def __init__(self, channels, num_layers):
         nn.Module.__init__(self)
-        self.linears = nn.ModuleList([nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-                                      for _ in range(num_layers)])
+        self.linears = nn.ModuleList(
+            [nn.Conv2d(channels, channels, 3, padding=1, bias=False) for _ in range(num_layers)]
+        )
         self.bns = nn.ModuleList([nn.BatchNorm2d(channels) for _ in range(num_layers)])
 
     def initialize(self):
@@ -140,9 +152,14 @@ def lower_bound(cfg, device):
 
 
 LEAN = "notebook-style, no_grad"
-APPROACHES = {"notebook-style": notebook_style, LEAN: lambda cfg, device: notebook_style(cfg, device, lean=True),
-              "bncli": bncli_run, "lower bound": lower_bound, "draw only": draw_only,
-              "bncli --keep-weights": bncli_run}
+APPROACHES = {
+    "notebook-style": notebook_style,
+    LEAN: lambda cfg, device: notebook_style(cfg, device, lean=True),
+    "bncli": bncli_run,
+    "lower bound": lower_bound,
+    "draw only": draw_only,
+    "bncli --keep-weights": bncli_run,
+}
 
 
 DTYPE = "float32"  # bncli's and the lower bound's; --dtype bfloat16 for GPUs
@@ -151,8 +168,16 @@ DTYPE = "float32"  # bncli's and the lower bound's; --dtype bfloat16 for GPUs
 def make_cfg(size, device, approach="bncli"):
     d, w, b = SIZES[size]
     shape = {"arch": "conv", "channels": w, "image_size": CONV_IMAGE} if size == "conv" else {"width": w}
-    return config.load(depth.CONFIG, None, depth=d, batch_size=b, device=str(device), dtype=DTYPE,
-                       keep_weights=approach == "bncli --keep-weights", **shape)
+    return config.load(
+        depth.CONFIG,
+        None,
+        depth=d,
+        batch_size=b,
+        device=str(device),
+        dtype=DTYPE,
+        keep_weights=approach == "bncli --keep-weights",
+        **shape,
+    )
 
 
 def sync(device):
@@ -223,8 +248,11 @@ def peak_memory(size, device, names) -> dict[str, dict]:
 def startup(repeats) -> dict[str, list[float]]:
     exe = Path(sys.executable).with_name("bncli")
     bncli = [str(exe)] if exe.exists() else [sys.executable, "-m", "bncli"]
-    cmds = {"bncli --help": bncli + ["--help"], "bncli depth-study --help": bncli + ["depth-study", "--help"],
-            'python -c "import torch"': [sys.executable, "-c", "import torch"]}
+    cmds = {
+        "bncli --help": bncli + ["--help"],
+        "bncli depth-study --help": bncli + ["depth-study", "--help"],
+        'python -c "import torch"': [sys.executable, "-c", "import torch"],
+    }
     times = {k: [] for k in cmds}
     for r in range(repeats + 1):
         for k, cmd in cmds.items():
@@ -238,15 +266,20 @@ def startup(repeats) -> dict[str, list[float]]:
 def machine(device) -> dict[str, str]:
     cpu = platform.processor() or platform.machine()
     try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if ":" in line)
+        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
         fields = {k.strip(): v.strip() for k, v in fields.items()}
         cpu = f"{fields['model name']} (family {fields['cpu family']}, model {fields['model']})"
     except (OSError, KeyError):
         pass
-    info = {"cpu": cpu, "cores": str(os.cpu_count()), "torch threads": str(torch.get_num_threads()),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), "device": str(device)}
+    info = {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "torch threads": str(torch.get_num_threads()),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "device": str(device),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -262,29 +295,42 @@ def verdict(ok):
 
 def report(info, load, times, mem, start, repeats, cuda=False) -> str:
     med = {size: {n: statistics.median(v) for n, v in t.items() if v} for size, t in times.items()}
-    lines = ["# bncli depth-study benchmark", "",
-             "Written by `make bench` (`benchmarks/bench_depth.py`); medians of a few repeats, forward only,",
-             f"kaiming init, batchnorm, relu, bncli in {DTYPE}. Every ratio compares runs made side by side",
-             "in this one run. The lower bound draws each weight once as bncli does (one generator, reseeded",
-             "per layer; on CPU half the threads draw the next layers while the others compute) and runs",
-             "the bare forward pass (on CUDA with native F.batch_norm), with no statistics. notebook-style",
-             "is the notebook's MLP and forward verbatim, print aside (nn.Linear with its default init,",
-             "kaiming_normal_ again, nn.BatchNorm1d, relu, autograd on, x.std() twice and .item() once a",
-             "layer): target 1's reference. The",
-             "no_grad variant, one std a layer, is the cheapest a notebook could do; shown for comparison.", "",
-             "| machine | |", "|---|---|"]
+    lines = [
+        "# bncli depth-study benchmark",
+        "",
+        "Written by `make bench` (`benchmarks/bench_depth.py`); medians of a few repeats, forward only,",
+        f"kaiming init, batchnorm, relu, bncli in {DTYPE}. Every ratio compares runs made side by side",
+        "in this one run. The lower bound draws each weight once as bncli does (one generator, reseeded",
+        "per layer; on CPU half the threads draw the next layers while the others compute) and runs",
+        "the bare forward pass (on CUDA with native F.batch_norm), with no statistics. notebook-style",
+        "is the notebook's MLP and forward verbatim, print aside (nn.Linear with its default init,",
+        "kaiming_normal_ again, nn.BatchNorm1d, relu, autograd on, x.std() twice and .item() once a",
+        "layer): target 1's reference. The",
+        "no_grad variant, one std a layer, is the cheapest a notebook could do; shown for comparison.",
+        "",
+        "| machine | |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in info.items()]
     lines += [f"| load average (1 min) before / after | {load[0]:.2f} / {load[1]:.2f} |", ""]
-    lines += ["## Time (in-process, imports excluded)", "",
-              "| size (depth x width x batch) | approach | median | runs | vs bncli |", "|---|---|---:|---:|---:|"]
+    lines += [
+        "## Time (in-process, imports excluded)",
+        "",
+        "| size (depth x width x batch) | approach | median | runs | vs bncli |",
+        "|---|---|---:|---:|---:|",
+    ]
     for size, m in med.items():
         d, w, b = SIZES[size]
         for n, s in m.items():
             shape = f"{d}x{w}x{b}" + (f" on {CONV_IMAGE}x{CONV_IMAGE}" if size == "conv" else "")
-            lines.append(f"| {size} ({shape}) | {n} | {fmt_s(s)} | {len(times[size][n])} "
-                         f"| {s / m['bncli']:.2f}x |")
-    lines += ["", "## Peak memory (peak RSS, VmHWM, of a fresh process running one approach, torch included)", "",
-              "| size | approach | peak RSS | wall time |", "|---|---|---:|---:|"]
+            lines.append(f"| {size} ({shape}) | {n} | {fmt_s(s)} | {len(times[size][n])} | {s / m['bncli']:.2f}x |")
+    lines += [
+        "",
+        "## Peak memory (peak RSS, VmHWM, of a fresh process running one approach, torch included)",
+        "",
+        "| size | approach | peak RSS | wall time |",
+        "|---|---|---:|---:|",
+    ]
     for size, m in mem.items():
         for n, r in m.items():
             if "error" in r:
@@ -294,8 +340,13 @@ def report(info, load, times, mem, start, repeats, cuda=False) -> str:
             lines.append(f"| {size} | {n} | {r['rss'] / GB:.2f} GB{gpu} | {fmt_s(r['seconds'])} |")
     st = {k: statistics.median(v) for k, v in start.items()}
     torch_s = st['python -c "import torch"']
-    lines += ["", f"## Start-up (wall time of a subprocess, median of {repeats})", "",
-              "| command | median | vs import torch |", "|---|---:|---:|"]
+    lines += [
+        "",
+        f"## Start-up (wall time of a subprocess, median of {repeats})",
+        "",
+        "| command | median | vs import torch |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| `{k}` | {fmt_s(s)} | {s / torch_s:.2f}x |" for k, s in st.items()]
 
     lines += ["", "## Targets (issue 3)", ""]
@@ -311,22 +362,29 @@ def report(info, load, times, mem, start, repeats, cuda=False) -> str:
         if "lower bound" in m:
             r = m["bncli"] / m["lower bound"]
             ok = f" {verdict(r <= limit)} (<= {limit}x)" if limit else ""
-            lines.append(f"- 2. {size}: bncli takes {r:.2f}x the lower bound "
-                         f"(draw each weight once + bare forward).{ok}")
+            lines.append(
+                f"- 2. {size}: bncli takes {r:.2f}x the lower bound (draw each weight once + bare forward).{ok}"
+            )
     big = mem.get("large", {})
     if "rss" in big.get("bncli", {}):
         s = big["bncli"]["rss"] / GB
-        lines.append(f"- 3. large: bncli (streaming) peaks at {s:.2f} GB RSS "
-                     f"{verdict(s < TARGETS['stream_rss_gb'])} (< {TARGETS['stream_rss_gb']} GB)")
+        lines.append(
+            f"- 3. large: bncli (streaming) peaks at {s:.2f} GB RSS "
+            f"{verdict(s < TARGETS['stream_rss_gb'])} (< {TARGETS['stream_rss_gb']} GB)"
+        )
     if "rss" in big.get("notebook-style", {}):
         s = big["notebook-style"]["rss"] / GB
-        lines.append(f"- 3. large: notebook-style peaks at {s:.2f} GB RSS "
-                     f"{verdict(s > TARGETS['notebook_rss_gb'])} (> {TARGETS['notebook_rss_gb']} GB)")
+        lines.append(
+            f"- 3. large: notebook-style peaks at {s:.2f} GB RSS "
+            f"{verdict(s > TARGETS['notebook_rss_gb'])} (> {TARGETS['notebook_rss_gb']} GB)"
+        )
     for k in ("bncli --help", "bncli depth-study --help"):
         s = st[k]
         ok = s <= TARGETS["help_s"] and s / torch_s <= TARGETS["help_vs_torch"]
-        lines.append(f"- 5. `{k}`: {fmt_s(s)}, {s / torch_s:.2f}x `import torch` {verdict(ok)} "
-                     f"(<= {TARGETS['help_s']} s and <= {TARGETS['help_vs_torch']}x)")
+        lines.append(
+            f"- 5. `{k}`: {fmt_s(s)}, {s / torch_s:.2f}x `import torch` {verdict(ok)} "
+            f"(<= {TARGETS['help_s']} s and <= {TARGETS['help_vs_torch']}x)"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -360,10 +418,12 @@ def main():
         times[size] = time_size(size, device, args.repeats, [*notebook, "bncli", "lower bound", "draw only"])
         if not args.no_memory:
             print(f"memory {size} ...", file=sys.stderr, flush=True)
-            mem[size] = peak_memory(size, device, ["notebook-style", LEAN, "bncli",
-                                                   "bncli --keep-weights", "lower bound"])
-    text = report(info, (load_before, os.getloadavg()[0]), times, mem, start, args.startup_repeats,
-                  cuda=device.type == "cuda")
+            mem[size] = peak_memory(
+                size, device, ["notebook-style", LEAN, "bncli", "bncli --keep-weights", "lower bound"]
+            )
+    text = report(
+        info, (load_before, os.getloadavg()[0]), times, mem, start, args.startup_repeats, cuda=device.type == "cuda"
+    )
     print(text)
     if args.out != "-":
         Path(args.out).write_text(text)

@@ -47,11 +47,33 @@ def main() -> None:
         many = 0.0
         for run in runs:
             v = dict(kv.split("=") for kv in run.name.split(","))
-            many += timed([*BNCLI, "depth-study", "--init", v["init"], "--norm", v["norm"], "--seed", v["seed"],
-                           "--depth", "100", "--width", "256", "--batch-size", "16", "--activation", "relu",
-                           "--out", str(tmp / "b"), "--name", run.name])
-            assert (run / "layers.csv").read_bytes() == (tmp / "b" / "depth-study" / run.name / "layers.csv") \
-                .read_bytes(), run.name
+            many += timed(
+                [
+                    *BNCLI,
+                    "depth-study",
+                    "--init",
+                    v["init"],
+                    "--norm",
+                    v["norm"],
+                    "--seed",
+                    v["seed"],
+                    "--depth",
+                    "100",
+                    "--width",
+                    "256",
+                    "--batch-size",
+                    "16",
+                    "--activation",
+                    "relu",
+                    "--out",
+                    str(tmp / "b"),
+                    "--name",
+                    run.name,
+                ]
+            )
+            assert (run / "layers.csv").read_bytes() == (
+                tmp / "b" / "depth-study" / run.name / "layers.csv"
+            ).read_bytes(), run.name
     print("24 runs, depth 100, width 256, batch 16 (4 inits x 3 norms x 2 seeds)")
     print(f"  one bncli sweep process:          {one:7.2f} s  ({one / 24 * 1000:6.0f} ms per run)")
     print(f"  24 bncli depth-study processes:   {many:7.2f} s  ({many / 24 * 1000:6.0f} ms per run)")

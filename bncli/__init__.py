@@ -20,8 +20,19 @@ from bncli.errors import BncliError, RunError  # noqa: E402, F401 - re-exported
 
 # what `bncli.X` finds in bncli.api, which (with torch) loads on the first such use; and one
 # function per registered study (bncli.depth_study, ...)
-API = ["Comparison", "Run", "SavedSweep", "compare", "execute", "load", "open_run", "open_sweep", "plot_runs", "run",
-       "sweep"]
+API = [
+    "Comparison",
+    "Run",
+    "SavedSweep",
+    "compare",
+    "execute",
+    "load",
+    "open_run",
+    "open_sweep",
+    "plot_runs",
+    "run",
+    "sweep",
+]
 
 
 def _studies() -> list[str]:

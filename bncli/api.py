@@ -27,8 +27,19 @@ from bncli.config import Config
 from bncli.errors import RunError
 from bncli.results import Run, SavedSweep, open_run, open_sweep
 
-__all__ = ["Comparison", "Run", "SavedSweep", "compare", "execute", "load", "open_run", "open_sweep", "plot_runs",
-           "run", "sweep"]
+__all__ = [
+    "Comparison",
+    "Run",
+    "SavedSweep",
+    "compare",
+    "execute",
+    "load",
+    "open_run",
+    "open_sweep",
+    "plot_runs",
+    "run",
+    "sweep",
+]
 # and one function per registered study: bncli.depth_study, bncli.running_stats, ...
 
 
@@ -38,14 +49,26 @@ def load(study: str, config_file: Path | str | None = None, **fields: Any) -> Co
     return config.load(studies.get(study).CONFIG, path, flags=False, whose=studies.whose(study), **fields)
 
 
-def run(study: str, config_file: Path | str | None = None, *, out: Path | str | None = None,
-        name: str | None = None, progress: Callable[[int], None] | None = None, **fields: Any) -> Run:
+def run(
+    study: str,
+    config_file: Path | str | None = None,
+    *,
+    out: Path | str | None = None,
+    name: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    **fields: Any,
+) -> Run:
     """Run one study with `fields` (or a YAML `config_file`); see `execute`."""
     return execute(study, load(study, config_file, **fields), out, name, progress)
 
 
-def execute(study: str, cfg: Config, out: Path | str | None = None, name: str | None = None,
-            progress: Callable[[int], None] | None = None) -> Run:
+def execute(
+    study: str,
+    cfg: Config,
+    out: Path | str | None = None,
+    name: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Run:
     """Check, run and (with `out`) record one study.
 
     Bad input raises BncliError before any directory exists. With `out`, the run is written to
@@ -87,11 +110,22 @@ def execute(study: str, cfg: Config, out: Path | str | None = None, name: str | 
     return r
 
 
-def sweep(file: Path | str | None = None, out: Path | str = "results", name: str | None = None, *,
-          study: str | None = None, base: Any = None, grid: Any = None, seeds: Any = None, flags: bool = False,
-          resume: bool = False, fail_fast: bool = False, workers: int = 1,
-          progress: Callable[[int, int, str | None], None] | None = None,
-          ray: ray_backend.RayOptions | None = None) -> sweeps.Outcome:
+def sweep(
+    file: Path | str | None = None,
+    out: Path | str = "results",
+    name: str | None = None,
+    *,
+    study: str | None = None,
+    base: Any = None,
+    grid: Any = None,
+    seeds: Any = None,
+    flags: bool = False,
+    resume: bool = False,
+    fail_fast: bool = False,
+    workers: int = 1,
+    progress: Callable[[int, int, str | None], None] | None = None,
+    ray: ray_backend.RayOptions | None = None,
+) -> sweeps.Outcome:
     """Run a sweep's grid x seeds under `out/sweeps/<name>/`, aggregate it, and draw its plot.
 
     The sweep is a sweep file, keyword arguments, or both (they win over the file): `study`,
@@ -108,19 +142,34 @@ def sweep(file: Path | str | None = None, out: Path | str = "results", name: str
     return outcome
 
 
-def plot_runs(paths: list[Path | str], out: Path | str | None = None, metric: str | None = None, *,
-              where: list[str] = (), logy: bool | None = None, title: str | None = None,
-              facet: str | None = None) -> Path:
+def plot_runs(
+    paths: list[Path | str],
+    out: Path | str | None = None,
+    metric: str | None = None,
+    *,
+    where: list[str] = (),
+    logy: bool | None = None,
+    title: str | None = None,
+    facet: str | None = None,
+) -> Path:
     """Draw saved runs and sweeps into one PNG, SVG or PDF (`bncli plot`, by `out`'s extension);
     returns its path. `where`: "key=value" filters on settings (a key twice: either value);
     `logy`: True or False forces the y scale; `title`: the figure's; `facet`: a setting with a
     panel per value ("none": one panel; default: the study's pick)."""
-    return plot.plot([Path(p) for p in paths], Path(out) if out is not None else None, metric,
-                     where=list(where), logy=logy, title=title, facet=facet)
+    return plot.plot(
+        [Path(p) for p in paths],
+        Path(out) if out is not None else None,
+        metric,
+        where=list(where),
+        logy=logy,
+        title=title,
+        facet=facet,
+    )
 
 
-def compare(*runs: Path | str | Run, metric: str | None = None, rtol: float = comparison.RTOL,
-            atol: float = comparison.ATOL) -> Comparison:
+def compare(
+    *runs: Path | str | Run, metric: str | None = None, rtol: float = comparison.RTOL, atol: float = comparison.ATOL
+) -> Comparison:
     """Runs of one study (run directories or Runs) side by side on one metric (`bncli compare`):
     the settings that differ, each run's value and its ratio (or difference) to the first
     run's per row, the first row where they differ beyond rtol/atol, and rows some run lacks."""
@@ -129,13 +178,21 @@ def compare(*runs: Path | str | Run, metric: str | None = None, rtol: float = co
 
 @functools.cache  # bncli.depth_study is the same function each time it is looked up
 def _study_function(study: str) -> Callable[..., Run]:
-    def fn(config_file: Path | str | None = None, *, out: Path | str | None = None, name: str | None = None,
-           progress: Callable[[int], None] | None = None, **fields: Any) -> Run:
+    def fn(
+        config_file: Path | str | None = None,
+        *,
+        out: Path | str | None = None,
+        name: str | None = None,
+        progress: Callable[[int], None] | None = None,
+        **fields: Any,
+    ) -> Run:
         return run(study, config_file, out=out, name=name, progress=progress, **fields)
 
     fn.__name__ = fn.__qualname__ = study.replace("-", "_")
-    fn.__doc__ = (f"Run the {study} study with its config's fields as keyword arguments "
-                  f"(bncli.load('{study}') shows them); see bncli.execute.\n\n{studies.get(study).__doc__}")
+    fn.__doc__ = (
+        f"Run the {study} study with its config's fields as keyword arguments "
+        f"(bncli.load('{study}') shows them); see bncli.execute.\n\n{studies.get(study).__doc__}"
+    )
     return fn
 
 

@@ -56,8 +56,7 @@ class _Group(TyperGroup):
         args = sys.argv[1:] if args is None else list(args)
         _refuse_nul(args)
         try:
-            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
-                              standalone_mode=False, **extra)
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
         except BncliError as e:
             _fail(str(e), e.exit_code)
         except typer.Abort:
@@ -92,7 +91,7 @@ def _given(args: list[str], opts: list[str]) -> tuple[str, str] | None:
             if arg == opt and i + 1 < len(args):
                 found = opt, args[i + 1]
             elif arg.startswith(opt + "="):
-                found = opt, arg[len(opt) + 1:]
+                found = opt, arg[len(opt) + 1 :]
     return found
 
 
@@ -138,9 +137,15 @@ def _fail(message: str, code: int):
 
 
 # plain click help, not rich panels: rendering them costs ~0.1 s, half of `bncli --help`
-app = typer.Typer(cls=_Group, add_completion=True, no_args_is_help=True, rich_markup_mode=None,
-                  pretty_exceptions_show_locals=False, context_settings={"help_option_names": ["-h", "--help"]},
-                  help="Experiments on how weight init and normalization shape the signal in deep nets.")
+app = typer.Typer(
+    cls=_Group,
+    add_completion=True,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Experiments on how weight init and normalization shape the signal in deep nets.",
+)
 
 
 def _version(value: bool):
@@ -150,8 +155,11 @@ def _version(value: bool):
 
 
 @app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="Show the version and exit.")] = False):
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+):
     pass
 
 
@@ -235,8 +243,11 @@ def _consoles():
                         left_out.insert(0, o.columns.pop().header)
                 super().print(o, **kwargs)
                 if left_out:
-                    super().print(f"(too narrow for {', '.join(map(str, left_out))}: widen the terminal, "
-                                  "or use --format csv)", markup=False, highlight=False)
+                    super().print(
+                        f"(too narrow for {', '.join(map(str, left_out))}: widen the terminal, or use --format csv)",
+                        markup=False,
+                        highlight=False,
+                    )
 
     return Piped, Terminal
 
@@ -293,8 +304,15 @@ def _progress(total: int, label: str, enabled: bool, *columns):
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), *columns, transient=True, console=console)
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        *columns,
+        transient=True,
+        console=console,
+    )
     task = None
 
     def update(done: int, total: int = total, current: str | None = None):
@@ -311,8 +329,9 @@ def _progress(total: int, label: str, enabled: bool, *columns):
             bar.stop()
 
 
-def _run(study: str, config: Path | None, out: Path, name: str | None, output: tuple = (Format.table, False, None),
-         **flags) -> None:
+def _run(
+    study: str, config: Path | None, out: Path, name: str | None, output: tuple = (Format.table, False, None), **flags
+) -> None:
     """Load the config (flags over --config), run and record the study, render its result as
     output = (format, quiet, every) asks."""
     from bncli import api, studies
@@ -386,13 +405,19 @@ def _study_command(study: str):
         closed = isinstance(info.annotation, type) and issubclass(info.annotation, Enum)  # --help lists them
         kind = info.annotation if info.annotation in (int, float, bool) or closed else str
         default = getattr(info.default, "value", info.default)
-        option = typer.Option(f"--{field.replace('_', '-')}/--no-{field.replace('_', '-')}" if kind is bool
-                              else f"--{field.replace('_', '-')}", show_default=str(default))
+        option = typer.Option(
+            f"--{field.replace('_', '-')}/--no-{field.replace('_', '-')}"
+            if kind is bool
+            else f"--{field.replace('_', '-')}",
+            show_default=str(default),
+        )
         params.append(inspect.Parameter(field, kw, default=None, annotation=Annotated[Optional[kind], option]))
-    params += [inspect.Parameter("out", kw, default=Path("results"), annotation=OutOpt),
-               inspect.Parameter("name", kw, default=None, annotation=NameOpt),
-               inspect.Parameter("format", kw, default=Format.table, annotation=FormatOpt),
-               inspect.Parameter("quiet", kw, default=False, annotation=QuietOpt)]
+    params += [
+        inspect.Parameter("out", kw, default=Path("results"), annotation=OutOpt),
+        inspect.Parameter("name", kw, default=None, annotation=NameOpt),
+        inspect.Parameter("format", kw, default=Format.table, annotation=FormatOpt),
+        inspect.Parameter("quiet", kw, default=False, annotation=QuietOpt),
+    ]
 
     def command(config, out, name, format, quiet, **flags):
         _run(study, config, out, name, (format, quiet, None), **flags)
@@ -405,21 +430,34 @@ def _study_command(study: str):
     return typer.main.get_command(one)
 
 
-FormatOpt = Annotated[Format, typer.Option("--format", help="table for people; csv: the result's CSV; json: "
-                                           "one document with the settings, status and rows (non-finite: null).")]
+FormatOpt = Annotated[
+    Format,
+    typer.Option(
+        "--format",
+        help="table for people; csv: the result's CSV; json: "
+        "one document with the settings, status and rows (non-finite: null).",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the run directory (for scripts).")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML config file; flags override its fields.",
-                                                   show_default=False)]
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", help="YAML config file; flags override its fields.", show_default=False)
+]
 OutOpt = Annotated[Path, typer.Option(help="Root directory for results.")]
-NameOpt = Annotated[Optional[str], typer.Option(help="Run name (default: a timestamp and the settings).",
-                                                show_default=False)]
+NameOpt = Annotated[
+    Optional[str], typer.Option(help="Run name (default: a timestamp and the settings).", show_default=False)
+]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed.", show_default="0")]
 EpsOpt = Annotated[Optional[float], typer.Option(help="BatchNorm eps.", show_default="1e-05")]
-FloatDTypeOpt = Annotated[Optional[FloatType], typer.Option(help="Floating-point type (no bfloat16: the checks "
-                                                           "against float64 formulas need float32 or better).",
-                                                           show_default="float32")]
-DeviceOpt = Annotated[Optional[str], typer.Option(help="auto (cuda when available, else cpu), cpu, cuda or cuda:N.",
-                                                  show_default="auto")]
+FloatDTypeOpt = Annotated[
+    Optional[FloatType],
+    typer.Option(
+        help="Floating-point type (no bfloat16: the checks against float64 formulas need float32 or better).",
+        show_default="float32",
+    ),
+]
+DeviceOpt = Annotated[
+    Optional[str], typer.Option(help="auto (cuda when available, else cpu), cpu, cuda or cuda:N.", show_default="auto")
+]
 
 
 @app.command("depth-study", short_help="Std of every layer's output in a deep MLP.")
@@ -427,60 +465,104 @@ def depth_study(
     config: ConfigOpt = None,
     init: Annotated[Optional[Init], typer.Option(help="Weight init scheme.", show_default="kaiming")] = None,
     init_std: Annotated[Optional[float], typer.Option(help="Std of the normal init.", show_default="1.0")] = None,
-    norm: Annotated[Optional[Norm], typer.Option(help="Normalization after each Linear.",
-                                                 show_default="batchnorm")] = None,
-    activation: Annotated[Optional[Activation], typer.Option(help="Activation after the norm.",
-                                                             show_default="relu")] = None,
+    norm: Annotated[
+        Optional[Norm], typer.Option(help="Normalization after each Linear.", show_default="batchnorm")
+    ] = None,
+    activation: Annotated[
+        Optional[Activation], typer.Option(help="Activation after the norm.", show_default="relu")
+    ] = None,
     depth: Annotated[Optional[int], typer.Option(help="Number of layers.", show_default="100")] = None,
     width: Annotated[Optional[int], typer.Option(help="Features per layer.", show_default="256")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Rows of the N(0,1) input.", show_default="16")] = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     dtype: Annotated[Optional[DType], typer.Option(help="Floating-point type.", show_default="float32")] = None,
-    keep_weights: Annotated[Optional[bool], typer.Option(
-        "--keep-weights/--stream-weights",
-        help="Build every weight up front, or draw each when its layer runs (same numbers, less memory).",
-        show_default="stream")] = None,
-    init_gain: Annotated[Optional[float], typer.Option(
-        help="Gain of the orthogonal, xavier, xavier_uniform and lecun_normal inits.", show_default="1.0")] = None,
-    groups: Annotated[Optional[int], typer.Option(help="Groups of groupnorm; must divide --width (--channels).",
-                                                  show_default="32")] = None,
-    bn_mode: Annotated[Optional[BNMode], typer.Option(
-        help="batchnorm with batch statistics (train) or running ones, 0 and 1 at init (eval).",
-        show_default="train")] = None,
-    negative_slope: Annotated[Optional[float], typer.Option(help="Slope of leaky_relu below zero.",
-                                                            show_default="0.01")] = None,
-    order: Annotated[Optional[Order], typer.Option(help="Order of norm and activation after each Linear.",
-                                                   show_default="linear-norm-act")] = None,
-    residual: Annotated[Optional[float], typer.Option(
-        metavar="ALPHA", help="Residual stack: each layer (block) is x + ALPHA * f(x); 0 is a plain stack.",
-        show_default="0.0, 1.0 for resnet")] = None,
-    grads: Annotated[Optional[bool], typer.Option(
-        "--grads/--no-grads", help="One backward pass: grad_std and weight_grad_norm (keeps every weight).",
-        show_default=False)] = None,
-    erank: Annotated[Optional[bool], typer.Option(
-        "--erank/--no-erank", help="Effective rank of every layer's output (an SVD per layer).",
-        show_default=False)] = None,
-    arch: Annotated[Optional[Arch], typer.Option(
-        help="mlp: Linear layers; conv: Conv2d layers on feature maps; resnet: pre-activation residual blocks.",
-        show_default="mlp")] = None,
-    channels: Annotated[Optional[int], typer.Option(help="conv, resnet: channels of the input (and first stage).",
-                                                    show_default="64")] = None,
-    image_size: Annotated[Optional[int], typer.Option(help="conv, resnet: height = width of the input.",
-                                                      show_default="16")] = None,
-    kernel_size: Annotated[Optional[int], typer.Option(help="conv, resnet: odd conv kernel size.",
-                                                       show_default="3")] = None,
-    stages: Annotated[Optional[int], typer.Option(
-        help="resnet: stages; each after the first halves H and W and doubles the channels.",
-        show_default="3")] = None,
+    keep_weights: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--keep-weights/--stream-weights",
+            help="Build every weight up front, or draw each when its layer runs (same numbers, less memory).",
+            show_default="stream",
+        ),
+    ] = None,
+    init_gain: Annotated[
+        Optional[float],
+        typer.Option(help="Gain of the orthogonal, xavier, xavier_uniform and lecun_normal inits.", show_default="1.0"),
+    ] = None,
+    groups: Annotated[
+        Optional[int], typer.Option(help="Groups of groupnorm; must divide --width (--channels).", show_default="32")
+    ] = None,
+    bn_mode: Annotated[
+        Optional[BNMode],
+        typer.Option(
+            help="batchnorm with batch statistics (train) or running ones, 0 and 1 at init (eval).",
+            show_default="train",
+        ),
+    ] = None,
+    negative_slope: Annotated[
+        Optional[float], typer.Option(help="Slope of leaky_relu below zero.", show_default="0.01")
+    ] = None,
+    order: Annotated[
+        Optional[Order],
+        typer.Option(help="Order of norm and activation after each Linear.", show_default="linear-norm-act"),
+    ] = None,
+    residual: Annotated[
+        Optional[float],
+        typer.Option(
+            metavar="ALPHA",
+            help="Residual stack: each layer (block) is x + ALPHA * f(x); 0 is a plain stack.",
+            show_default="0.0, 1.0 for resnet",
+        ),
+    ] = None,
+    grads: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--grads/--no-grads",
+            help="One backward pass: grad_std and weight_grad_norm (keeps every weight).",
+            show_default=False,
+        ),
+    ] = None,
+    erank: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--erank/--no-erank", help="Effective rank of every layer's output (an SVD per layer).", show_default=False
+        ),
+    ] = None,
+    arch: Annotated[
+        Optional[Arch],
+        typer.Option(
+            help="mlp: Linear layers; conv: Conv2d layers on feature maps; resnet: pre-activation residual blocks.",
+            show_default="mlp",
+        ),
+    ] = None,
+    channels: Annotated[
+        Optional[int], typer.Option(help="conv, resnet: channels of the input (and first stage).", show_default="64")
+    ] = None,
+    image_size: Annotated[
+        Optional[int], typer.Option(help="conv, resnet: height = width of the input.", show_default="16")
+    ] = None,
+    kernel_size: Annotated[
+        Optional[int], typer.Option(help="conv, resnet: odd conv kernel size.", show_default="3")
+    ] = None,
+    stages: Annotated[
+        Optional[int],
+        typer.Option(
+            help="resnet: stages; each after the first halves H and W and doubles the channels.", show_default="3"
+        ),
+    ] = None,
     blocks: Annotated[Optional[int], typer.Option(help="resnet: residual blocks per stage.", show_default="8")] = None,
     out: OutOpt = Path("results"),
     name: NameOpt = None,
     format: FormatOpt = Format.table,
     quiet: QuietOpt = False,
-    every: Annotated[Optional[int], typer.Option(
-        min=1, help="Show every K-th layer on screen (default: all up to 100 layers, else about 50 rows).",
-        show_default=False)] = None,
+    every: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="Show every K-th layer on screen (default: all up to 100 layers, else about 50 rows).",
+            show_default=False,
+        ),
+    ] = None,
 ):
     """Std of every layer's output in a deep MLP, conv stack or ResNet, stopping at the first
     non-finite layer.
@@ -497,12 +579,38 @@ def depth_study(
     Example: bncli depth-study --init normal --norm none --depth 50 --grads
     Example: bncli depth-study --arch resnet --norm none --residual 0.2
     """
-    _run("depth-study", config, out, name, (format, quiet, every), init=init, init_std=init_std, norm=norm,
-         activation=activation,
-         depth=depth, width=width, batch_size=batch_size, seed=seed, device=device, dtype=dtype,
-         keep_weights=keep_weights, init_gain=init_gain, groups=groups, bn_mode=bn_mode,
-         negative_slope=negative_slope, order=order, residual=residual, grads=grads, erank=erank, arch=arch,
-         channels=channels, image_size=image_size, kernel_size=kernel_size, stages=stages, blocks=blocks)
+    _run(
+        "depth-study",
+        config,
+        out,
+        name,
+        (format, quiet, every),
+        init=init,
+        init_std=init_std,
+        norm=norm,
+        activation=activation,
+        depth=depth,
+        width=width,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        keep_weights=keep_weights,
+        init_gain=init_gain,
+        groups=groups,
+        bn_mode=bn_mode,
+        negative_slope=negative_slope,
+        order=order,
+        residual=residual,
+        grads=grads,
+        erank=erank,
+        arch=arch,
+        channels=channels,
+        image_size=image_size,
+        kernel_size=kernel_size,
+        stages=stages,
+        blocks=blocks,
+    )
 
 
 def _momentum(value: str | None):
@@ -517,19 +625,29 @@ def _momentum(value: str | None):
 @app.command("running-stats", short_help="BatchNorm's running stats against the update formula.")
 def running_stats(
     config: ConfigOpt = None,
-    momentum: Annotated[Optional[str], typer.Option(
-        help="A number in [0, 1], or none for the cumulative average.", show_default="0.3")] = None,
+    momentum: Annotated[
+        Optional[str], typer.Option(help="A number in [0, 1], or none for the cumulative average.", show_default="0.3")
+    ] = None,
     dims: Annotated[Optional[int], typer.Option(help="1, 2 or 3: BatchNorm1d, 2d or 3d.", show_default="1")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Samples per batch.", show_default="3")] = None,
-    num_features: Annotated[Optional[int], typer.Option(help="Channels (default: 5, 6, 4 for 1d, 2d, 3d).",
-                                                        show_default=False)] = None,
-    feature_shape: Annotated[Optional[str], typer.Option(
-        help="Per-channel shape, like 2,2 (default: 1 / 2,2 / 2,2,3 for 1d / 2d / 3d).",
-        show_default=False)] = None,
+    num_features: Annotated[
+        Optional[int], typer.Option(help="Channels (default: 5, 6, 4 for 1d, 2d, 3d).", show_default=False)
+    ] = None,
+    feature_shape: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Per-channel shape, like 2,2 (default: 1 / 2,2 / 2,2,3 for 1d / 2d / 3d).", show_default=False
+        ),
+    ] = None,
     iterations: Annotated[Optional[int], typer.Option(help="Batches fed to the layer.", show_default="2")] = None,
-    input: Annotated[Optional[InputKind], typer.Option(
-        "--input", help="constant: channel c holds c+1; randn: fresh seeded N(0,1) each batch.",
-        show_default="constant")] = None,
+    input: Annotated[
+        Optional[InputKind],
+        typer.Option(
+            "--input",
+            help="constant: channel c holds c+1; randn: fresh seeded N(0,1) each batch.",
+            show_default="constant",
+        ),
+    ] = None,
     eps: EpsOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
@@ -547,27 +665,49 @@ def running_stats(
 
     Example: bncli running-stats --momentum 0.3 --dims 2
     """
-    _run("running-stats", config, out, name, (format, quiet, None), momentum=_momentum(momentum), dims=dims,
-         batch_size=batch_size,
-         num_features=num_features, feature_shape=feature_shape, iterations=iterations, input=input, eps=eps,
-         seed=seed, device=device, dtype=dtype)
+    _run(
+        "running-stats",
+        config,
+        out,
+        name,
+        (format, quiet, None),
+        momentum=_momentum(momentum),
+        dims=dims,
+        batch_size=batch_size,
+        num_features=num_features,
+        feature_shape=feature_shape,
+        iterations=iterations,
+        input=input,
+        eps=eps,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+    )
 
 
 @app.command("convergence", short_help="BatchNorm's running estimates against the true statistics.")
 def convergence(
     config: ConfigOpt = None,
-    momentum: Annotated[Optional[str], typer.Option(
-        help="EMA momenta to compare, a comma list (none: the cumulative average, always compared).",
-        show_default="0.01,0.1,0.3")] = None,
-    keras_momentum: Annotated[Optional[str], typer.Option(
-        help="Keras-style momenta K (comma list), used as PyTorch's m = 1 - K.", show_default=False)] = None,
+    momentum: Annotated[
+        Optional[str],
+        typer.Option(
+            help="EMA momenta to compare, a comma list (none: the cumulative average, always compared).",
+            show_default="0.01,0.1,0.3",
+        ),
+    ] = None,
+    keras_momentum: Annotated[
+        Optional[str],
+        typer.Option(help="Keras-style momenta K (comma list), used as PyTorch's m = 1 - K.", show_default=False),
+    ] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Samples per batch.", show_default="32")] = None,
     num_features: Annotated[Optional[int], typer.Option(help="Channels.", show_default="4")] = None,
     iterations: Annotated[Optional[int], typer.Option(help="Batches fed to the layers.", show_default="1000")] = None,
-    input_mean: Annotated[Optional[str], typer.Option(
-        help="The stream's true mean, one number or one per channel.", show_default="1.0")] = None,
-    input_std: Annotated[Optional[str], typer.Option(
-        help="The stream's true std, one number or one per channel.", show_default="2.0")] = None,
+    input_mean: Annotated[
+        Optional[str], typer.Option(help="The stream's true mean, one number or one per channel.", show_default="1.0")
+    ] = None,
+    input_std: Annotated[
+        Optional[str], typer.Option(help="The stream's true std, one number or one per channel.", show_default="2.0")
+    ] = None,
     eps: EpsOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
@@ -587,49 +727,110 @@ def convergence(
 
     Example: bncli convergence --momentum 0.01,0.1,0.3 --input-std 2
     """
-    _run("convergence", config, out, name, (format, quiet, None), momentum=momentum, keras_momentum=keras_momentum,
-         batch_size=batch_size, num_features=num_features, iterations=iterations, input_mean=input_mean,
-         input_std=input_std, eps=eps, seed=seed, device=device, dtype=dtype)
+    _run(
+        "convergence",
+        config,
+        out,
+        name,
+        (format, quiet, None),
+        momentum=momentum,
+        keras_momentum=keras_momentum,
+        batch_size=batch_size,
+        num_features=num_features,
+        iterations=iterations,
+        input_mean=input_mean,
+        input_std=input_std,
+        eps=eps,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+    )
 
 
 @app.command("sweep", short_help="Run a study over a grid of settings x seeds, then aggregate.")
 def sweep_cmd(
-    file: Annotated[Optional[Path], typer.Argument(
-        help="Sweep file: study, base, grid, seeds (optional with --study).", show_default=False)] = None,
-    study: Annotated[Optional[str], typer.Option(
-        metavar="STUDY", help="The study to sweep (needed without FILE; with one, it must be the file's).",
-        show_default=False)] = None,
-    set_: Annotated[Optional[list[str]], typer.Option(
-        "--set", metavar="KEY=VALUE",
-        help="A base setting (repeatable); overrides the file's, and takes KEY off its grid.",
-        show_default=False)] = None,
-    grid: Annotated[Optional[list[str]], typer.Option(
-        metavar="KEY=V1,V2", help="One grid axis (repeatable); replaces the file's axis of KEY. KEY=[...] is one "
-             "YAML list, for values holding commas.", show_default=False)] = None,
-    seeds: Annotated[Optional[str], typer.Option(
-        metavar="SEEDS", help="A range 0-4 (inclusive), a list 0,1,5, or one seed 3; replaces the file's.",
-        show_default=False)] = None,
+    file: Annotated[
+        Optional[Path],
+        typer.Argument(help="Sweep file: study, base, grid, seeds (optional with --study).", show_default=False),
+    ] = None,
+    study: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="STUDY",
+            help="The study to sweep (needed without FILE; with one, it must be the file's).",
+            show_default=False,
+        ),
+    ] = None,
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="A base setting (repeatable); overrides the file's, and takes KEY off its grid.",
+            show_default=False,
+        ),
+    ] = None,
+    grid: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            metavar="KEY=V1,V2",
+            help="One grid axis (repeatable); replaces the file's axis of KEY. KEY=[...] is one "
+            "YAML list, for values holding commas.",
+            show_default=False,
+        ),
+    ] = None,
+    seeds: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="SEEDS",
+            help="A range 0-4 (inclusive), a list 0,1,5, or one seed 3; replaces the file's.",
+            show_default=False,
+        ),
+    ] = None,
     out: OutOpt = Path("results"),
-    name: Annotated[Optional[str], typer.Option(
-        help="Sweep name (default: the file's `name`, else its stem; without a file, the study and the grid's "
-             "keys).", show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Finish an existing sweep: skip runs already "
-                                         "ok or diverged, redo the rest.")] = False,
+    name: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Sweep name (default: the file's `name`, else its stem; without a file, the study and the grid's "
+            "keys).",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Finish an existing sweep: skip runs already ok or diverged, redo the rest."),
+    ] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failed run.")] = False,
-    workers: Annotated[int, typer.Option(min=1, help="Processes running in parallel (spawned; torch threads "
-                                         "are split between them).")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes running in parallel (spawned; torch threads are split between them).")
+    ] = 1,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
-    backend: Annotated[Backend, typer.Option(help="local: this machine; ray: one Ray task per run "
-                                             '(needs the ray extra: pip install -e ".[ray]").')] = Backend.local,
-    address: Annotated[Optional[str], typer.Option(
-        help="Ray cluster to join: auto, or ray://HOST:10001 (default: start a local Ray instance).",
-        show_default=False)] = None,
-    cpus_per_run: Annotated[float, typer.Option(min=0.01, help="Ray: CPUs reserved per run (also its torch "
-                                                "threads).")] = 1.0,
-    gpus_per_run: Annotated[float, typer.Option(min=0.0, help="Ray: GPUs per run; 0.25 packs four runs on a "
-                                                "GPU.")] = 0.0,
-    format: Annotated[Format, typer.Option("--format", help="table for people; csv: summary.csv; json: one "
-                                           "document with the study, grid keys and summary rows.")] = Format.table,
+    backend: Annotated[
+        Backend,
+        typer.Option(
+            help='local: this machine; ray: one Ray task per run (needs the ray extra: pip install -e ".[ray]").'
+        ),
+    ] = Backend.local,
+    address: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Ray cluster to join: auto, or ray://HOST:10001 (default: start a local Ray instance).",
+            show_default=False,
+        ),
+    ] = None,
+    cpus_per_run: Annotated[
+        float, typer.Option(min=0.01, help="Ray: CPUs reserved per run (also its torch threads).")
+    ] = 1.0,
+    gpus_per_run: Annotated[
+        float, typer.Option(min=0.0, help="Ray: GPUs per run; 0.25 packs four runs on a GPU.")
+    ] = 0.0,
+    format: Annotated[
+        Format,
+        typer.Option(
+            "--format",
+            help="table for people; csv: summary.csv; json: one document with the study, grid keys and summary rows.",
+        ),
+    ] = Format.table,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the sweep directory.")] = False,
 ):
     """Run a study over a grid of settings times seeds; write summary.csv, aggregate.csv and a plot.
@@ -650,8 +851,21 @@ def sweep_cmd(
 
     ray = _ray_options(backend, address, cpus_per_run, gpus_per_run)
     with _sigterm_as_interrupt(), _progress(0, "sweep", progress, TextColumn("{task.fields[current]}")) as cb:
-        outcome = api.sweep(file, out, name, study=study, base=set_, grid=grid, seeds=seeds, flags=True,
-                            resume=resume, fail_fast=fail_fast, workers=workers, progress=cb, ray=ray)
+        outcome = api.sweep(
+            file,
+            out,
+            name,
+            study=study,
+            base=set_,
+            grid=grid,
+            seeds=seeds,
+            flags=True,
+            resume=resume,
+            fail_fast=fail_fast,
+            workers=workers,
+            progress=cb,
+            ray=ray,
+        )
     _report_sweep(outcome, format, quiet)
 
 
@@ -680,13 +894,14 @@ def _report_sweep(outcome, fmt: Format, quiet: bool) -> None:
     if console is out:
         console.print(f"results: {_plain(str(outcome.dir))}", markup=False)
     if outcome.unaggregated:
-        console.print("interrupted while writing summary.csv and aggregate.csv: every finished run is kept; "
-                      "rerun with --resume to write them")
+        console.print(
+            "interrupted while writing summary.csv and aggregate.csv: every finished run is kept; "
+            "rerun with --resume to write them"
+        )
         raise typer.Exit(130)
     if outcome.interrupted:
         finished = sum(s in results.FINISHED for s in outcome.status.values())
-        console.print(f"interrupted: {finished} of {plural(total, 'run')} finished; "
-                      "rerun with --resume to finish")
+        console.print(f"interrupted: {finished} of {plural(total, 'run')} finished; rerun with --resume to finish")
         raise typer.Exit(130)
     if outcome.stopped:
         console.print("stopped at the first failure (--fail-fast)")
@@ -712,25 +927,49 @@ def _ray_options(backend: Backend, address: str | None, cpus: float, gpus: float
 
 @app.command("plot", short_help="Plot a metric against layer for runs and sweeps.")
 def plot_cmd(
-    paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Run and/or sweep directories.",
-                                                show_default=False)],
-    metric: Annotated[Optional[str], typer.Option(
-        help="Column to plot (any numeric column of the CSV; default: std, or running_mean and running_var).",
-        show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", help="File to write: .png, .svg or .pdf (default: a PNG inside PATH when one is given, "
-        "else in the current directory).", show_default=False)] = None,
-    where: Annotated[Optional[list[str]], typer.Option(
-        help="KEY=VALUE: only runs with this setting (repeatable: a key twice matches either value).",
-        show_default=False)] = None,
-    logy: Annotated[Optional[bool], typer.Option(
-        "--logy/--linear", help="Log or linear y axis (default: log where the values span over two decades).",
-        show_default=False)] = None,
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="PATH", help="Run and/or sweep directories.", show_default=False)
+    ],
+    metric: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Column to plot (any numeric column of the CSV; default: std, or running_mean and running_var).",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out",
+            help="File to write: .png, .svg or .pdf (default: a PNG inside PATH when one is given, "
+            "else in the current directory).",
+            show_default=False,
+        ),
+    ] = None,
+    where: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="KEY=VALUE: only runs with this setting (repeatable: a key twice matches either value).",
+            show_default=False,
+        ),
+    ] = None,
+    logy: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--logy/--linear",
+            help="Log or linear y axis (default: log where the values span over two decades).",
+            show_default=False,
+        ),
+    ] = None,
     title: Annotated[Optional[str], typer.Option(help="The figure's title.", show_default=False)] = None,
-    facet: Annotated[Optional[str], typer.Option(
-        help="A setting: one panel per value, each with its own y scale ('none': one panel; default: a panel "
-        "per norm-like grid key when configs diverge next to stable ones, a row per config for running-stats).",
-        show_default=False)] = None,
+    facet: Annotated[
+        Optional[str],
+        typer.Option(
+            help="A setting: one panel per value, each with its own y scale ('none': one panel; default: a panel "
+            "per norm-like grid key when configs diverge next to stable ones, a row per config for running-stats).",
+            show_default=False,
+        ),
+    ] = None,
 ):
     """Plot a metric against layer for runs and sweeps: one line per config, +-1 sd band.
 
@@ -752,13 +991,21 @@ def plot_cmd(
 def runs_cmd(
     out: Annotated[Path, typer.Argument(help="Results directory.")] = Path("results"),
     study: Annotated[Optional[str], typer.Option(help="Only this study's.", show_default=False)] = None,
-    status: Annotated[Optional[str], typer.Option(
-        help="Only runs with this status (ok, diverged, failed, interrupted, running); sweeps holding one.",
-        show_default=False)] = None,
-    where: Annotated[Optional[list[str]], typer.Option(
-        help="KEY=VALUE: only runs with this setting (repeatable: a key twice matches either value); a sweep "
-             "whose grid has the value.",
-        show_default=False)] = None,
+    status: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Only runs with this status (ok, diverged, failed, interrupted, running); sweeps holding one.",
+            show_default=False,
+        ),
+    ] = None,
+    where: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="KEY=VALUE: only runs with this setting (repeatable: a key twice matches either value); a sweep "
+            "whose grid has the value.",
+            show_default=False,
+        ),
+    ] = None,
     format: FormatOpt = Format.table,
 ):
     """List the runs and sweeps under OUT, newest first: study, name, status, start, wall time,
@@ -777,11 +1024,20 @@ def runs_cmd(
     if format == Format.json:
         return _print_json(console, entries)
     # settings before the times: on a narrow terminal the last columns are the ones left out
-    rows = [[e["kind"], e["study"] or "?", e["name"], e["status"],
-             " ".join(f"{k}={','.join(v) if isinstance(v, list) else results.word(v)}"
-                      for k, v in e["settings"].items()),
-             e["started"] or "-", "-" if e["wall_seconds"] is None else f"{e['wall_seconds']:.2f}"]
-            for e in entries]
+    rows = [
+        [
+            e["kind"],
+            e["study"] or "?",
+            e["name"],
+            e["status"],
+            " ".join(
+                f"{k}={','.join(v) if isinstance(v, list) else results.word(v)}" for k, v in e["settings"].items()
+            ),
+            e["started"] or "-",
+            "-" if e["wall_seconds"] is None else f"{e['wall_seconds']:.2f}",
+        ]
+        for e in entries
+    ]
     header = ["kind", "study", "name", "status", "settings", "started", "wall_s"]
     if format == Format.table:  # to the second, in the machine's zone as recorded; csv keeps ISO 8601
         for row in rows:
@@ -817,9 +1073,14 @@ def _listed(entry: dict, study: str | None, status: str | None, wanted: dict[str
 @app.command("show", short_help="Re-render a saved run or sweep from its files.")
 def show_cmd(
     path: Annotated[Path, typer.Argument(help="A run or sweep directory.", show_default=False)],
-    every: Annotated[Optional[int], typer.Option(
-        min=1, help="Show every K-th layer (depth study; default: all up to 100 layers, else about 50 rows).",
-        show_default=False)] = None,
+    every: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="Show every K-th layer (depth study; default: all up to 100 layers, else about 50 rows).",
+            show_default=False,
+        ),
+    ] = None,
     format: FormatOpt = Format.table,
 ):
     """Re-render a saved run's table and summary, or a sweep's summary, from its files alone.
@@ -853,17 +1114,29 @@ def show_cmd(
 
 @app.command("compare", short_help="Saved runs of one study side by side: settings, one metric, where they part.")
 def compare_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="Two or more run directories of one study.",
-                                                show_default=False, metavar="RUN")],
-    metric: Annotated[Optional[str], typer.Option(
-        help="Column to compare (default: std; running_var for running-stats; var_error for convergence).",
-        show_default=False)] = None,
-    rtol: Annotated[float, typer.Option(min=0, help="Relative tolerance: rows differ when "
-                                        "|run k - run 1| > atol + rtol * |run 1|.")] = 1e-6,
+    runs: Annotated[
+        list[Path], typer.Argument(help="Two or more run directories of one study.", show_default=False, metavar="RUN")
+    ],
+    metric: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Column to compare (default: std; running_var for running-stats; var_error for convergence).",
+            show_default=False,
+        ),
+    ] = None,
+    rtol: Annotated[
+        float, typer.Option(min=0, help="Relative tolerance: rows differ when |run k - run 1| > atol + rtol * |run 1|.")
+    ] = 1e-6,
     atol: Annotated[float, typer.Option(min=0, help="Absolute floor of the tolerance.")] = 1e-12,
-    every: Annotated[Optional[int], typer.Option(
-        min=1, help="Show every K-th layer or iteration (default: all up to 100, else about 50; "
-        "csv and json hold every row unless given).", show_default=False)] = None,
+    every: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="Show every K-th layer or iteration (default: all up to 100, else about 50; "
+            "csv and json hold every row unless given).",
+            show_default=False,
+        ),
+    ] = None,
     format: FormatOpt = Format.table,
 ):
     """Compare saved runs of one study: the settings that differ between them, then one metric
@@ -897,8 +1170,12 @@ def _print_sweep_data(console, sweep, fmt: Format) -> None:
     from bncli import results
 
     rows = sweep.table.to_dict(orient="records")
-    doc = {"study": sweep.study, "dir": str(sweep.dir), "keys": sweep.keys,
-           "rows": [{k: results.json_value(v) for k, v in r.items()} for r in rows]}
+    doc = {
+        "study": sweep.study,
+        "dir": str(sweep.dir),
+        "keys": sweep.keys,
+        "rows": [{k: results.json_value(v) for k, v in r.items()} for r in rows],
+    }
     _print_data(console, doc, sweep.dir / "summary.csv", fmt)
 
 
@@ -906,8 +1183,9 @@ def _print_sweep(console, sweep) -> None:
     """The one rendering of a sweep: its summary table, one row per config, and the run counts."""
     from bncli import report, studies
 
-    console.print(report.sweep_summary(sweep.table, sweep.keys, studies.get(sweep.study),
-                                       title=f"sweep {sweep.dir.name}"))
+    console.print(
+        report.sweep_summary(sweep.table, sweep.keys, studies.get(sweep.study), title=f"sweep {sweep.dir.name}")
+    )
     console.print(report.sweep_counts(sweep.table))
 
 

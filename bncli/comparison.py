@@ -143,13 +143,25 @@ class Comparison:
             row.update(differs=self.differs.iloc[i], missing=lacking)
             rows.append(row)
         first = self.first
-        return {"study": self.study, "metric": self.metric, "mode": self.mode, "rtol": self.rtol, "atol": self.atol,
-                "runs": [{"name": n, "dir": None if d is None else str(d), "status": s}
-                         for n, d, s in zip(self.names, self.dirs, self.statuses, strict=True)],
-                "settings": self.settings, "identical": self.identical, "agree": self.agree,
-                "first_difference": None if first is None else {c: results.json_value(self.table[c].iloc[first])
-                                                                 for c in self.ids},
-                "missing": self.missing, "rows": rows}
+        return {
+            "study": self.study,
+            "metric": self.metric,
+            "mode": self.mode,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "runs": [
+                {"name": n, "dir": None if d is None else str(d), "status": s}
+                for n, d, s in zip(self.names, self.dirs, self.statuses, strict=True)
+            ],
+            "settings": self.settings,
+            "identical": self.identical,
+            "agree": self.agree,
+            "first_difference": None
+            if first is None
+            else {c: results.json_value(self.table[c].iloc[first]) for c in self.ids},
+            "missing": self.missing,
+            "rows": rows,
+        }
 
 
 def _cell(v: Any) -> str:
@@ -160,17 +172,20 @@ def _cell(v: Any) -> str:
 
 # -- reading ------------------------------------------------------------------------------------
 
+
 def load(path: Path | str, flag: str = "RUN") -> Run:
     """A saved run to compare: a run directory with its table, not a sweep, not a listing."""
     path = Path(path)
     if results.is_sweep(path):
-        raise BncliError(f"{flag}: {path} is a sweep; compare takes run directories, like the ones under "
-                         f"{path / 'runs'}")
+        raise BncliError(
+            f"{flag}: {path} is a sweep; compare takes run directories, like the ones under {path / 'runs'}"
+        )
     if path.is_dir() and not (path / "meta.json").exists() and results.list_runs(path):
         raise BncliError(f"{flag}: {path} is a results directory, not a run; `bncli runs {path}` lists its runs")
     if not path.is_dir() or not (path / "meta.json").is_file():
-        raise BncliError(f"{flag}: {path} is not a run directory (no meta.json); give runs like "
-                         "results/depth-study/NAME")
+        raise BncliError(
+            f"{flag}: {path} is not a run directory (no meta.json); give runs like results/depth-study/NAME"
+        )
     return _checked(results.open_run(path), str(path), flag)
 
 
@@ -193,8 +208,11 @@ def default_metric(study: str) -> str:
 def metrics(runs: list[Run]) -> list[str]:
     """The numeric statistic columns every run has, holding a finite value in some run."""
     ids = studies.get(runs[0].study).ID_COLUMNS
-    cols = [c for c in runs[0].table.columns if c not in ids
-            and all(c in r.table.columns and pd.api.types.is_numeric_dtype(r.table[c]) for r in runs)]
+    cols = [
+        c
+        for c in runs[0].table.columns
+        if c not in ids and all(c in r.table.columns and pd.api.types.is_numeric_dtype(r.table[c]) for r in runs)
+    ]
     return [c for c in cols if any(np.isfinite(r.table[c].to_numpy(float)).any() for r in runs)]
 
 
@@ -208,11 +226,15 @@ def _differing(runs: list[Run]) -> dict[str, list[Any]]:
     keys = list(dict.fromkeys(k for r in runs for k in r.settings))
     absent = object()
     values = {k: [r.settings.get(k, absent) for r in runs] for k in keys}
-    return {k: [None if v is absent else v for v in vs] for k, vs in values.items()
-            if any(v != vs[0] or (v is absent) != (vs[0] is absent) for v in vs)}
+    return {
+        k: [None if v is absent else v for v in vs]
+        for k, vs in values.items()
+        if any(v != vs[0] or (v is absent) != (vs[0] is absent) for v in vs)
+    }
 
 
 # -- comparing ----------------------------------------------------------------------------------
+
 
 def compare(*runs: Path | str | Run, metric: str | None = None, rtol: float = RTOL, atol: float = ATOL) -> Comparison:
     """Runs of one study (run directories or Runs) side by side on `metric` (default: the
@@ -221,26 +243,42 @@ def compare(*runs: Path | str | Run, metric: str | None = None, rtol: float = RT
         if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise BncliError(f"--{name}: expected a finite number >= 0, got {show(v)}")
     if len(runs) < 2:
-        raise BncliError(f"RUN: give at least two runs to compare (got {len(runs)}); a run against itself "
-                         "is the same path twice")
+        raise BncliError(
+            f"RUN: give at least two runs to compare (got {len(runs)}); a run against itself is the same path twice"
+        )
     runs = [_checked(r, f"run {k}", "RUN") if isinstance(r, Run) else load(r) for k, r in enumerate(runs, 1)]
     kinds = list(dict.fromkeys(r.study for r in runs))
     if len(kinds) > 1:
         other = next(r for r in runs if r.study != kinds[0])
-        raise BncliError(f"RUN: {_where(runs[0])} is a {kinds[0]} run but {_where(other)} is a {other.study} run; "
-                         "compare runs of one study")
+        raise BncliError(
+            f"RUN: {_where(runs[0])} is a {kinds[0]} run but {_where(other)} is a {other.study} run; "
+            "compare runs of one study"
+        )
     study, ids = kinds[0], studies.get(kinds[0]).ID_COLUMNS
     metric = metric or default_metric(study)
     available = metrics(runs)
     if metric not in available:
-        raise BncliError(f"--metric: {metric!r} is not a numeric column of these runs; "
-                         f"available: {', '.join(available) or 'none'}")
+        raise BncliError(
+            f"--metric: {metric!r} is not a numeric column of these runs; available: {', '.join(available) or 'none'}"
+        )
     names = _names(runs, [*ids, "differs", "missing"])
     table, present = _side_by_side(runs, names, ids, metric)
     mode = _mode(table[names].to_numpy(float))
     changes = _changes(table, names, mode)
-    return Comparison(study, names, [r.dir for r in runs], [r.status for r in runs], _differing(runs), metric, ids,
-                      mode, float(rtol), float(atol), pd.concat([table, changes], axis=1), present)
+    return Comparison(
+        study,
+        names,
+        [r.dir for r in runs],
+        [r.status for r in runs],
+        _differing(runs),
+        metric,
+        ids,
+        mode,
+        float(rtol),
+        float(atol),
+        pd.concat([table, changes], axis=1),
+        present,
+    )
 
 
 def _where(run: Run) -> str:
@@ -275,11 +313,18 @@ def _changes(table: pd.DataFrame, names: list[str], mode: str) -> pd.DataFrame:
     ref = table[names[0]].to_numpy(float)
     sign = " / " if mode == "ratio" else " - "
     with np.errstate(all="ignore"):  # inf / inf, x / nan: nan, as the cell then shows
-        return pd.DataFrame({f"{n}{sign}{names[0]}": (table[n].to_numpy(float) / ref if mode == "ratio"
-                                                      else table[n].to_numpy(float) - ref) for n in names[1:]})
+        return pd.DataFrame(
+            {
+                f"{n}{sign}{names[0]}": (
+                    table[n].to_numpy(float) / ref if mode == "ratio" else table[n].to_numpy(float) - ref
+                )
+                for n in names[1:]
+            }
+        )
 
 
 # -- rendering ----------------------------------------------------------------------------------
+
 
 def auto_every(cmp: Comparison) -> int:
     """Every row id up to AUTO_ROWS of them, else about AUTO_ROWS / 2, as `show` thins layers."""
@@ -289,8 +334,10 @@ def auto_every(cmp: Comparison) -> int:
 
 def render(cmp: Comparison, every: int | None = None) -> list:
     """The runs, the settings that differ, the side-by-side rows and the verdict lines."""
-    runs = ", ".join(f"{n} = {d if d is not None else 'in memory'} ({s})"
-                     for n, d, s in zip(cmp.names, cmp.dirs, cmp.statuses, strict=True))
+    runs = ", ".join(
+        f"{n} = {d if d is not None else 'in memory'} ({s})"
+        for n, d, s in zip(cmp.names, cmp.dirs, cmp.statuses, strict=True)
+    )
     parts = [Text(f"{len(cmp.names)} {cmp.study} runs: {runs}")]
     if cmp.settings:
         t = report.table(["setting", *cmp.names], title="settings that differ", justify="left")
@@ -303,8 +350,12 @@ def render(cmp: Comparison, every: int | None = None) -> list:
     shown = cmp.rows(every)
     parts.append(_rows_table(cmp, shown))
     if len(shown) < len(cmp.table):
-        parts.append(Text(f"showing {len(shown)} of {len(cmp.table)} rows (every {every}-th {cmp.ids[0]}, the first "
-                          "and last, each run's last, and any row named below); --format csv has them all"))
+        parts.append(
+            Text(
+                f"showing {len(shown)} of {len(cmp.table)} rows (every {every}-th {cmp.ids[0]}, the first "
+                "and last, each run's last, and any row named below); --format csv has them all"
+            )
+        )
     return [*parts, Text("\n".join(verdict(cmp)))]
 
 
@@ -329,17 +380,24 @@ def verdict(cmp: Comparison) -> list[str]:
         lines = [f"identical: the same settings and exactly the same {cmp.metric} in all {shared} rows"]
     elif first is not None:
         ref = float(cmp.table[cmp.names[0]].iloc[first])
-        k = next(n for n in cmp.names[1:] if not np.isclose(float(cmp.table[n].iloc[first]), ref, rtol=cmp.rtol,
-                                                              atol=cmp.atol, equal_nan=True))
+        k = next(
+            n
+            for n in cmp.names[1:]
+            if not np.isclose(float(cmp.table[n].iloc[first]), ref, rtol=cmp.rtol, atol=cmp.atol, equal_nan=True)
+        )
         n_bad = int((cmp.differs == True).sum())  # noqa: E712
-        lines = [f"first difference: {cmp.row_id(first)}: {k} has {report.fmt(float(cmp.table[k].iloc[first]))}, "
-                 f"{cmp.names[0]} {report.fmt(ref)} ({tol}); {n_bad} of {shared} shared rows differ"]
+        lines = [
+            f"first difference: {cmp.row_id(first)}: {k} has {report.fmt(float(cmp.table[k].iloc[first]))}, "
+            f"{cmp.names[0]} {report.fmt(ref)} ({tol}); {n_bad} of {shared} shared rows differ"
+        ]
     else:
         where = "every row" if not cmp.missing else f"all {shared} rows every run holds"
         lines = [f"agree: {cmp.metric} is the same within {tol} in {where}"]
     for name, n in cmp.missing.items():
         i = cmp.names.index(name)
         rows = np.flatnonzero(~cmp.present[name].to_numpy())
-        lines.append(f"missing: {name} ({cmp.statuses[i]}) lacks {n} of {len(cmp.table)} rows, "
-                     f"{cmp.row_id(int(rows[0]))} to {cmp.row_id(int(rows[-1]))}")
+        lines.append(
+            f"missing: {name} ({cmp.statuses[i]}) lacks {n} of {len(cmp.table)} rows, "
+            f"{cmp.row_id(int(rows[0]))} to {cmp.row_id(int(rows[-1]))}"
+        )
     return lines

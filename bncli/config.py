@@ -134,16 +134,19 @@ def field_choices(cls: type[Config], loc: list[str]) -> list | None:
     return None if info is None else _choices(info.annotation, len(loc) - 1)
 
 
-def config_error(err: ValidationError, cls: type[Config], flags: set[str] = frozenset(),
-                 source: str | None = None) -> str:
+def config_error(
+    err: ValidationError, cls: type[Config], flags: set[str] = frozenset(), source: str | None = None
+) -> str:
     """A config's problems, naming each field as the flag it came from, or as `field in FILE`."""
+
     def name(loc: list[str]) -> str:
         field = loc[0] if loc[0].isidentifier() else show(loc[0])  # '' or odd characters: quoted
         out = _flag(field) if field in flags else (f"{field} in {source}" if source else field)
         return out + ("[" + ",".join(loc[1:]) + "]" if len(loc) > 1 else "")
 
-    return describe(err, cls.model_fields, name, owner=study_name(cls) or "this config",
-                    choices=lambda loc: field_choices(cls, loc))
+    return describe(
+        err, cls.model_fields, name, owner=study_name(cls) or "this config", choices=lambda loc: field_choices(cls, loc)
+    )
 
 
 class _Loader(yaml.SafeLoader):
@@ -161,16 +164,20 @@ class _Loader(yaml.SafeLoader):
                 continue  # an unhashable key: the base class says so
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"{show(key)} is given twice (first at line {seen[key] + 1})", key_node.start_mark)
+                    None, None, f"{show(key)} is given twice (first at line {seen[key] + 1})", key_node.start_mark
+                )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
 
 
-_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                   |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X)
+                  |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
@@ -190,8 +197,9 @@ def dump_yaml(data: Any, what: str = "config") -> str:
         return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True)
     except yaml.representer.RepresenterError as e:
         got = show(e.args[1]) if len(e.args) > 1 else "a value"
-        raise BncliError(f"{what}: {got} cannot be written as YAML; give text, numbers, true/false, "
-                         "null, or lists of them") from None
+        raise BncliError(
+            f"{what}: {got} cannot be written as YAML; give text, numbers, true/false, null, or lists of them"
+        ) from None
 
 
 def read_yaml(path: Path, what: str = "--config") -> Any:
@@ -251,8 +259,7 @@ def _is_text(s: str) -> bool:
 def validate(cls: type[Config], data: Any, flags: set[str] = frozenset(), source: str | None = None) -> Config:
     """`cls` from a mapping, or BncliError with one line naming every bad field."""
     if not isinstance(data, dict):
-        raise BncliError(f"{source or 'config'}: must be a mapping of field: value, "
-                         f"got {type(data).__name__}")
+        raise BncliError(f"{source or 'config'}: must be a mapping of field: value, got {type(data).__name__}")
     bad = [k for k in data if not isinstance(k, str) or not _is_text(k)]
     if bad:
         raise BncliError(f"{source or 'config'}: field names must be text, got {show(bad[0])}")
@@ -262,8 +269,14 @@ def validate(cls: type[Config], data: Any, flags: set[str] = frozenset(), source
         raise BncliError(config_error(e, cls, flags, source)) from None
 
 
-def load(cls: type[Config], path: Path | None = None, *, flags: bool = True,
-         whose: Callable[[dict, Path, bool], dict] | None = None, **values: Any) -> Config:
+def load(
+    cls: type[Config],
+    path: Path | None = None,
+    *,
+    flags: bool = True,
+    whose: Callable[[dict, Path, bool], dict] | None = None,
+    **values: Any,
+) -> Config:
     """Resolve a config: the model's defaults < the YAML file at `path` < `values` that are not None.
 
     Errors name the values as the command line's flags (`--depth`), or, with flags=False (the
@@ -276,8 +289,7 @@ def load(cls: type[Config], path: Path | None = None, *, flags: bool = True,
         if data is None:  # an empty file means "all defaults"
             data = {}
         if not isinstance(data, dict):
-            raise BncliError(f"--config: {path} must hold a mapping of field: value, "
-                             f"got {type(data).__name__}")
+            raise BncliError(f"--config: {path} must hold a mapping of field: value, got {type(data).__name__}")
         if whose is not None:
             data = whose(data, path, flags)
         elif "study" not in cls.model_fields and study_name(cls) is not None and data.get("study") == study_name(cls):

@@ -59,8 +59,11 @@ def _close(given, choices: list[str]) -> str | None:
         return None
     same = [c for c in choices if c.lower() == given.lower()]  # `Kaiming`, `KAIMING`
     # a typo keeps the first letter: `bfloat16` is not a misspelt float64
-    close = same or [c for c in difflib.get_close_matches(given.lower(), choices, n=3, cutoff=0.6)
-                     if c[:1].lower() == given[:1].lower()]
+    close = same or [
+        c
+        for c in difflib.get_close_matches(given.lower(), choices, n=3, cutoff=0.6)
+        if c[:1].lower() == given[:1].lower()
+    ]
     return close[0] if close else None
 
 
@@ -81,8 +84,14 @@ def not_a_field(key, owner: str, fields: Iterable[str], noun: str = "field") -> 
     return f"not a {noun} of {owner}; {hint}"
 
 
-def describe(err, accepted: Iterable[str], name: Callable[[list[str]], str], noun: str = "field",
-             owner: str | None = None, choices: Callable[[list[str]], list | None] = lambda loc: None) -> str:
+def describe(
+    err,
+    accepted: Iterable[str],
+    name: Callable[[list[str]], str],
+    noun: str = "field",
+    owner: str | None = None,
+    choices: Callable[[list[str]], list | None] = lambda loc: None,
+) -> str:
     """One line from a pydantic ValidationError: each bad location as `name(loc)` says, its
     problem, and the value given. An unknown key is `not a {noun} of {owner}` with the closest
     `accepted` one; a value outside the `choices(loc)` of its location lists them."""
@@ -97,8 +106,11 @@ def describe(err, accepted: Iterable[str], name: Callable[[list[str]], str], nou
         got = e.get("input")
         options = choices(loc) if e["type"] in ("enum", "literal_error") else None
         if e["type"] == "extra_forbidden":
-            msg = (not_a_field(loc[-1], owner, accepted, noun) if owner
-                   else f"unknown {noun}; accepted {noun}s: " + ", ".join(accepted))
+            msg = (
+                not_a_field(loc[-1], owner, accepted, noun)
+                if owner
+                else f"unknown {noun}; accepted {noun}s: " + ", ".join(accepted)
+            )
         elif options:
             msg = not_one_of(got, options)
         elif got is not None and not isinstance(got, dict) and not (isinstance(got, str) and show(got) in msg):

@@ -35,8 +35,7 @@ def styles(groups: list[tuple]) -> dict[tuple, dict]:
 
     rest = list(dict.fromkeys(p[:-1] for p in groups))
     last = list(dict.fromkeys(p[-1] for p in groups if p))
-    split = (all(len(p) == len(groups[0]) > 1 for p in groups) and 1 < len(last) <= len(LINESTYLES)
-             and len(rest) <= 20)
+    split = all(len(p) == len(groups[0]) > 1 for p in groups) and 1 < len(last) <= len(LINESTYLES) and len(rest) <= 20
     palette = matplotlib.colormaps["tab10" if (len(rest) if split else len(groups)) <= 10 else "tab20"]
     out = {}
     for i, p in enumerate(groups):
@@ -99,16 +98,16 @@ def panels(table: pd.DataFrame, opts: Options | None) -> list[tuple[str | None, 
     if not facet:
         return [(None, table)]
     name = facet.removeprefix(SETTING)
-    return [(f"{name}={v}" if facet.startswith(SETTING) else str(v), g)
-            for v, g in table.groupby(facet, sort=False)]
+    return [(f"{name}={v}" if facet.startswith(SETTING) else str(v), g) for v, g in table.groupby(facet, sort=False)]
 
 
 def subplots(plt, rows: int, cols: int, width: float, height: float, n: int | None = None):
     """(figure, the first n axes in reading order): y scales independent, the spare cells off."""
     n = rows * cols if n is None else n
     # constrained: room for the panels' titles under the figure's, and for the legend beside them
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 2.5, height * rows), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(width * cols + 2.5, height * rows), squeeze=False, layout="constrained"
+    )
     flat = list(axes.flat)
     for ax in flat[n:]:
         ax.remove()
@@ -145,8 +144,9 @@ def note_overlaps(ax) -> None:
             groups.append((x, y, [text]))
     hidden = [" = ".join(names) for _, _, names in groups if len(names) > 1]
     if hidden:  # an empty legend's title: matplotlib puts it where it hides the least ("best")
-        note = ax.legend([], [], title="on top of each other:\n" + "\n".join(hidden), loc="best", frameon=False,
-                         title_fontsize=7.5)
+        note = ax.legend(
+            [], [], title="on top of each other:\n" + "\n".join(hidden), loc="best", frameon=False, title_fontsize=7.5
+        )
         note.get_title().set_color("0.25")
         ax.add_artist(note)  # stays when the figure's legend goes on this panel
         ax.legend_ = None
@@ -161,5 +161,12 @@ def legend(anchor, axes: list, extra: list = ()) -> None:
                 seen.setdefault(text, h)
     for h, text in extra:
         seen.setdefault(text, h)
-    anchor.legend(list(seen.values()), list(seen), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-                  frameon=False, ncol=1 if len(seen) <= 24 else 2)
+    anchor.legend(
+        list(seen.values()),
+        list(seen),
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        frameon=False,
+        ncol=1 if len(seen) <= 24 else 2,
+    )

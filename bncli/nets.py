@@ -66,11 +66,15 @@ def resolve_device(spec: str) -> torch.device:
     dev = torch.device(spec)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise BncliError(f"--device {spec}: CUDA is not available on this machine "
-                             f"(torch {torch.__version__}); use --device cpu or auto")
+            raise BncliError(
+                f"--device {spec}: CUDA is not available on this machine "
+                f"(torch {torch.__version__}); use --device cpu or auto"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise BncliError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) "
-                             f"here (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+            raise BncliError(
+                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) "
+                f"here (cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
     return dev
 
 
@@ -142,12 +146,13 @@ INITS: dict[str, Callable] = {
     "normal": lambda w, g, c: torch.nn.init.normal_(w, 0.0, c.init_std, generator=g),
     # cut at +-2 std, the usual choice (timm, ViT); the std of what is kept is 0.88 init_std
     "trunc_normal": lambda w, g, c: torch.nn.init.trunc_normal_(
-        w, 0.0, c.init_std, -2 * c.init_std, 2 * c.init_std, generator=g),
-    "lecun_normal": lambda w, g, c: torch.nn.init.normal_(
-        w, 0.0, c.init_gain / math.sqrt(fan_in(w)), generator=g),
+        w, 0.0, c.init_std, -2 * c.init_std, 2 * c.init_std, generator=g
+    ),
+    "lecun_normal": lambda w, g, c: torch.nn.init.normal_(w, 0.0, c.init_gain / math.sqrt(fan_in(w)), generator=g),
     "orthogonal": lambda w, g, c: _orthogonal_(w, g, c),
     "default": lambda w, g, c: _default_linear_(w, g),
 }
+
 
 @contextmanager
 def torch_threads(n: int):

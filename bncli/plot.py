@@ -49,15 +49,18 @@ def _sweep_frame(path: Path, name: str, i: int) -> tuple[str, pd.DataFrame, list
     settings = {SETTING + c.removeprefix("cfg."): table[c].map(_word) for c in fields}
     missing = [k for k in sw.keys if SETTING + k not in settings]
     if missing:
-        raise BncliError(f"{path}: these results are damaged or incomplete, and cannot be shown "
-                         f"(summary.csv has no column {missing[0]!r}, a key of the sweep's grid)")
+        raise BncliError(
+            f"{path}: these results are damaged or incomplete, and cannot be shown "
+            f"(summary.csv has no column {missing[0]!r}, a key of the sweep's grid)"
+        )
     table = table.assign(**settings, source=name, line=[(i, tuple(s)) for s in zip(*settings.values(), strict=True)])
-    return sw.study, table, cols[status + 1:], sw.keys
+    return sw.study, table, cols[status + 1 :], sw.keys
 
 
 def _runs_frame(runs: list, name: str, i: int) -> pd.DataFrame:
     """The single runs given: one line per settings (seed aside) whose seeds all differ, else a
     line per run (the same seed twice is two runs, not two seeds)."""
+
     def key(run):
         return tuple(sorted((k, _word(v)) for k, v in run.settings.items() if k != "seed"))
 
@@ -69,10 +72,16 @@ def _runs_frame(runs: list, name: str, i: int) -> pd.DataFrame:
         seeds = [_word(r.settings.get("seed")) for r in group]
         apart = len(set(seeds)) < len(seeds)
         for run in group:
-            frames.append(run.table.assign(
-                **{SETTING + f: _word(v) for f, v in run.settings.items() if f != "seed"},
-                seed=run.settings.get("seed"), status=run.status, run=run.dir.name, source=name,
-                line=[(i, k, str(run.dir) if apart else "")] * len(run.table)))
+            frames.append(
+                run.table.assign(
+                    **{SETTING + f: _word(v) for f, v in run.settings.items() if f != "seed"},
+                    seed=run.settings.get("seed"),
+                    status=run.status,
+                    run=run.dir.name,
+                    source=name,
+                    line=[(i, k, str(run.dir) if apart else "")] * len(run.table),
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -127,7 +136,8 @@ def label(table: pd.DataFrame, study: str, grid: list[str] = (), facet: str | No
     first, with the settings that tell sources apart (depth=60), and goes last in `parts`: the
     line style tells the sources apart, the colour the configs."""
     keys = [k for k in varying(table, grid) if SETTING + k != facet] or [
-        k for k in varying(table, grid) if SETTING + k == facet]  # a line per panel: the panel's value names it
+        k for k in varying(table, grid) if SETTING + k == facet
+    ]  # a line per panel: the panel's value names it
     several = table["source"].nunique() > 1
     if several:  # a setting constant within each source labels the source, not the line
         own = [k for k in keys if (table.groupby("source")[SETTING + k].nunique() == 1).all()]
@@ -172,8 +182,11 @@ def select(table: pd.DataFrame, items: list[str]) -> tuple[pd.DataFrame, str]:
 def metrics_of(table: pd.DataFrame, study: str, stats: list[str]) -> list[str]:
     """The numeric statistic columns that hold a finite value: any of them can be plotted."""
     ids = studies.get(study).ID_COLUMNS
-    return [c for c in stats if c not in ids and pd.api.types.is_numeric_dtype(table[c])
-            and np.isfinite(table[c].to_numpy(float)).any()]
+    return [
+        c
+        for c in stats
+        if c not in ids and pd.api.types.is_numeric_dtype(table[c]) and np.isfinite(table[c].to_numpy(float)).any()
+    ]
 
 
 def default_out(paths: list[Path], study: str, metric: str | None) -> Path:
@@ -197,15 +210,23 @@ def _facet(table: pd.DataFrame, study: str, metric: str | None, facet: str | Non
         return None
     if facet is not None:
         if SETTING + facet not in table:
-            raise BncliError(f"--facet: no setting {facet!r} in these results; "
-                             f"available: none, {', '.join(fields(table))}")
+            raise BncliError(
+                f"--facet: no setting {facet!r} in these results; available: none, {', '.join(fields(table))}"
+            )
         return SETTING + facet
     auto = getattr(studies.get(study), "auto_facet", None)  # a study may pick its panels
     return auto(table, metric, [SETTING + k for k in varying(table, grid)]) if auto else None
 
 
-def prepare(paths: list[Path], metric: str | None = None, *, where: list[str] = (), logy: bool | None = None,
-            title: str | None = None, facet: str | None = None) -> tuple[str, pd.DataFrame, Options]:
+def prepare(
+    paths: list[Path],
+    metric: str | None = None,
+    *,
+    where: list[str] = (),
+    logy: bool | None = None,
+    title: str | None = None,
+    facet: str | None = None,
+) -> tuple[str, pd.DataFrame, Options]:
     """(study, the labelled rows to draw, the figure's Options) of `plot`'s arguments, all checked."""
     if not paths:
         raise BncliError("PATH: give at least one run or sweep directory")
@@ -214,8 +235,9 @@ def prepare(paths: list[Path], metric: str | None = None, *, where: list[str] = 
     if not available:  # a sweep whose every run failed, a run with no finite value
         raise BncliError("PATH: these results hold no finite statistic to plot (did every run fail?)")
     if metric is not None and metric not in available:
-        raise BncliError(f"--metric: {metric!r} is not a numeric column of these results; "
-                         f"available: {', '.join(available)}")
+        raise BncliError(
+            f"--metric: {metric!r} is not a numeric column of these results; available: {', '.join(available)}"
+        )
     note = ""
     if where:
         table, note = select(table, list(where))
@@ -224,8 +246,16 @@ def prepare(paths: list[Path], metric: str | None = None, *, where: list[str] = 
     return study, label(table, study, grid, column), Options(logy, title, column, note)
 
 
-def plot(paths: list[Path], out: Path | None = None, metric: str | None = None, *, where: list[str] = (),
-         logy: bool | None = None, title: str | None = None, facet: str | None = None) -> Path:
+def plot(
+    paths: list[Path],
+    out: Path | None = None,
+    metric: str | None = None,
+    *,
+    where: list[str] = (),
+    logy: bool | None = None,
+    title: str | None = None,
+    facet: str | None = None,
+) -> Path:
     """Draw the runs and sweeps at `paths` into one figure (PNG, SVG or PDF by `out`'s
     extension); returns its path. `where`: KEY=VALUE filters; `logy`: force the y scale;
     `facet`: a setting with one panel per value ("none": one panel; default: the study's pick)."""

@@ -53,11 +53,15 @@ def connect(opts: RayOptions) -> bool:
         started = _connect(ray, opts)
     try:
         have = ray.cluster_resources()
-        for flag, need, kind in (("--cpus-per-run", opts.cpus_per_run, "CPU"),
-                                 ("--gpus-per-run", opts.gpus_per_run, "GPU")):
+        for flag, need, kind in (
+            ("--cpus-per-run", opts.cpus_per_run, "CPU"),
+            ("--gpus-per-run", opts.gpus_per_run, "GPU"),
+        ):
             if need > have.get(kind, 0):  # such a task would wait forever, silently
-                raise BncliError(f"{flag}: {need:g} is more than the Ray cluster's {have.get(kind, 0):g} {kind}s; "
-                                 f"ask for at most that")
+                raise BncliError(
+                    f"{flag}: {need:g} is more than the Ray cluster's {have.get(kind, 0):g} {kind}s; "
+                    f"ask for at most that"
+                )
     except BaseException:
         disconnect(started)
         raise
@@ -151,8 +155,13 @@ def _watch() -> str | None:
     if not os.path.isdir("/proc/self"):
         return None
     mark = f"{MARK}={os.getpid()}-{time.time_ns()}"
-    subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), mark], start_new_session=True,
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), mark],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return mark
 
 
@@ -197,8 +206,7 @@ def _connect(ray, opts: RayOptions) -> bool:
     return True
 
 
-def run(study: str, items: list[tuple[Any, Any]], store: Callable[[Any, results.Run], bool],
-        opts: RayOptions) -> None:
+def run(study: str, items: list[tuple[Any, Any]], store: Callable[[Any, results.Run], bool], opts: RayOptions) -> None:
     """Submit one task per (key, cfg) in `items`; store(key, run) each as it finishes, and stop
     when store says so.
 

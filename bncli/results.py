@@ -48,8 +48,10 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=,-]{0,199}$")
 def check_name(name: str, flag: str = "--name") -> str:
     """A run name is one plain path component: it can never point outside its parent."""
     if not _NAME.fullmatch(name) or ".." in name:
-        raise BncliError(f"{flag}: {name!r} is not a valid name: use letters, digits and . _ + = , - "
-                         "(no '/', no '..', at most 200 characters)")
+        raise BncliError(
+            f"{flag}: {name!r} is not a valid name: use letters, digits and . _ + = , - "
+            "(no '/', no '..', at most 200 characters)"
+        )
     return name
 
 
@@ -59,8 +61,9 @@ def check_out(out: Path | str, flag: str = "--out") -> Path:
         raise BncliError(f"{flag}: {str(out)!r} holds a NUL byte, which no path can hold")
     out = Path(out)
     if ".." in out.parts:
-        raise BncliError(f"{flag}: {str(out)!r} must not contain '..'; give the directory plainly "
-                         "or as an absolute path")
+        raise BncliError(
+            f"{flag}: {str(out)!r} must not contain '..'; give the directory plainly or as an absolute path"
+        )
     try:
         if out.exists() and not out.is_dir():
             raise RunError(f"{flag}: {out} exists and is not a directory")
@@ -172,8 +175,7 @@ def git_commit() -> str | None:
     """The commit of the bncli source tree, when it is a git checkout."""
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -188,8 +190,9 @@ def make_dir(path: Path) -> Path:
     try:
         path.mkdir()
     except FileExistsError:
-        raise BncliError(f"--name: {path} already exists; bncli never overwrites a run, "
-                         "choose another --name") from None
+        raise BncliError(
+            f"--name: {path} already exists; bncli never overwrites a run, choose another --name"
+        ) from None
     except (OSError, ValueError) as e:
         raise RunError(f"cannot create {path}: {getattr(e, 'strerror', None) or e}") from None
     return path
@@ -267,10 +270,19 @@ class Run:
     def to_dict(self) -> dict[str, Any]:
         """The run as one JSON-ready document: a number that is not finite (a diverged layer, an
         off statistic) is None, and `status` says why a run stopped."""
-        rows = [] if self.table is None else [
-            {k: json_value(v) for k, v in row.items()} for row in self.table.to_dict(orient="records")]
-        return {"study": self.study, "status": self.status, "dir": None if self.dir is None else str(self.dir),
-                "settings": self.settings, "info": {k: json_value(v) for k, v in self.info.items()}, "rows": rows}
+        rows = (
+            []
+            if self.table is None
+            else [{k: json_value(v) for k, v in row.items()} for row in self.table.to_dict(orient="records")]
+        )
+        return {
+            "study": self.study,
+            "status": self.status,
+            "dir": None if self.dir is None else str(self.dir),
+            "settings": self.settings,
+            "info": {k: json_value(v) for k, v in self.info.items()},
+            "rows": rows,
+        }
 
     def save(self, out: Path | str = "results", name: str | None = None) -> Path:
         """Write this run under `out` as `bncli` would (a new directory); returns it."""
@@ -321,8 +333,13 @@ def failed(study: str, cfg: Config, error: str) -> Run:
     return Run(study, cfg.settings(), meta, cfg=cfg)
 
 
-def compute(study: str, cfg: Config, device: torch.device | None = None,
-            progress: Callable[[int], None] | None = None, on_start: Callable[[Run], None] | None = None) -> Run:
+def compute(
+    study: str,
+    cfg: Config,
+    device: torch.device | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[Run], None] | None = None,
+) -> Run:
     """Run one study in memory. Never raises for a failure of the run itself: the Run says
     failed (with the error's first line) or interrupted, with what was computed.
 
@@ -412,6 +429,7 @@ def write_plot(path: Path, study: str, table: pd.DataFrame, metric: str | None =
 
 # -- reading back -------------------------------------------------------------------------------
 
+
 def _study_of(value: Any, where: Path) -> str:
     if not isinstance(value, str) or studies.ALIASES.get(value, value) not in studies.REGISTRY:
         raise BncliError(f"{where}: study: expected one of {', '.join(studies.names())}, got {show(value)}")
@@ -461,6 +479,7 @@ def open_sweep(path: Path) -> SavedSweep:
 
 # -- listing -------------------------------------------------------------------------------------
 
+
 def changed_settings(run: Run) -> dict[str, Any]:
     """The run's settings that differ from its study's defaults, in config.yaml's order: what
     `bncli runs`, `bncli show` and `bncli compare` say about a run. Keys the study no longer
@@ -503,31 +522,54 @@ def list_runs(out: Path | str = "results") -> list[dict[str, Any]]:
 
 
 def _run_entry(path: Path, out: Path) -> dict[str, Any]:
-    entry = {"kind": "run", "study": path.parent.name, "name": str(path.relative_to(out)), "status": "unreadable",
-             "started": None, "wall_seconds": None, "settings": {}}
+    entry = {
+        "kind": "run",
+        "study": path.parent.name,
+        "name": str(path.relative_to(out)),
+        "status": "unreadable",
+        "started": None,
+        "wall_seconds": None,
+        "settings": {},
+    }
     try:
         run = open_run(path)
-        entry.update(study=run.study, status=run.status, started=run.meta.get("started_at"),
-                     wall_seconds=run.meta.get("wall_seconds"), settings=changed_settings(run))
+        entry.update(
+            study=run.study,
+            status=run.status,
+            started=run.meta.get("started_at"),
+            wall_seconds=run.meta.get("wall_seconds"),
+            settings=changed_settings(run),
+        )
     except (BncliError, OSError, ValueError, TypeError, AttributeError):
         pass
     return entry
 
 
 def _sweep_entry(path: Path, out: Path) -> dict[str, Any]:
-    entry = {"kind": "sweep", "study": None, "name": str(path.relative_to(out)), "status": "unreadable",
-             "started": None, "wall_seconds": None, "settings": {}}
+    entry = {
+        "kind": "sweep",
+        "study": None,
+        "name": str(path.relative_to(out)),
+        "status": "unreadable",
+        "started": None,
+        "wall_seconds": None,
+        "settings": {},
+    }
     try:
         data = read_yaml(path / "sweep.yaml")
         grid = data.get("grid") or {}
         runs = [_run_entry(m.parent, path / "runs") for m in sorted((path / "runs").glob("*/meta.json"))]
-        counts = {s: sum(r["status"] == s for r in runs) for s in ("ok", "diverged", "failed", "interrupted",
-                                                                   "running")}
+        counts = {
+            s: sum(r["status"] == s for r in runs) for s in ("ok", "diverged", "failed", "interrupted", "running")
+        }
         starts = [r["started"] for r in runs if r["started"]]
-        entry.update(study=_study_of(data.get("study"), path / "sweep.yaml"), started=min(starts, default=None),
-                     wall_seconds=round(sum(r["wall_seconds"] or 0 for r in runs), 6),
-                     status=", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no run yet",
-                     settings={k: [word(v) for v in vs] for k, vs in grid.items()} if isinstance(grid, dict) else {})
+        entry.update(
+            study=_study_of(data.get("study"), path / "sweep.yaml"),
+            started=min(starts, default=None),
+            wall_seconds=round(sum(r["wall_seconds"] or 0 for r in runs), 6),
+            status=", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no run yet",
+            settings={k: [word(v) for v in vs] for k, vs in grid.items()} if isinstance(grid, dict) else {},
+        )
     except (BncliError, OSError, ValueError, TypeError, AttributeError):
         pass
     return entry

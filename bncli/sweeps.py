@@ -121,11 +121,13 @@ def run_name(values: dict[str, Any]) -> str:
 def expand(grid: dict[str, list], seeds: list) -> list[dict[str, Any]]:
     """The cartesian product of the grid (first key slowest), each point times every seed."""
     keys = list(grid)
-    return [{**dict(zip(keys, combo, strict=True)), "seed": s}
-            for combo in itertools.product(*grid.values()) for s in seeds]
+    return [
+        {**dict(zip(keys, combo, strict=True)), "seed": s} for combo in itertools.product(*grid.values()) for s in seeds
+    ]
 
 
 # -- the sweep: a file, flags, or both -------------------------------------------------------------
+
 
 @dataclass
 class Spec:
@@ -154,8 +156,7 @@ def parse_seeds(value: Any, label: str = "--seeds") -> list[Any]:
     for part in value.split(","):
         m = _SEEDS.fullmatch(part.strip())
         if m is None:
-            raise BncliError(f"{label}: give a range like 0-4, a list like 0,1,5 or one seed like 3, "
-                             f"got {show(value)}")
+            raise BncliError(f"{label}: give a range like 0-4, a list like 0,1,5 or one seed like 3, got {show(value)}")
         lo, hi = int(m[1]), int(m[2] or m[1])
         if hi < lo or hi > cfgmod.SEED_MAX:
             raise BncliError(f"{label}: {part.strip()}: a range goes up (0-4), to at most {cfgmod.SEED_MAX}")
@@ -209,8 +210,9 @@ def parse_grid(items: list[str], flag: str = "--grid") -> dict[str, list[Any]]:
 def _read(path: Path) -> SweepFile:
     data = cfgmod.read_yaml(path, "sweep file")
     if data is not None and not isinstance(data, dict):
-        raise BncliError(f"{path}: a sweep file is a mapping of study, name, base, grid and seeds, "
-                         f"got a {type(data).__name__}")
+        raise BncliError(
+            f"{path}: a sweep file is a mapping of study, name, base, grid and seeds, got a {type(data).__name__}"
+        )
     try:
         return SweepFile.model_validate(data if data is not None else {})
     except ValidationError as e:
@@ -247,20 +249,32 @@ def _from_file(path: Path | None, study: str | None, flag: str) -> tuple[SweepFi
     """The file's sweep and text; without a file, an empty sweep of `study`."""
     if path is None:
         if study is None:
-            raise BncliError(f"give a sweep FILE or {flag}: bncli sweep FILE, or bncli sweep {flag} NAME "
-                             "--grid KEY=V1,V2 (see bncli sweep --help)")
+            raise BncliError(
+                f"give a sweep FILE or {flag}: bncli sweep FILE, or bncli sweep {flag} NAME "
+                "--grid KEY=V1,V2 (see bncli sweep --help)"
+            )
         if study not in studies.REGISTRY:
             raise BncliError(f"{flag}: {show(study)} is not a study; accepted: {', '.join(studies.names())}")
         return SweepFile(study=study), ""
     sf = _read(path)
     if study is not None and study != sf.study:
-        raise BncliError(f"{flag}: {show(study)} differs from the study of {path} ({sf.study}); "
-                         "leave out " + flag + " or give a sweep file of that study")
+        raise BncliError(
+            f"{flag}: {show(study)} differs from the study of {path} ({sf.study}); "
+            "leave out " + flag + " or give a sweep file of that study"
+        )
     return sf, Path(path).read_text(encoding="utf-8")
 
 
-def spec(file: Path | str | None = None, study: str | None = None, base: Any = None, grid: Any = None,
-         seeds: Any = None, name: str | None = None, *, flags: bool = False) -> Spec:
+def spec(
+    file: Path | str | None = None,
+    study: str | None = None,
+    base: Any = None,
+    grid: Any = None,
+    seeds: Any = None,
+    name: str | None = None,
+    *,
+    flags: bool = False,
+) -> Spec:
     """The sweep that a file and flags give together, the flags winning.
 
     The file (if any) gives study, name, base, grid and seeds. `base` settings override or add
@@ -275,19 +289,27 @@ def spec(file: Path | str | None = None, study: str | None = None, base: Any = N
     sf, text = _from_file(path, study, "--study" if flags else "study")
     sets, axes = _given(base, grid, flags)
     new_seeds = parse_seeds(seeds, "--seeds" if flags else "seeds") if seeds is not None else None
-    data = {"study": sf.study, "name": name or sf.name,
-            "base": {k: v for k, v in sf.base.items() if k not in axes} | sets,
-            "grid": {k: axes.get(k, v) for k, v in sf.grid.items() if k not in sets} | axes,
-            "seeds": sf.seeds if new_seeds is None else new_seeds}
+    data = {
+        "study": sf.study,
+        "name": name or sf.name,
+        "base": {k: v for k, v in sf.base.items() if k not in axes} | sets,
+        "grid": {k: axes.get(k, v) for k, v in sf.grid.items() if k not in sets} | axes,
+        "seeds": sf.seeds if new_seeds is None else new_seeds,
+    }
     data["name"] = data["name"] or (path.stem if path else _default_name(sf.study, data["grid"]))
     given = {f"base.{k}" for k in sets} | {f"grid.{k}" for k in axes} | ({"seeds"} if new_seeds is not None else set())
-    return Spec(data, text if path and not given else cfgmod.dump_yaml(data, "base" if not flags else "--set"), given,
-                *_labels(path, flags, data, given))
+    return Spec(
+        data,
+        text if path and not given else cfgmod.dump_yaml(data, "base" if not flags else "--set"),
+        given,
+        *_labels(path, flags, data, given),
+    )
 
 
 def _labels(path: Path | None, flags: bool, data: dict[str, Any], given: set[str]) -> tuple[dict[str, str], str]:
     """How errors name each base and grid key and the seeds (`--grid init`, `grid.init` or
     `s.yaml: grid.init`, by where it came from), and the sweep as a whole."""
+
     def label(key: str) -> str:
         if key in given or path is None:
             part, _, k = key.partition(".")
@@ -313,8 +335,9 @@ def _check_keys(sp: Spec, cls: type) -> None:
         for key in sp.data[part]:
             label = sp.labels[f"{part}.{key}"]
             if key == "seed":
-                raise BncliError(f"{label}: put seeds in {'--seeds' if label.startswith('--') else 'the seeds list'}"
-                                 f", not in {part}")
+                raise BncliError(
+                    f"{label}: put seeds in {'--seeds' if label.startswith('--') else 'the seeds list'}, not in {part}"
+                )
             if key not in cls.model_fields:
                 fields = [f for f in cls.model_fields if f != "seed"]
                 raise BncliError(f"{label}: {not_a_field(key, sp.data['study'], fields)}")
@@ -329,8 +352,15 @@ def _check_value(cls: type, key: str, value: Any, label: str) -> None:
     except ValidationError as e:  # a field's own error (a combination's is the run's, below)
         if all(err["loc"][:1] == (key,) for err in e.errors()):
             name = lambda loc: label + "".join(f"[{p}]" for p in loc[1:])  # noqa: E731
-            raise BncliError(describe(e, cls.model_fields, name, owner=cfgmod.study_name(cls),
-                                      choices=lambda loc: cfgmod.field_choices(cls, loc))) from None
+            raise BncliError(
+                describe(
+                    e,
+                    cls.model_fields,
+                    name,
+                    owner=cfgmod.study_name(cls),
+                    choices=lambda loc: cfgmod.field_choices(cls, loc),
+                )
+            ) from None
 
 
 def _check_sizes(sp: Spec) -> None:
@@ -393,6 +423,7 @@ def _differs(saved: Path, plan: Plan) -> str | None:
 
 # -- running ------------------------------------------------------------------------------------
 
+
 def _worker_init(threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     torch.set_num_threads(threads)
@@ -418,9 +449,14 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int = 1,
-        progress: Callable[[int, int, str | None], None] | None = None,
-        ray: ray_backend.RayOptions | None = None) -> Outcome:
+def run(
+    plan: Plan,
+    resume: bool = False,
+    fail_fast: bool = False,
+    workers: int = 1,
+    progress: Callable[[int, int, str | None], None] | None = None,
+    ray: ray_backend.RayOptions | None = None,
+) -> Outcome:
     """Run a planned sweep; progress(done, total, current_run) is called as runs start and end.
 
     `ray` sends each run to Ray as one task instead of running here.
@@ -442,8 +478,9 @@ def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int 
     devices = {p.name: mod.preflight(p.cfg) for p in plan.points} if ray is None else {}
     if workers > 1 and hasattr(mod, "estimate_bytes"):  # the runs side by side must fit together
         need = sum(sorted((mod.estimate_bytes(p.cfg) for p in plan.points), reverse=True)[:workers])
-        check_fits(next(iter(devices.values())), need, f"{workers} runs at once (--workers {workers})",
-                   "fewer --workers")
+        check_fits(
+            next(iter(devices.values())), need, f"{workers} runs at once (--workers {workers})", "fewer --workers"
+        )
     started = ray_backend.connect(ray) if ray is not None and plan.points else False
     try:
         todo, outcome = _prepare(plan, resume)
@@ -455,8 +492,9 @@ def run(plan: Plan, resume: bool = False, fail_fast: bool = False, workers: int 
         ray_backend.disconnect(started)
 
 
-def _execute(plan: Plan, todo: list[Point], outcome: Outcome, devices: dict, fail_fast: bool, workers: int,
-             progress, ray) -> Outcome:
+def _execute(
+    plan: Plan, todo: list[Point], outcome: Outcome, devices: dict, fail_fast: bool, workers: int, progress, ray
+) -> Outcome:
     total = len(plan.points)
     tick = progress or (lambda done, total, current: None)
     tick(outcome.skipped, total, None)
@@ -491,12 +529,13 @@ def _prepare(plan: Plan, resume: bool) -> tuple[list[Point], Outcome]:
     given = plan.dir / "sweep.yaml"
     if plan.dir.exists():
         if not resume:
-            raise BncliError(f"{plan.dir} already exists; add --resume to finish that sweep, "
-                             "or give another --name")
+            raise BncliError(f"{plan.dir} already exists; add --resume to finish that sweep, or give another --name")
         differs = _differs(given, plan) if given.exists() and plan.data else None
         if differs:
-            raise BncliError(f"--resume: {given} differs from the sweep given ({differs}); resume with the "
-                             "same file and flags, or start a new sweep with another --name")
+            raise BncliError(
+                f"--resume: {given} differs from the sweep given ({differs}); resume with the "
+                "same file and flags, or start a new sweep with another --name"
+            )
     runs = plan.dir / "runs"
     try:
         runs.mkdir(parents=True, exist_ok=True)
@@ -546,8 +585,9 @@ def lock(directory: Path) -> None:
             pid, host = _holder(path)
             if pid is not None and (host != socket.gethostname() or _alive(pid)):
                 where = "" if host == socket.gethostname() else f" on {host}"
-                raise BncliError(f"{directory} is in use by process {pid}{where}; wait for it to finish or "
-                                 "stop it, then --resume") from None
+                raise BncliError(
+                    f"{directory} is in use by process {pid}{where}; wait for it to finish or stop it, then --resume"
+                ) from None
             path.unlink(missing_ok=True)  # its holder is gone
             continue
         with os.fdopen(fd, "w") as f:
@@ -593,8 +633,7 @@ def _record(outcome: Outcome, name: str, r: Run) -> None:
         outcome.errors[name] = r.meta.get("error") or "failed"
 
 
-def _sequential(plan: Plan, todo: list[Point], devices: dict, outcome: Outcome, fail_fast: bool,
-                tick) -> None:
+def _sequential(plan: Plan, todo: list[Point], devices: dict, outcome: Outcome, fail_fast: bool, tick) -> None:
     total = len(plan.points)
     for p in todo:
         tick(len(outcome.status), total, p.name)
@@ -628,8 +667,9 @@ def _pool(plan: Plan, todo: list[Point], devices: dict, workers: int, store) -> 
     # traceback per worker); the parent handles it, and _worker_init keeps it so
     ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        pool = ctx.Pool(min(workers, max(1, len(todo))), initializer=_worker_init,
-                        initargs=(max(1, _cpus() // workers),))
+        pool = ctx.Pool(
+            min(workers, max(1, len(todo))), initializer=_worker_init, initargs=(max(1, _cpus() // workers),)
+        )
     finally:
         signal.signal(signal.SIGINT, ignored)
     try:
@@ -646,9 +686,12 @@ def _pool(plan: Plan, todo: list[Point], devices: dict, workers: int, store) -> 
 
 # -- aggregating --------------------------------------------------------------------------------
 
+
 def _config_columns(p: Point) -> dict[str, Any]:
-    return {k: word(v) if isinstance(v, (list, tuple)) or v is None else getattr(v, "value", v)
-            for k, v in p.cfg.model_dump().items()}
+    return {
+        k: word(v) if isinstance(v, (list, tuple)) or v is None else getattr(v, "value", v)
+        for k, v in p.cfg.model_dump().items()
+    }
 
 
 def summary(plan: Plan) -> pd.DataFrame:
@@ -691,7 +734,7 @@ def aggregate_table(table: pd.DataFrame, study: str) -> pd.DataFrame:
     cols = list(table.columns)
     status = cols.index("status")  # layout: run, config fields (seed among them), status, ids, stats
     config = [c for c in cols[1:status] if c != "seed"]
-    stats = [c for c in cols[status + 1:] if c not in ids]
+    stats = [c for c in cols[status + 1 :] if c not in ids]
     values = done[stats].astype(float).replace([np.inf, -np.inf], np.nan)
     grouped = pd.concat([done[config + ids], values], axis=1).groupby(config + ids, sort=False, dropna=False)
     agg = grouped[stats].agg(["mean", "std"])

@@ -95,8 +95,12 @@ def norm_group(cfg: DepthConfig) -> tuple[int, bool] | None:
     norm = cfg.norm.value
     if norm == "batchnorm":
         return (cfg.batch_size, True) if cfg.bn_mode.value == "train" else None
-    return {"layernorm": (cfg.width, True), "groupnorm": (cfg.width // cfg.groups, True),
-            "rmsnorm": (cfg.width, False), "none": None}[norm]
+    return {
+        "layernorm": (cfg.width, True),
+        "groupnorm": (cfg.width // cfg.groups, True),
+        "rmsnorm": (cfg.width, False),
+        "none": None,
+    }[norm]
 
 
 def theory_std(cfg: DepthConfig) -> np.ndarray:
@@ -178,6 +182,7 @@ def bn_relu_grad_rate(batch_size: int, samples: int | None = None, seed: int = 0
 
 # -- feature maps: conv and resnet -------------------------------------------------------------
 
+
 def _box(m: np.ndarray, k: int, stride: int = 1) -> np.ndarray:
     """The mean over each k x k window (zero padding k // 2) of a per-pixel map, at `stride`.
 
@@ -187,7 +192,7 @@ def _box(m: np.ndarray, k: int, stride: int = 1) -> np.ndarray:
     """
     h, pad = m.shape[0], k // 2
     padded = np.pad(m, pad)
-    out = sum(padded[i:i + h, j:j + h] for i in range(k) for j in range(k)) / (k * k)
+    out = sum(padded[i : i + h, j : j + h] for i in range(k) for j in range(k)) / (k * k)
     return out[::stride, ::stride]
 
 

@@ -29,10 +29,14 @@ FILES = ["README.md", "docs/sweeps.md", "docs/configs.md", "docs/statistics.md",
 COLUMNS = "130"
 # picture -> (the command that draws it, in a scratch directory; the file it draws)
 IMAGES = {
-    "docs/img/init_vs_norm.png": ("sweep configs/sweeps/init_vs_norm.yaml --no-progress",
-                                  "results/sweeps/init_vs_norm/std_by_layer.png"),
-    "docs/img/resnet_norms.png": ("sweep configs/sweeps/resnet_norms.yaml --no-progress",
-                                  "results/sweeps/resnet_norms/std_by_layer.png"),
+    "docs/img/init_vs_norm.png": (
+        "sweep configs/sweeps/init_vs_norm.yaml --no-progress",
+        "results/sweeps/init_vs_norm/std_by_layer.png",
+    ),
+    "docs/img/resnet_norms.png": (
+        "sweep configs/sweeps/resnet_norms.yaml --no-progress",
+        "results/sweeps/resnet_norms/std_by_layer.png",
+    ),
 }
 BLOCK = re.compile(r"^```console\n(\$ bncli .*?)^```$", re.M | re.S)
 # <!-- generated: NAME --> ... <!-- end -->: made by the function NAME below (a table of numbers)
@@ -49,8 +53,15 @@ def grad_rates() -> str:
 
     rows = ["| B | sqrt(lambda(B)) | measured |", "|---|---|---|"]
     for b in (4, 8, 16, 64, 128, 256):
-        measured = [report.growth(bncli.depth_study(depth=30, width=512, batch_size=b, grads=True, seed=s,
-                                                    device="cpu").table["grad_std"], backwards=True) for s in (0, 1)]
+        measured = [
+            report.growth(
+                bncli.depth_study(depth=30, width=512, batch_size=b, grads=True, seed=s, device="cpu").table[
+                    "grad_std"
+                ],
+                backwards=True,
+            )
+            for s in (0, 1)
+        ]
         rows.append(f"| {b} | {theory.bn_relu_grad_rate(b):.3f} | {sum(measured) / 2:.3f} |")
     rows.append(f"| inf | {math.sqrt(math.pi / (math.pi - 1)):.3f} | |")
     return "\n".join(rows) + "\n"
@@ -106,6 +117,7 @@ def run(command: str) -> tuple[int, str]:
 
 def render(text: str) -> str:
     """The markdown with every console block's outputs made again (in the working directory)."""
+
     def block(match: re.Match) -> str:
         shown = []
         for command, old in commands(match.group(1)):

@@ -71,8 +71,11 @@ def all_files(root):
 
 def file_bytes(d):
     """Every file under d but meta.json (times differ) and the plots, as bytes."""
-    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(Path(d).rglob("*"))
-            if p.is_file() and p.name != "meta.json" and p.suffix != ".png"}
+    return {
+        str(p.relative_to(d)): p.read_bytes()
+        for p in sorted(Path(d).rglob("*"))
+        if p.is_file() and p.name != "meta.json" and p.suffix != ".png"
+    }
 
 
 def meta_of(run):
@@ -91,4 +94,4 @@ def column(output, name):
     rows = table_rows(output)
     i = next(k for k, cells in enumerate(rows) if name in cells)
     j = rows[i].index(name)
-    return [cells[j] for cells in rows[i + 1:] if len(cells) == len(rows[i])]
+    return [cells[j] for cells in rows[i + 1 :] if len(cells) == len(rows[i])]

@@ -19,18 +19,31 @@ def fresh(code: str) -> str:
 
 
 def test_import_bncli_loads_no_torch_until_used():
-    out = fresh("import sys, bncli\n"
-                "print('before', [m for m in ('torch', 'pandas', 'pydantic', 'matplotlib') if m in sys.modules])\n"
-                "r = bncli.depth_study(depth=5, width=8, batch_size=4, device='cpu')\n"
-                "print('after', 'torch' in sys.modules, r.status, len(r.table))")
+    out = fresh(
+        "import sys, bncli\n"
+        "print('before', [m for m in ('torch', 'pandas', 'pydantic', 'matplotlib') if m in sys.modules])\n"
+        "r = bncli.depth_study(depth=5, width=8, batch_size=4, device='cpu')\n"
+        "print('after', 'torch' in sys.modules, r.status, len(r.table))"
+    )
     assert "before []" in out and "after True ok 5" in out
 
 
 def test_depth_study_returns_the_table_status_and_info():
     r = bncli.depth_study(depth=50, init="xavier", norm="none", width=32, device="cpu")
     assert r.status == "ok" and r.dir is None  # nothing written unless asked
-    assert list(r.table.columns) == ["layer", "mean", "std", "abs_max", "zero_fraction", "chan_sq_mean",
-                                     "chan_var", "erank", "grad_std", "weight_grad_norm", "theory_std"]
+    assert list(r.table.columns) == [
+        "layer",
+        "mean",
+        "std",
+        "abs_max",
+        "zero_fraction",
+        "chan_sq_mean",
+        "chan_var",
+        "erank",
+        "grad_std",
+        "weight_grad_norm",
+        "theory_std",
+    ]
     assert r.table["layer"].tolist() == list(range(50))
     assert r.table[["erank", "grad_std", "weight_grad_norm"]].isna().all().all()  # off: NaN, not ""
     assert r.table["std"].dtype == np.float64 and np.isfinite(r.table["std"]).all()
@@ -98,8 +111,13 @@ def test_a_failed_run_raises_run_error_once_recorded(tmp_path, monkeypatch):
 
 
 def test_sweep_and_plot(tmp_path):
-    path = sweep_file(tmp_path, study="convergence", base={"iterations": 20, "batch_size": 4},
-                      grid={"momentum": [0.1, 0.5]}, seeds=[0, 1])
+    path = sweep_file(
+        tmp_path,
+        study="convergence",
+        base={"iterations": 20, "batch_size": 4},
+        grid={"momentum": [0.1, 0.5]},
+        seeds=[0, 1],
+    )
     out = bncli.sweep(path, tmp_path / "out")
     assert out.total == 4 and out.failed == 0 and out.plot == out.dir / "convergence.png"
     saved = bncli.open_sweep(out.dir)

@@ -12,8 +12,25 @@ from helpers import meta_of, sweep_file
 from bncli import studies
 
 PKG = Path(studies.__file__).resolve().parent.parent  # bncli/
-PROTOCOL = ["NAME", "CONFIG", "CSV", "COLUMNS", "ID_COLUMNS", "LABEL_KEYS", "PLOT", "RUN_PLOT", "SWEEP_COLUMNS",
-            "label", "describe_size", "progress_total", "preflight", "run", "render", "sweep_cells", "draw"]
+PROTOCOL = [
+    "NAME",
+    "CONFIG",
+    "CSV",
+    "COLUMNS",
+    "ID_COLUMNS",
+    "LABEL_KEYS",
+    "PLOT",
+    "RUN_PLOT",
+    "SWEEP_COLUMNS",
+    "label",
+    "describe_size",
+    "progress_total",
+    "preflight",
+    "run",
+    "render",
+    "sweep_cells",
+    "draw",
+]
 
 
 def module_name(path: Path) -> str:
@@ -24,8 +41,13 @@ def module_name(path: Path) -> str:
 def imports_of(path: Path, modules: set[str]) -> set[str]:
     """The bncli modules `path` imports, anywhere in it (functions too), but not under TYPE_CHECKING."""
     tree = ast.parse(path.read_text())
-    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-            for child in node.body for n in ast.walk(child)}
+    skip = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for child in node.body
+        for n in ast.walk(child)
+    }
     found = set()
     for node in ast.walk(tree):
         if id(node) in skip:

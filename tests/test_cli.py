@@ -21,14 +21,17 @@ def test_version_and_help(cli):
     assert "depth-study" in r.output and "running-stats" in r.output
 
 
-@pytest.mark.parametrize("command", ["", "depth-study", "running-stats", "convergence", "sweep", "plot", "runs",
-                                     "show", "compare"])
+@pytest.mark.parametrize(
+    "command", ["", "depth-study", "running-stats", "convergence", "sweep", "plot", "runs", "show", "compare"]
+)
 def test_help_does_not_import_heavy_modules(command):
     argv = ["bncli", *([command] if command else []), "--help"]
-    code = (f"import sys; from bncli.cli import main; sys.argv = {argv!r}\n"
-            "try: main()\nexcept SystemExit: pass\n"
-            "heavy = [m for m in ('torch', 'pandas', 'matplotlib', 'pydantic') if m in sys.modules]\n"
-            "print('HEAVY', heavy)")
+    code = (
+        f"import sys; from bncli.cli import main; sys.argv = {argv!r}\n"
+        "try: main()\nexcept SystemExit: pass\n"
+        "heavy = [m for m in ('torch', 'pandas', 'matplotlib', 'pydantic') if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith(f"Usage: bncli {command}".rstrip()) and "HEAVY []" in out
 
@@ -46,8 +49,19 @@ def test_depth_study_writes_its_files(cli):
     assert "std over 12 layers: min" in r.output
     assert column(r.output, "layer") == ["0", "5", "10", "11"]
     table = pd.read_csv(run / "layers.csv")
-    assert list(table.columns) == ["layer", "mean", "std", "abs_max", "zero_fraction", "chan_sq_mean",
-                                   "chan_var", "erank", "grad_std", "weight_grad_norm", "theory_std"]
+    assert list(table.columns) == [
+        "layer",
+        "mean",
+        "std",
+        "abs_max",
+        "zero_fraction",
+        "chan_sq_mean",
+        "chan_var",
+        "erank",
+        "grad_std",
+        "weight_grad_norm",
+        "theory_std",
+    ]
     assert table["layer"].tolist() == list(range(12))
     # statistics that are off are empty cells (read back as nan), not the word nan
     lines = (run / "layers.csv").read_text().splitlines()
@@ -125,8 +139,10 @@ def test_running_stats_momentum_none_and_dims(cli):
 BAD = [
     (["depth-study", "--init", "kaimin"], "--init"),
     (["depth-study", "--norm", "weightnorm"], "--norm"),
-    (["depth-study", "--norm", "groupnorm", "--width", "48"],
-     "groups must divide width for norm groupnorm: width 48 is not a multiple of groups 32"),
+    (
+        ["depth-study", "--norm", "groupnorm", "--width", "48"],
+        "groups must divide width for norm groupnorm: width 48 is not a multiple of groups 32",
+    ),
     (["depth-study", "--bn-mode", "test"], "--bn-mode"),
     (["depth-study", "--order", "norm-act"], "--order"),
     (["depth-study", "--residual", "-1"], "--residual: Input should be greater than or equal to 0"),
@@ -163,12 +179,15 @@ def test_bad_input_is_one_clean_line(cli, args, message):
     assert not cli.out.exists() or not any(cli.out.rglob("meta.json"))
 
 
-@pytest.mark.parametrize("text,message", [
-    ("depth: [1\n", "not valid YAML at line 2"),
-    ("depht: 3\n", "depht in"),
-    ("depth: three\n", "depth in"),
-    ("norm: batchnorm\nbatch_size: 1\n", "batch_size must be at least 2"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("depth: [1\n", "not valid YAML at line 2"),
+        ("depht: 3\n", "depht in"),
+        ("depth: three\n", "depth in"),
+        ("norm: batchnorm\nbatch_size: 1\n", "batch_size must be at least 2"),
+    ],
+)
 def test_bad_config_file_is_one_clean_line(cli, tmp_path, text, message):
     f = tmp_path / "bad.yaml"
     f.write_text(text)
@@ -216,8 +235,21 @@ def test_piped_output_never_cuts_a_number(cli, monkeypatch, columns):
     from bncli.report import fmt
 
     monkeypatch.setenv("COLUMNS", columns)
-    r = cli("depth-study", "--init", "normal", "--norm", "none", "--grads", "--erank", "--depth", 40,
-            "--width", 32, "--name", f"p{columns}")
+    r = cli(
+        "depth-study",
+        "--init",
+        "normal",
+        "--norm",
+        "none",
+        "--grads",
+        "--erank",
+        "--depth",
+        40,
+        "--width",
+        32,
+        "--name",
+        f"p{columns}",
+    )
     assert r.exit_code == 0, r.output
     assert "…" not in r.output and "\x1b" not in r.output
     assert not any("\u2500" <= c <= "\u257f" for c in r.output)  # box drawing
@@ -234,14 +266,24 @@ def test_piped_output_never_cuts_a_number(cli, monkeypatch, columns):
 def test_piped_sweep_and_show_tables_are_plain_columns(cli, tmp_path):
     from helpers import sweep_file
 
-    path = sweep_file(tmp_path, "s", "depth-study", base={"depth": 6, "width": 8},
-                      grid={"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"]}, seeds=[0, 1])
+    path = sweep_file(
+        tmp_path,
+        "s",
+        "depth-study",
+        base={"depth": 6, "width": 8},
+        grid={"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"]},
+        seeds=[0, 1],
+    )
     r = cli("sweep", path, "--out", cli.out, "--no-progress")
     assert r.exit_code == 0, r.output
     rows = table_rows(r.output)
     assert rows[0] == ["init", "norm", "seeds", "last-layer std", "min std", "max std", "diverged"]
-    assert [cells[:2] for cells in rows[1:]] == [["kaiming", "batchnorm"], ["kaiming", "none"],
-                                                 ["normal", "batchnorm"], ["normal", "none"]]
+    assert [cells[:2] for cells in rows[1:]] == [
+        ["kaiming", "batchnorm"],
+        ["kaiming", "none"],
+        ["normal", "batchnorm"],
+        ["normal", "none"],
+    ]
     assert not any("\u2500" <= c <= "\u257f" for c in r.output)
     assert table_rows(cli("show", cli.out / "sweeps" / "s").output) == rows
     listing = cli("runs", cli.out).output  # its last column, settings, is left-justified text
@@ -255,8 +297,7 @@ def test_formats_and_quiet_for_scripts(cli):
     assert r.exit_code == 0 and r.output.strip() == str(cli.out / "depth-study" / "q")
     r = cli("depth-study", "--depth", 5, "--width", 8, "--format", "csv", "--name", "c")
     assert r.exit_code == 0 and r.output == (cli.out / "depth-study" / "c" / "layers.csv").read_text()
-    r = cli("depth-study", "--init", "normal", "--norm", "none", "--depth", 50, "--format", "json",
-            "--name", "j")
+    r = cli("depth-study", "--init", "normal", "--norm", "none", "--depth", 50, "--format", "json", "--name", "j")
     doc = jsonlib.loads(r.output)  # strict JSON: a diverged layer's nan is null
     table = pd.read_csv(cli.out / "depth-study" / "j" / "layers.csv")
     assert doc["status"] == "diverged" and doc["info"]["diverged_at"] == len(table) - 1
@@ -285,8 +326,11 @@ def test_a_narrow_terminal_leaves_columns_out_and_never_cuts_a_number(tmp_path, 
     from bncli import api, studies
     from bncli.cli import _consoles
 
-    runs = [api.depth_study(init="normal", norm="none", depth=30, width=16, grads=True, erank=True, out=tmp_path),
-            api.running_stats(out=tmp_path), api.convergence(iterations=30, out=tmp_path)]
+    runs = [
+        api.depth_study(init="normal", norm="none", depth=30, width=16, grads=True, erank=True, out=tmp_path),
+        api.running_stats(out=tmp_path),
+        api.convergence(iterations=30, out=tmp_path),
+    ]
     dropped = []
     for run in runs:
         for part in studies.get(run.study).render(run, None):
@@ -301,7 +345,7 @@ def test_a_narrow_terminal_leaves_columns_out_and_never_cuts_a_number(tmp_path, 
             shown = len(body[0]) if body else 0
             assert len(body) == len(expected[0]) and all(len(b) == shown for b in body)  # one line per row
             assert [list(col) for col in zip(*body, strict=True)] == expected[:shown]
-            assert shown >= 1 and max(len(ln) for ln in lines[:-1 if shown < len(headers) else None]) <= width
+            assert shown >= 1 and max(len(ln) for ln in lines[: -1 if shown < len(headers) else None]) <= width
             dropped += headers[shown:]
             if shown < len(headers):
                 assert lines[-1].startswith("(too narrow for ") or "too narrow for" in buf.getvalue()
@@ -323,5 +367,7 @@ def test_shell_completion_completes_commands_and_choices():
     assert complete("bncli dep", 1) == ["depth-study"]
     assert complete("bncli r", 1) == ["running-stats", "runs"]
     assert complete("bncli depth-study --norm ", 3) == [n.value for n in __import__("bncli.choices").choices.Norm]
-    assert "--install-completion" in subprocess.run([sys.executable, "-m", "bncli", "--help"], capture_output=True,
-                                                    text=True).stdout
+    assert (
+        "--install-completion"
+        in subprocess.run([sys.executable, "-m", "bncli", "--help"], capture_output=True, text=True).stdout
+    )

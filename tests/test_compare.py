@@ -67,8 +67,10 @@ def test_runs_of_different_lengths_show_the_missing_rows(cli, tmp_path):
     c = bncli.compare(long, short)  # layer i's weights depend on (seed, i) only: the first 6 layers agree
     assert c.settings == {"depth": [10, 6]} and c.missing == {"short": 4} and c.first is None and not c.agree
     assert c.present["short"].tolist() == [True] * 6 + [False] * 4
-    assert comparison.verdict(c) == ["agree: std is the same within rtol 1e-06, atol 1e-12 in all 6 rows every run "
-                                     "holds", "missing: short (ok) lacks 4 of 10 rows, layer 6 to layer 9"]
+    assert comparison.verdict(c) == [
+        "agree: std is the same within rtol 1e-06, atol 1e-12 in all 6 rows every run holds",
+        "missing: short (ok) lacks 4 of 10 rows, layer 6 to layer 9",
+    ]
     r = cli("compare", long, short)
     assert r.exit_code == 0, r.output
     rows = table_rows(r.output)
@@ -150,23 +152,40 @@ def test_formats_give_the_same_side_by_side_data(cli, tmp_path):
     doc = json.loads(r.output, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
     assert doc["settings"] == {"depth": [6, 4], "init": ["kaiming", "xavier"]} and doc["missing"] == {"short": 2}
     assert doc["first_difference"] == {"layer": 0} and doc["agree"] is False and doc["mode"] == "ratio"
-    assert doc["rows"][5] == {"layer": 5, "long": ta["std"][5], "short": None, "short / long": None,
-                              "differs": None, "missing": ["short"]}
+    assert doc["rows"][5] == {
+        "layer": 5,
+        "long": ta["std"][5],
+        "short": None,
+        "short / long": None,
+        "differs": None,
+        "missing": ["short"],
+    }
 
 
-@pytest.mark.parametrize("args, message", [
-    (["{a}"], "RUN: give at least two runs to compare (got 1)"),
-    (["{a}", "{r}"], "is a depth-study run but {r} is a running-stats run; compare runs of one study"),
-    (["{a}", "{a}", "--metric", "erank"], "--metric: 'erank' is not a numeric column of these runs; available: mean, "
-                                          "std, abs_max, zero_fraction, chan_sq_mean, chan_var, theory_std"),
-    (["{a}", "{tmp}/nothing"], "RUN: {tmp}/nothing is not a run directory (no meta.json)"),
-    (["{a}", "{tmp}/results"], "RUN: {tmp}/results is a results directory, not a run"),
-    (["{sweep}", "{a}"], "RUN: {sweep} is a sweep; compare takes run directories"),
-    (["{a}", "{bad}"], "{bad}: these results are damaged or incomplete"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{a}"], "RUN: give at least two runs to compare (got 1)"),
+        (["{a}", "{r}"], "is a depth-study run but {r} is a running-stats run; compare runs of one study"),
+        (
+            ["{a}", "{a}", "--metric", "erank"],
+            "--metric: 'erank' is not a numeric column of these runs; available: mean, "
+            "std, abs_max, zero_fraction, chan_sq_mean, chan_var, theory_std",
+        ),
+        (["{a}", "{tmp}/nothing"], "RUN: {tmp}/nothing is not a run directory (no meta.json)"),
+        (["{a}", "{tmp}/results"], "RUN: {tmp}/results is a results directory, not a run"),
+        (["{sweep}", "{a}"], "RUN: {sweep} is a sweep; compare takes run directories"),
+        (["{a}", "{bad}"], "{bad}: these results are damaged or incomplete"),
+    ],
+)
 def test_bad_input_is_one_line(cli, tmp_path, args, message):
-    paths = {"a": saved(tmp_path, "a"), "r": saved(tmp_path, "r", "running-stats"), "tmp": tmp_path,
-             "sweep": tmp_path / "sw", "bad": tmp_path / "results" / "depth-study" / "bad"}
+    paths = {
+        "a": saved(tmp_path, "a"),
+        "r": saved(tmp_path, "r", "running-stats"),
+        "tmp": tmp_path,
+        "sweep": tmp_path / "sw",
+        "bad": tmp_path / "results" / "depth-study" / "bad",
+    }
     paths["sweep"].mkdir()
     (paths["sweep"] / "sweep.yaml").write_text("study: depth-study\n")
     shutil.copytree(paths["a"], paths["bad"])

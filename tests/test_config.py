@@ -15,10 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_defaults_are_the_notebooks():
     d = DepthConfig()
     assert (d.depth, d.width, d.batch_size, d.init.value, d.norm.value, d.activation.value) == (
-        100, 256, 16, "kaiming", "batchnorm", "relu")
+        100,
+        256,
+        16,
+        "kaiming",
+        "batchnorm",
+        "relu",
+    )
     r = RunningStatsConfig()
-    assert (r.momentum, r.dims, r.batch_size, r.num_features, r.feature_shape, r.iterations) == (
-        0.3, 1, 3, 5, [1], 2)
+    assert (r.momentum, r.dims, r.batch_size, r.num_features, r.feature_shape, r.iterations) == (0.3, 1, 3, 5, [1], 2)
 
 
 @pytest.mark.parametrize("dims,features,shape", [(1, 5, [1]), (2, 6, [2, 2]), (3, 4, [2, 2, 3])])
@@ -50,23 +55,29 @@ def test_saved_yaml_round_trips(tmp_path):
 def test_field_errors_name_the_field_and_the_accepted_values(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("init: kaimin\n")
-    with pytest.raises(BncliError, match=r"init in .*c.yaml: 'kaimin' is not one of kaiming, kaiming_uniform, "
-                                         r".*\(did you mean 'kaiming'\?\)"):
+    with pytest.raises(
+        BncliError,
+        match=r"init in .*c.yaml: 'kaimin' is not one of kaiming, kaiming_uniform, "
+        r".*\(did you mean 'kaiming'\?\)",
+    ):
         load("depth-study", f)
     with pytest.raises(BncliError, match=r"--depth: Input should be greater than or equal to 1"):
         load("depth-study", None, depth=0)
 
 
-@pytest.mark.parametrize("text,match", [
-    ("depth: [1\n", r"not valid YAML at line 2"),
-    ("dpeth: 3\n", r"dpeth in .*: not a field of depth-study; did you mean 'depth'\?"),
-    ("depth: abc\n", r"depth in .*valid integer"),
-    ("depth: 2.5\n", r"depth in .*valid integer"),
-    ("depth: true\n", r"depth in .*valid integer"),
-    ("init_std: .nan\n", r"init_std in .*finite"),
-    ("- 1\n- 2\n", r"must hold a mapping"),
-    ("!!python/object/apply:os.system ['true']\n", r"not valid YAML.*python/object/apply"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("depth: [1\n", r"not valid YAML at line 2"),
+        ("dpeth: 3\n", r"dpeth in .*: not a field of depth-study; did you mean 'depth'\?"),
+        ("depth: abc\n", r"depth in .*valid integer"),
+        ("depth: 2.5\n", r"depth in .*valid integer"),
+        ("depth: true\n", r"depth in .*valid integer"),
+        ("init_std: .nan\n", r"init_std in .*finite"),
+        ("- 1\n- 2\n", r"must hold a mapping"),
+        ("!!python/object/apply:os.system ['true']\n", r"not valid YAML.*python/object/apply"),
+    ],
+)
 def test_bad_yaml_is_one_clean_line(tmp_path, text, match):
     f = tmp_path / "c.yaml"
     f.write_text(text)
@@ -86,24 +97,30 @@ def test_missing_file():
         load("depth-study", Path("/nonexistent/x.yaml"))
 
 
-@pytest.mark.parametrize("flags,match", [
-    ({"norm": "batchnorm", "batch_size": 1}, "batch_size must be at least 2 with norm batchnorm"),
-    ({"device": "gpu"}, "--device: .*auto, cpu, cuda or cuda:N"),
-    ({"seed": -1}, "--seed"),
-])
+@pytest.mark.parametrize(
+    "flags,match",
+    [
+        ({"norm": "batchnorm", "batch_size": 1}, "batch_size must be at least 2 with norm batchnorm"),
+        ({"device": "gpu"}, "--device: .*auto, cpu, cuda or cuda:N"),
+        ({"seed": -1}, "--seed"),
+    ],
+)
 def test_depth_cross_field_errors(flags, match):
     with pytest.raises(BncliError, match=match):
         load("depth-study", None, **flags)
 
 
-@pytest.mark.parametrize("flags,match", [
-    ({"momentum": 1.5}, "--momentum: Input should be less than or equal to 1"),
-    ({"momentum": -0.1}, "--momentum: Input should be greater than or equal to 0"),
-    ({"dims": 4}, "--dims: 4 is not one of 1, 2, 3"),
-    ({"dims": 2, "feature_shape": "2"}, "feature_shape must have 2 entries"),
-    ({"batch_size": 1}, "at least 2 values per channel"),
-    ({"feature_shape": "a,b"}, "--feature-shape: .*comma-separated"),
-])
+@pytest.mark.parametrize(
+    "flags,match",
+    [
+        ({"momentum": 1.5}, "--momentum: Input should be less than or equal to 1"),
+        ({"momentum": -0.1}, "--momentum: Input should be greater than or equal to 0"),
+        ({"dims": 4}, "--dims: 4 is not one of 1, 2, 3"),
+        ({"dims": 2, "feature_shape": "2"}, "feature_shape must have 2 entries"),
+        ({"batch_size": 1}, "at least 2 values per channel"),
+        ({"feature_shape": "a,b"}, "--feature-shape: .*comma-separated"),
+    ],
+)
 def test_running_stats_errors(flags, match):
     with pytest.raises(BncliError, match=match):
         load("running-stats", None, **flags)

@@ -74,19 +74,23 @@ def test_ema_noise_floor_is_m_over_2_minus_m():
 def test_keras_momentum_maps_to_one_minus_k():
     cfg = load("convergence", None, keras_momentum="0.99,0.9")
     assert cfg.momenta == pytest.approx([0.01, 0.1])
-    a = cv.run(load("convergence", None, keras_momentum=[0.9], iterations=20, device="cpu"),
-               CPU).table
-    b = cv.run(load("convergence", None, momentum=[0.1], iterations=20, device="cpu"),
-               CPU).table
+    a = cv.run(load("convergence", None, keras_momentum=[0.9], iterations=20, device="cpu"), CPU).table
+    b = cv.run(load("convergence", None, momentum=[0.1], iterations=20, device="cpu"), CPU).table
     assert a[["mean", "var"]].to_numpy() == pytest.approx(b[["mean", "var"]].to_numpy(), rel=1e-6)
     with pytest.raises(BncliError, match="not both"):
         load("convergence", None, keras_momentum=[0.9], momentum=[0.1])
 
 
 def test_steps_within_one_percent():
-    t = pd.DataFrame({"iteration": [0, 1, 2, 3] * 2, "estimator": ["a"] * 4 + ["b"] * 4, "channel": 0,
-                      "mean_error": [0.5, 0.005, 0.02, 0.001, 0.5, 0.1, 0.1, 0.1],
-                      "var_error": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]})
+    t = pd.DataFrame(
+        {
+            "iteration": [0, 1, 2, 3] * 2,
+            "estimator": ["a"] * 4 + ["b"] * 4,
+            "channel": 0,
+            "mean_error": [0.5, 0.005, 0.02, 0.001, 0.5, 0.1, 0.1, 0.1],
+            "var_error": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        }
+    )
     assert cv.steps_within(t) == {"a": 4, "b": None}
 
 
@@ -101,8 +105,19 @@ def test_layout_and_stream():
 
 
 def test_cli_convergence_writes_csv_plot_and_summary(cli):
-    r = cli("convergence", "--momentum", "0.1,0.5", "--iterations", 50,
-            "--input-mean", "0,1,2,3", "--input-std", 2, "--name", "c")
+    r = cli(
+        "convergence",
+        "--momentum",
+        "0.1,0.5",
+        "--iterations",
+        50,
+        "--input-mean",
+        "0,1,2,3",
+        "--input-std",
+        2,
+        "--name",
+        "c",
+    )
     assert r.exit_code == 0, r.output
     first = r.output
     run_dir = cli.out / "convergence" / "c"
@@ -118,15 +133,17 @@ def test_cli_convergence_writes_csv_plot_and_summary(cli):
     assert len(rows) > 1 and rows == table_rows(shown.output)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["convergence", "--dims", "2"], "No such option: --dims"),
-    (["running-stats", "--input-std", "2"], "No such option: --input-std"),
-    (["convergence", "--input-std", "0"], "--input-std[0]: Input should be greater than 0"),
-    (["convergence", "--input-mean", "1,2"], "input_mean must have 1 or num_features (4) values"),
-    (["convergence", "--momentum", "0.1,x"], "comma-separated numbers"),
-    (["convergence", "--keras-momentum", "1.5"],
-     "--keras-momentum[0]: Input should be less than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["convergence", "--dims", "2"], "No such option: --dims"),
+        (["running-stats", "--input-std", "2"], "No such option: --input-std"),
+        (["convergence", "--input-std", "0"], "--input-std[0]: Input should be greater than 0"),
+        (["convergence", "--input-mean", "1,2"], "input_mean must have 1 or num_features (4) values"),
+        (["convergence", "--momentum", "0.1,x"], "comma-separated numbers"),
+        (["convergence", "--keras-momentum", "1.5"], "--keras-momentum[0]: Input should be less than or equal to 1"),
+    ],
+)
 def test_convergence_bad_input_is_one_clean_line(cli, args, message):
     r = cli(*args)
     assert r.exit_code == 2, r.output

@@ -16,8 +16,7 @@ from helpers import file_bytes, sweep_file
 
 import bncli
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def depth(device, **kw):
@@ -38,8 +37,15 @@ def test_normal_init_without_norm_diverges_on_cuda():
     assert r.status == "diverged" and 25 <= r.info["diverged_at"] <= 45
 
 
-@pytest.mark.parametrize("kw", [{}, {"norm": "layernorm", "init": "orthogonal"}, {"dtype": "bfloat16"},
-                                {"norm": "none", "init": "normal", "init_std": 0.2}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"norm": "layernorm", "init": "orthogonal"},
+        {"dtype": "bfloat16"},
+        {"norm": "none", "init": "normal", "init_std": 0.2},
+    ],
+)
 def test_streamed_and_kept_weights_give_the_same_bits_on_cuda(kw):
     a = depth("cuda", depth=60, width=128, **kw).table
     b = depth("cuda", depth=60, width=128, keep_weights=True, **kw).table
@@ -79,9 +85,12 @@ def test_convergence_on_cuda_reaches_the_truth():
 
 
 def test_every_command_runs_on_cuda(cli, tmp_path):
-    for args in (["depth-study", "--depth", 30, "--grads", "--erank"], ["running-stats", "--dims", 2],
-                 ["convergence", "--iterations", 50],
-                 ["depth-study", "--arch", "resnet", "--blocks", 2, "--channels", 16, "--grads", "--erank"]):
+    for args in (
+        ["depth-study", "--depth", 30, "--grads", "--erank"],
+        ["running-stats", "--dims", 2],
+        ["convergence", "--iterations", 50],
+        ["depth-study", "--arch", "resnet", "--blocks", 2, "--channels", 16, "--grads", "--erank"],
+    ):
         name = f"gpu{len(args)}"
         r = cli(*args, "--device", "cuda", "--name", name)
         assert r.exit_code == 0, r.output
@@ -89,8 +98,12 @@ def test_every_command_runs_on_cuda(cli, tmp_path):
         meta = json.loads((run / "meta.json").read_text())
         assert meta["device"] == "cuda" and meta["device_name"] == torch.cuda.get_device_name(0)
         assert cli("show", run).exit_code == 0
-    path = sweep_file(tmp_path, base={"depth": 20, "width": 64, "device": "cuda"},
-                      grid={"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"]}, seeds=[0, 1])
+    path = sweep_file(
+        tmp_path,
+        base={"depth": 20, "width": 64, "device": "cuda"},
+        grid={"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"]},
+        seeds=[0, 1],
+    )
     one = cli("sweep", path, "--out", tmp_path / "one", "--no-progress")
     two = cli("sweep", path, "--out", tmp_path / "two", "--workers", 2, "--no-progress")
     assert one.exit_code == 0 and two.exit_code == 0, (one.output, two.output)
@@ -101,11 +114,29 @@ def test_every_command_runs_on_cuda(cli, tmp_path):
 @pytest.mark.parametrize("norm", ["batchnorm", "groupnorm", "layernorm", "rmsnorm", "none"])
 def test_conv_and_resnet_run_on_cuda_with_every_norm(norm):
     for arch in ("conv", "resnet"):
-        r = depth("cuda", arch=arch, norm=norm, groups=8, depth=12 if arch == "conv" else None,
-                  stages=2, blocks=3, channels=16, keep_weights=False)
+        r = depth(
+            "cuda",
+            arch=arch,
+            norm=norm,
+            groups=8,
+            depth=12 if arch == "conv" else None,
+            stages=2,
+            blocks=3,
+            channels=16,
+            keep_weights=False,
+        )
         assert r.status == "ok" and r.table["std"].notna().all()
-        kept = depth("cuda", arch=arch, norm=norm, groups=8, depth=12 if arch == "conv" else None,
-                     stages=2, blocks=3, channels=16, keep_weights=True)
+        kept = depth(
+            "cuda",
+            arch=arch,
+            norm=norm,
+            groups=8,
+            depth=12 if arch == "conv" else None,
+            stages=2,
+            blocks=3,
+            channels=16,
+            keep_weights=True,
+        )
         pd.testing.assert_frame_equal(r.table, kept.table)
 
 

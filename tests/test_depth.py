@@ -20,13 +20,17 @@ def reference_stds(cfg, norm_module, act_module):
     return [x.std().item() for x in outs], [x.mean().item() for x in outs]
 
 
-@pytest.mark.parametrize("norm,norm_module", [
-    ("batchnorm", torch.nn.BatchNorm1d),
-    ("layernorm", torch.nn.LayerNorm),
-    ("none", lambda w, dtype: torch.nn.Identity()),
-])
-@pytest.mark.parametrize("act,act_module", [("relu", torch.nn.ReLU()), ("tanh", torch.nn.Tanh()),
-                                            ("linear", torch.nn.Identity())])
+@pytest.mark.parametrize(
+    "norm,norm_module",
+    [
+        ("batchnorm", torch.nn.BatchNorm1d),
+        ("layernorm", torch.nn.LayerNorm),
+        ("none", lambda w, dtype: torch.nn.Identity()),
+    ],
+)
+@pytest.mark.parametrize(
+    "act,act_module", [("relu", torch.nn.ReLU()), ("tanh", torch.nn.Tanh()), ("linear", torch.nn.Identity())]
+)
 def test_matches_nn_modules(norm, norm_module, act, act_module):
     cfg, res = run(depth=12, width=48, batch_size=8, norm=norm, activation=act, dtype="float64")
     stds, means = reference_stds(cfg, norm_module, act_module)
@@ -46,8 +50,19 @@ def test_stats_of_one_layer_by_hand():
     chan_mean = x.sum(0) / x.shape[0]
     assert row["chan_sq_mean"] == pytest.approx((chan_mean**2).mean().item(), rel=1e-5)
     assert row["chan_var"] == pytest.approx(((x - chan_mean) ** 2).mean().item(), rel=1e-5)
-    assert list(res.table.columns) == ["layer", "mean", "std", "abs_max", "zero_fraction", "chan_sq_mean",
-                                       "chan_var", "erank", "grad_std", "weight_grad_norm", "theory_std"]
+    assert list(res.table.columns) == [
+        "layer",
+        "mean",
+        "std",
+        "abs_max",
+        "zero_fraction",
+        "chan_sq_mean",
+        "chan_var",
+        "erank",
+        "grad_std",
+        "weight_grad_norm",
+        "theory_std",
+    ]
     assert res.table[["erank", "grad_std", "weight_grad_norm"]].isna().all().all()  # off: NaN in memory
     assert res.off == ["erank", "grad_std", "weight_grad_norm"]  # and empty cells in layers.csv
 
@@ -81,10 +96,17 @@ def test_kaiming_without_norm_keeps_the_second_moment():
     assert sq.iloc[-1] / sq.iloc[0] == pytest.approx(1, abs=0.5)
 
 
-@pytest.mark.parametrize("init,var", [
-    ("kaiming", 2 / 400), ("kaiming_uniform", 2 / 400), ("xavier", 1 / 400), ("xavier_uniform", 1 / 400),
-    ("orthogonal", 1 / 400), ("default", 1 / (3 * 400)),
-])
+@pytest.mark.parametrize(
+    "init,var",
+    [
+        ("kaiming", 2 / 400),
+        ("kaiming_uniform", 2 / 400),
+        ("xavier", 1 / 400),
+        ("xavier_uniform", 1 / 400),
+        ("orthogonal", 1 / 400),
+        ("default", 1 / (3 * 400)),
+    ],
+)
 def test_init_variances(init, var):
     cfg = load("depth-study", None, init=init, width=400, device="cpu")
     w = make_weight(cfg, 0, CPU)
@@ -216,9 +238,17 @@ def test_too_large_is_refused_before_allocating():
         depth.preflight(cfg)
 
 
-@pytest.mark.parametrize("norm,init,dtype", [
-    ("batchnorm", "kaiming", "float32"), ("batchnorm", "orthogonal", "float64"), ("layernorm", "orthogonal", "float32"),
-    ("groupnorm", "xavier", "float32"), ("rmsnorm", "default", "float32"), ("none", "normal", "float32")])
+@pytest.mark.parametrize(
+    "norm,init,dtype",
+    [
+        ("batchnorm", "kaiming", "float32"),
+        ("batchnorm", "orthogonal", "float64"),
+        ("layernorm", "orthogonal", "float32"),
+        ("groupnorm", "xavier", "float32"),
+        ("rmsnorm", "default", "float32"),
+        ("none", "normal", "float32"),
+    ],
+)
 def test_same_bytes_on_any_number_of_threads(norm, init, dtype):
     """A sweep worker, a Ray task and a laptop run with different torch thread counts: the CSV
     must not change. (torch's own CPU batch_norm and QR differ in the last bits between 1 and 3
@@ -228,8 +258,7 @@ def test_same_bytes_on_any_number_of_threads(norm, init, dtype):
     tables = []
     for threads in (1, 3):
         with torch_threads(threads):
-            _, res = run(depth=25, width=96, batch_size=32, norm=norm, init=init, dtype=dtype, init_std=0.1,
-                         grads=True)
+            _, res = run(depth=25, width=96, batch_size=32, norm=norm, init=init, dtype=dtype, init_std=0.1, grads=True)
         tables.append(res.table.to_csv())
     assert tables[0] == tables[1]
 

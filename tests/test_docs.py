@@ -50,8 +50,9 @@ def test_every_readme_command_exits_and_prints_as_shown():
             if "--help" in command:
                 assert same_help(got, output), command
             elif command.startswith("bncli runs"):  # newest first, to the second: runs of one second in any order
-                assert sorted(make_docs.normalize(got).splitlines()) == \
-                    sorted(make_docs.normalize(output).splitlines()), command
+                assert sorted(make_docs.normalize(got).splitlines()) == sorted(
+                    make_docs.normalize(output).splitlines()
+                ), command
             else:
                 assert make_docs.normalize(got) == make_docs.normalize(output), command
 
@@ -83,8 +84,17 @@ def inline_commands(name):
     return spans
 
 
-@pytest.mark.parametrize("name", ["README.md", "docs/sweeps.md", "docs/configs.md", "docs/statistics.md",
-                                  "docs/guarantees.md", "docs/development.md"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "README.md",
+        "docs/sweeps.md",
+        "docs/configs.md",
+        "docs/statistics.md",
+        "docs/guarantees.md",
+        "docs/development.md",
+    ],
+)
 def test_every_command_named_in_the_docs_parses(name):
     """A command named without its output must still be one bncli accepts: its flags and values."""
     import typer.main

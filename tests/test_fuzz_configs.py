@@ -27,17 +27,20 @@ from bncli.cli import app
 from bncli.errors import BncliError, RunError
 
 settings.register_profile(
-    "bncli-fuzz", derandomize=True, deadline=None, database=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+    "bncli-fuzz",
+    derandomize=True,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 FUZZ = settings.get_profile("bncli-fuzz")
 
 STUDIES = sorted(CONFIGS)
 COMMAND = {"depth-study": ["depth-study"], "running-stats": ["running-stats"], "convergence": ["convergence"]}
 # under every generated file: keeps valid examples tiny (generated keys override these)
-SMALL = {"depth-study": {"depth": 3, "width": 8, "batch_size": 4},
-         "convergence": {"iterations": 3, "batch_size": 4}}
-CSV = {"depth-study": "layers.csv", "running-stats": "running_stats.csv",
-       "convergence": "convergence.csv"}
+SMALL = {"depth-study": {"depth": 3, "width": 8, "batch_size": 4}, "convergence": {"iterations": 3, "batch_size": 4}}
+CSV = {"depth-study": "layers.csv", "running-stats": "running_stats.csv", "convergence": "convergence.csv"}
 
 
 def test_every_study_is_fuzzed():
@@ -46,47 +49,118 @@ def test_every_study_is_fuzzed():
 
 # -- strategies ---------------------------------------------------------------------------------
 
-WORDS = sorted({m.value for e in vars(choices).values() if isinstance(e, type) and issubclass(e, choices.Enum)
-                for m in e} | {"none", "null", "None", "auto", "cpu", "cuda", "cuda:0", "cuda:1", "2,2",
-                               "1,2,3", "0.3", "1e-5", "yes", "no", "on", "off", ""})
+WORDS = sorted(
+    {m.value for e in vars(choices).values() if isinstance(e, type) and issubclass(e, choices.Enum) for m in e}
+    | {
+        "none",
+        "null",
+        "None",
+        "auto",
+        "cpu",
+        "cuda",
+        "cuda:0",
+        "cuda:1",
+        "2,2",
+        "1,2,3",
+        "0.3",
+        "1e-5",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "",
+    }
+)
 ints = st.one_of(
     st.integers(1, 6),  # valid and cheap
     st.integers(-3, 0),
     st.sampled_from([2**31, 2**62, 2**63 - 1, 2**63, 2**64, -(2**63), 10**100]),  # int64 edges, overflow
     st.integers(2**40, 2**200),  # far too large for any device
 )
-floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
-                   st.sampled_from([0.0, -0.0, 0.1, 0.5, 1.0, 1e-300, 5e-324, 1e308, math.nan, math.inf, -math.inf]))
+floats = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 0.1, 0.5, 1.0, 1e-300, 5e-324, 1e308, math.nan, math.inf, -math.inf]),
+)
 text = st.one_of(st.sampled_from(WORDS), st.text(max_size=16))
 scalars = st.one_of(ints, floats, text, st.booleans(), st.none())
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                        st.dictionaries(st.one_of(text, ints), inner, max_size=3)),
-                      max_leaves=12)
-keys_of = {study: st.one_of(st.sampled_from(sorted(cls.model_fields)), st.sampled_from(sorted(cls.model_fields)),
-                            text, ints, st.booleans(), st.none(), floats)
-           for study, cls in CONFIGS.items()}
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.one_of(text, ints), inner, max_size=3)),
+    max_leaves=12,
+)
+keys_of = {
+    study: st.one_of(
+        st.sampled_from(sorted(cls.model_fields)),
+        st.sampled_from(sorted(cls.model_fields)),
+        text,
+        ints,
+        st.booleans(),
+        st.none(),
+        floats,
+    )
+    for study, cls in CONFIGS.items()
+}
 
 SPECIAL = [  # documents yaml.safe_dump never writes
-    "", "---\n", "~\n", "[\n", "{\n", "depth: *nowhere\n", "&a [*a]\n", "a: &a {b: *a}\n",
-    "\tdepth: 3\n", "\ufeffdepth: 3\n", "%YAML 1.1\n---\ndepth: 3\n", "depth: 3\n---\ndepth: 4\n",
-    "depth: 3\ndepth: 4\n", "? [1, 2]\n: 3\n", "? {a: 1}\n: 3\n", "depth: 0x" + "f" * 5000 + "\n",
-    "depth: " + "9" * 5000 + "\n", "depth: " + "[" * 3000 + "]" * 3000 + "\n", "seed: 1_000\n",
-    "momentum: .NaN\n", "eps: -.inf\n", "dims: !!float 2\n", "feature_shape: '" + "2," * 10000 + "'\n",
-    "depth: !!binary aGVsbG8=\n", "depth: 2001-12-14\n", "seed: !!python/object/apply:os.getpid []\n",
+    "",
+    "---\n",
+    "~\n",
+    "[\n",
+    "{\n",
+    "depth: *nowhere\n",
+    "&a [*a]\n",
+    "a: &a {b: *a}\n",
+    "\tdepth: 3\n",
+    "\ufeffdepth: 3\n",
+    "%YAML 1.1\n---\ndepth: 3\n",
+    "depth: 3\n---\ndepth: 4\n",
+    "depth: 3\ndepth: 4\n",
+    "? [1, 2]\n: 3\n",
+    "? {a: 1}\n: 3\n",
+    "depth: 0x" + "f" * 5000 + "\n",
+    "depth: " + "9" * 5000 + "\n",
+    "depth: " + "[" * 3000 + "]" * 3000 + "\n",
+    "seed: 1_000\n",
+    "momentum: .NaN\n",
+    "eps: -.inf\n",
+    "dims: !!float 2\n",
+    "feature_shape: '" + "2," * 10000 + "'\n",
+    "depth: !!binary aGVsbG8=\n",
+    "depth: 2001-12-14\n",
+    "seed: !!python/object/apply:os.getpid []\n",
     "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
     "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
     "feature_shape: *f\ndepth: *f\nwidth: *f\n",  # a billion laughs in the error message
-    "\"\\ud800\": 1\n", "\"\\x1b[2J\\x1b[31m\": 1\n", "\"\": 1\n", "null: 1\n", "1: 1\n",
+    '"\\ud800": 1\n',
+    '"\\x1b[2J\\x1b[31m": 1\n',
+    '"": 1\n',
+    "null: 1\n",
+    "1: 1\n",
     "? 0x" + "f" * 5000 + "\n: 1\n",
 ]
 HUGE = "0x" + "f" * 5000  # an int over Python's 4300-digit str() limit: safe_dump cannot write one
-SPECIAL_SWEEP = [f"study: depth-study\n{line}\n" for line in [
-    f"grid: {{depth: [{HUGE}]}}", f"seeds: [{HUGE}]", f"name: {HUGE}", f"base: {{depth: {HUGE}}}",
-    f"grid:\n  ? {HUGE}\n  : [1]", "grid: {depth: [[1, [2, [3]]]]}", "grid: {init: [kaiming, kaiming]}",
-    "seeds: [1, 1.0, true]", "grid: {depth: []}", "seeds: []", "grid: {'': [1]}", "base: {seed: 1}",
-    "grid: {seed: [1, 2]}", "name: ../escape", "name: \"\\ud800\"", "grid: {depth: ['" + "x" * 300 + "']}",
-]] + [f"study: {HUGE}\n", "study: [depth-study]\n", "study: {a: 1}\n", "study: null\n"]
+SPECIAL_SWEEP = [
+    f"study: depth-study\n{line}\n"
+    for line in [
+        f"grid: {{depth: [{HUGE}]}}",
+        f"seeds: [{HUGE}]",
+        f"name: {HUGE}",
+        f"base: {{depth: {HUGE}}}",
+        f"grid:\n  ? {HUGE}\n  : [1]",
+        "grid: {depth: [[1, [2, [3]]]]}",
+        "grid: {init: [kaiming, kaiming]}",
+        "seeds: [1, 1.0, true]",
+        "grid: {depth: []}",
+        "seeds: []",
+        "grid: {'': [1]}",
+        "base: {seed: 1}",
+        "grid: {seed: [1, 2]}",
+        "name: ../escape",
+        'name: "\\ud800"',
+        "grid: {depth: ['" + "x" * 300 + "']}",
+    ]
+] + [f"study: {HUGE}\n", "study: [depth-study]\n", "study: {a: 1}\n", "study: null\n"]
 
 
 @st.composite
@@ -102,11 +176,13 @@ def documents(draw, study):
     else:
         doc = {**SMALL.get(study, {}), **draw(st.dictionaries(keys_of[study], values, max_size=6))}
     event(kind)
-    return yaml.safe_dump(doc, allow_unicode=draw(st.booleans()), default_flow_style=draw(st.sampled_from(
-        [False, True, None])))
+    return yaml.safe_dump(
+        doc, allow_unicode=draw(st.booleans()), default_flow_style=draw(st.sampled_from([False, True, None]))
+    )
 
 
 # -- the property -------------------------------------------------------------------------------
+
 
 def check_outcome(r, out: Path, study: str, what: str, note=event):
     assert r.exception is None or isinstance(r.exception, SystemExit), (what, repr(r.exception), r.output)
@@ -187,8 +263,16 @@ def sweep_documents(draw):
     doc = {
         "study": draw(st.one_of(st.sampled_from(STUDIES), scalars)),
         "base": base,
-        "grid": draw(st.one_of(st.dictionaries(st.one_of(fields, text, ints), st.one_of(
-            st.lists(values, min_size=1, max_size=2), values), max_size=2), values)),
+        "grid": draw(
+            st.one_of(
+                st.dictionaries(
+                    st.one_of(fields, text, ints),
+                    st.one_of(st.lists(values, min_size=1, max_size=2), values),
+                    max_size=2,
+                ),
+                values,
+            )
+        ),
         "seeds": draw(st.one_of(st.lists(ints, min_size=1, max_size=2), values)),
         "name": draw(st.one_of(st.just("fz"), text, scalars)),
     }
@@ -226,6 +310,7 @@ def test_any_sweep_file_runs_or_is_one_clean_line(text):
 
 # every hand-written hostile document, each time (hypothesis only samples them)
 
+
 @pytest.mark.parametrize("text", SPECIAL, ids=[ascii(t)[:40] for t in SPECIAL])
 @pytest.mark.parametrize("study", STUDIES)
 def test_hostile_config_files(study, text):
@@ -249,13 +334,20 @@ def test_a_valid_example_really_runs():
 
 # -- every number a field can hold, in a tiny study ---------------------------------------------
 
-TINY = {"depth-study": {"depth": 3, "width": 8, "batch_size": 4}, "running-stats": {"iterations": 2},
-        "convergence": {"iterations": 3, "batch_size": 4}}
-NUMERIC = {"depth-study": ["init_std", "init_gain", "negative_slope", "residual"],
-           "running-stats": ["momentum", "eps"],
-           "convergence": ["eps", "input_mean", "input_std", "momentum", "keras_momentum"]}
-any_float = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
-                      st.sampled_from([0.0, -0.0, 5e-324, 1e-300, 1e-38, 1.0, 3.4e38, 1e200, 1.7976931348623157e308]))
+TINY = {
+    "depth-study": {"depth": 3, "width": 8, "batch_size": 4},
+    "running-stats": {"iterations": 2},
+    "convergence": {"iterations": 3, "batch_size": 4},
+}
+NUMERIC = {
+    "depth-study": ["init_std", "init_gain", "negative_slope", "residual"],
+    "running-stats": ["momentum", "eps"],
+    "convergence": ["eps", "input_mean", "input_std", "momentum", "keras_momentum"],
+}
+any_float = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 5e-324, 1e-300, 1e-38, 1.0, 3.4e38, 1e200, 1.7976931348623157e308]),
+)
 
 
 def test_every_numeric_field_is_fuzzed():

@@ -21,11 +21,13 @@ SMALL = {"channels": 8, "image_size": 8, "batch_size": 4, "dtype": "float64"}  #
 
 
 def conv_norm(norm: str, c: int, hw: int):
-    return {"batchnorm": lambda: nn.BatchNorm2d(c, dtype=torch.float64).train(),
-            "groupnorm": lambda: nn.GroupNorm(4, c, dtype=torch.float64),
-            "layernorm": lambda: nn.LayerNorm([c, hw, hw], dtype=torch.float64),
-            "rmsnorm": lambda: nn.RMSNorm([c, hw, hw], dtype=torch.float64),
-            "none": nn.Identity}[norm]()
+    return {
+        "batchnorm": lambda: nn.BatchNorm2d(c, dtype=torch.float64).train(),
+        "groupnorm": lambda: nn.GroupNorm(4, c, dtype=torch.float64),
+        "layernorm": lambda: nn.LayerNorm([c, hw, hw], dtype=torch.float64),
+        "rmsnorm": lambda: nn.RMSNorm([c, hw, hw], dtype=torch.float64),
+        "none": nn.Identity,
+    }[norm]()
 
 
 @pytest.mark.parametrize("norm", ["batchnorm", "groupnorm", "layernorm", "rmsnorm", "none"])
@@ -44,8 +46,12 @@ def test_conv_stack_matches_nn_modules(norm):
             cmean = x.mean((0, 2, 3))
             assert row["chan_sq_mean"] == pytest.approx((cmean**2).mean().item(), rel=1e-10)
             assert row["chan_var"] == pytest.approx(x.var((0, 2, 3), unbiased=False).mean().item(), rel=1e-10)
-    assert list(res.table.columns) == depth.MAP_COLUMNS and res.off == ["branch_var", "erank", "grad_std",
-                                                                       "weight_grad_norm"]
+    assert list(res.table.columns) == depth.MAP_COLUMNS and res.off == [
+        "branch_var",
+        "erank",
+        "grad_std",
+        "weight_grad_norm",
+    ]
 
 
 class PreActBlock(nn.Module):
@@ -67,8 +73,9 @@ class PreActBlock(nn.Module):
 @pytest.mark.parametrize("norm", ["batchnorm", "none"])
 def test_resnet_matches_an_nn_module_resnet_v2(norm):
     cfg, res = run_depth(arch="resnet", stages=2, blocks=2, norm=norm, erank=True, **SMALL)
-    make = (lambda c: nn.BatchNorm2d(c, dtype=torch.float64).train()) if norm == "batchnorm" else \
-        (lambda c: nn.Identity())
+    make = (
+        (lambda c: nn.BatchNorm2d(c, dtype=torch.float64).train()) if norm == "batchnorm" else (lambda c: nn.Identity())
+    )
     x = make_input(cfg, CPU)
     with torch.no_grad():
         for i in range(cfg.depth):
@@ -89,8 +96,14 @@ def test_resnet_matches_an_nn_module_resnet_v2(norm):
     assert res.table["stage"].tolist() == [0, 0, 1, 1] and x.shape == (4, 16, 4, 4)
 
 
-@pytest.mark.parametrize("kw", [{"arch": "conv", "depth": 20}, {"arch": "resnet", "stages": 2, "blocks": 3},
-                                {"arch": "resnet", "norm": "none", "residual": 0.3, "grads": True}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"arch": "conv", "depth": 20},
+        {"arch": "resnet", "stages": 2, "blocks": 3},
+        {"arch": "resnet", "norm": "none", "residual": 0.3, "grads": True},
+    ],
+)
 def test_streamed_kept_and_any_threads_give_the_same_bits(kw):
     """The forward pass gives the same bits on any thread count; the conv backward (--grads)
     does not on CPU (torch sums weight gradients over the batch per thread), so with --grads
@@ -147,21 +160,33 @@ def test_conv_theory_is_the_batchnorm_fixed_point_and_the_border_decay():
     assert (theory > 0.5792).all() and (theory < 0.6).all() and (np.diff(theory) >= 0).all()
     measured = np.mean([t["std"].mean() for t in runs])  # 120 layer outputs: sd of the mean ~0.001
     assert measured == pytest.approx(theory.mean(), abs=0.005)
-    _, plain = run_depth(arch="conv", depth=3, channels=16, image_size=8, norm="none", activation="linear",
-                         init="normal", init_std=1 / 12, kernel_size=3)
+    _, plain = run_depth(
+        arch="conv",
+        depth=3,
+        channels=16,
+        image_size=8,
+        norm="none",
+        activation="linear",
+        init="normal",
+        init_std=1 / 12,
+        kernel_size=3,
+    )
     # linear, var_w = 1 / (C k^2): the second moment map is the k x k window mean, applied l + 1 times
     m = np.ones((8, 8))
     for i in range(3):
-        m = sum(np.pad(m, 1)[a:a + 8, b:b + 8] for a in range(3) for b in range(3)) / 9
+        m = sum(np.pad(m, 1)[a : a + 8, b : b + 8] for a in range(3) for b in range(3)) / 9
         assert plain.table["theory_std"].iloc[i] == pytest.approx(math.sqrt(m.mean()), rel=1e-12)
 
 
-@pytest.mark.parametrize("kw,message", [
-    ({"arch": "conv", "kernel_size": 4}, "kernel_size must be odd"),
-    ({"arch": "resnet", "image_size": 10}, "image_size must be divisible by 2^(stages - 1) = 4"),
-    ({"arch": "conv", "norm": "groupnorm", "channels": 12}, "groups must divide channels"),
-    ({"arch": "resnet", "depth": 10}, "depth is stages x blocks (24) for arch resnet"),
-])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        ({"arch": "conv", "kernel_size": 4}, "kernel_size must be odd"),
+        ({"arch": "resnet", "image_size": 10}, "image_size must be divisible by 2^(stages - 1) = 4"),
+        ({"arch": "conv", "norm": "groupnorm", "channels": 12}, "groups must divide channels"),
+        ({"arch": "resnet", "depth": 10}, "depth is stages x blocks (24) for arch resnet"),
+    ],
+)
 def test_bad_map_settings_are_one_clean_line(kw, message):
     with pytest.raises(BncliError, match=message.replace("(", r"\(").replace(")", r"\)").replace("^", r"\^")):
         load("depth-study", **kw)
@@ -175,8 +200,7 @@ def test_too_large_maps_are_refused_before_allocating():
 
 def test_cli_resnet_run_plot_and_shipped_configs(cli, tmp_path):
     root = Path(__file__).resolve().parent.parent
-    r = cli("depth-study", "--arch", "resnet", "--stages", 2, "--blocks", 2, "--channels", 8, "--grads",
-            "--name", "rn")
+    r = cli("depth-study", "--arch", "resnet", "--stages", 2, "--blocks", 2, "--channels", 8, "--grads", "--name", "rn")
     assert r.exit_code == 0, r.output
     run = cli.out / "depth-study" / "rn"
     table = pd.read_csv(run / "layers.csv")
@@ -185,8 +209,12 @@ def test_cli_resnet_run_plot_and_shipped_configs(cli, tmp_path):
     assert cli("plot", run, "--out", tmp_path / "spp.png").exit_code == 0
     for name in ("depth_study_conv", "depth_study_resnet"):
         cfg = load("depth-study", root / "configs" / f"{name}.yaml")
-        assert bncli.run("depth-study", root / "configs" / f"{name}.yaml", depth=cfg.depth, device="cpu",
-                         channels=8).status == "ok"
+        assert (
+            bncli.run(
+                "depth-study", root / "configs" / f"{name}.yaml", depth=cfg.depth, device="cpu", channels=8
+            ).status
+            == "ok"
+        )
 
 
 def test_the_shipped_resnet_sweep_runs_and_draws_its_plot(tmp_path):

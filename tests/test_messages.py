@@ -52,9 +52,16 @@ POSITIONAL = {"sweep": ["s.yaml"], "show": ["."], "plot": ["."]}  # a command's 
 
 def test_every_enum_flag_is_found():
     flags = {(c, f) for c, f, _ in enum_flags()}
-    assert {("depth-study", "--init"), ("depth-study", "--dtype"), ("running-stats", "--dtype"),
-            ("running-stats", "--input"), ("convergence", "--dtype"), ("sweep", "--backend"),
-            ("runs", "--format"), ("show", "--format")} <= flags
+    assert {
+        ("depth-study", "--init"),
+        ("depth-study", "--dtype"),
+        ("running-stats", "--dtype"),
+        ("running-stats", "--input"),
+        ("convergence", "--dtype"),
+        ("sweep", "--backend"),
+        ("runs", "--format"),
+        ("show", "--format"),
+    } <= flags
 
 
 @pytest.mark.parametrize("command,flag,choices", enum_flags(), ids=lambda v: v if isinstance(v, str) else "")
@@ -69,7 +76,8 @@ def test_every_enum_flag_refuses_in_one_line_with_a_did_you_mean(cli, command, f
 def test_the_examples_of_the_issue(cli):
     assert one_line(cli("depth-study", "--init", "kaimng")).endswith(
         "is not one of kaiming, kaiming_uniform, xavier, xavier_uniform, normal, trunc_normal, lecun_normal, "
-        "orthogonal, default (did you mean 'kaiming'?)")
+        "orthogonal, default (did you mean 'kaiming'?)"
+    )
     assert one_line(cli("depth-study", "--init", "foo")).startswith("Error: --init: 'foo' is not one of kaiming, ")
     assert one_line(cli("depth-study", "--norm", "BatchNorm")).endswith("(did you mean 'batchnorm'?)")
     assert "did you mean" not in one_line(cli("running-stats", "--dtype", "bfloat16"))  # not a typo of float64
@@ -78,8 +86,9 @@ def test_the_examples_of_the_issue(cli):
 def test_helpers():
     assert not_one_of("kaimng", list(Init)).endswith("(did you mean 'kaiming'?)")
     assert not_one_of(4, [1, 2, 3]) == "4 is not one of 1, 2, 3"
-    assert not_a_field("depht", "depth-study", ["depth", "width"]) == \
-        "not a field of depth-study; did you mean 'depth'?"
+    assert (
+        not_a_field("depht", "depth-study", ["depth", "width"]) == "not a field of depth-study; did you mean 'depth'?"
+    )
     assert not_a_field("zzz", "toy", ["a", "b"]) == "not a field of toy; accepted fields: a, b"
     assert [plural(n, "run") for n in (0, 1, 2)] == ["0 runs", "1 run", "2 runs"]
     assert plural(1, "entry", "entries") == "1 entry" and plural(3, "entry", "entries") == "3 entries"
@@ -87,13 +96,20 @@ def test_helpers():
 
 # -- config files and the Python API -------------------------------------------------------------
 
-@pytest.mark.parametrize("text,message", [
-    ("depht: 3\n", "depht in {f}: not a field of depth-study; did you mean 'depth'?"),
-    ("zzz: 3\n", "zzz in {f}: not a field of depth-study; accepted fields: depth, width, batch_size, init, "),
-    ("init: kaimin\n", "init in {f}: 'kaimin' is not one of kaiming, kaiming_uniform, "),
-    ("norm: layernrom\n", "norm in {f}: 'layernrom' is not one of batchnorm, layernorm, groupnorm, rmsnorm, "
-                          "none (did you mean 'layernorm'?)"),
-])
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("depht: 3\n", "depht in {f}: not a field of depth-study; did you mean 'depth'?"),
+        ("zzz: 3\n", "zzz in {f}: not a field of depth-study; accepted fields: depth, width, batch_size, init, "),
+        ("init: kaimin\n", "init in {f}: 'kaimin' is not one of kaiming, kaiming_uniform, "),
+        (
+            "norm: layernrom\n",
+            "norm in {f}: 'layernrom' is not one of batchnorm, layernorm, groupnorm, rmsnorm, "
+            "none (did you mean 'layernorm'?)",
+        ),
+    ],
+)
 def test_config_file_fields_and_values(cli, tmp_path, text, message):
     f = tmp_path / "c.yaml"
     f.write_text(text)
@@ -113,24 +129,32 @@ def test_api_fields_and_values():
     assert str(e.value) == "dims: 4 is not one of 1, 2, 3"
     with pytest.raises(BncliError) as e:
         bncli.run("depth-studdy")
-    assert str(e.value) == "study: 'depth-studdy' is not one of depth-study, running-stats, convergence " \
-                           "(did you mean 'depth-study'?)"
+    assert (
+        str(e.value) == "study: 'depth-studdy' is not one of depth-study, running-stats, convergence "
+        "(did you mean 'depth-study'?)"
+    )
 
 
 def test_sweep_file_keys_and_grid(cli, tmp_path):
     f = sweep_file(tmp_path, "a", grid={"nrom": ["none"]})
-    assert one_line(cli("sweep", f, "--out", tmp_path)) == \
-        f"Error: {f}: grid.nrom: not a field of depth-study; did you mean 'norm'?"
+    assert (
+        one_line(cli("sweep", f, "--out", tmp_path))
+        == f"Error: {f}: grid.nrom: not a field of depth-study; did you mean 'norm'?"
+    )
     f = sweep_file(tmp_path, "b", bsae={})
-    assert one_line(cli("sweep", f, "--out", tmp_path)) == \
-        f"Error: {f}: bsae: not a key of a sweep file; did you mean 'base'?"
+    assert (
+        one_line(cli("sweep", f, "--out", tmp_path))
+        == f"Error: {f}: bsae: not a key of a sweep file; did you mean 'base'?"
+    )
     f = sweep_file(tmp_path, "c", study="depht-study")
     assert one_line(cli("sweep", f, "--out", tmp_path)) == (
         f"Error: {f}: study: 'depht-study' is not one of depth-study, running-stats, convergence "
-        "(did you mean 'depth-study'?)")
+        "(did you mean 'depth-study'?)"
+    )
 
 
 # -- no Python names in any message ---------------------------------------------------------------
+
 
 def test_enums_read_as_their_values():
     for member in [*Init, *DType, *FloatType]:
@@ -141,13 +165,22 @@ def test_enums_read_as_their_values():
 def test_no_internal_names_in_refusals(cli, tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("dtype: bfloat16\n")
-    outputs = [one_line(cli("running-stats", "--dtype", "bfloat16")),
-               one_line(cli("running-stats", "--config", f)),
-               one_line(cli("convergence", "--dtype", "bfloat16")),
-               one_line(cli("sweep", sweep_file(tmp_path, "g", "running-stats",
-                                                grid={"dtype": ["float32", "bfloat16"]}), "--out", tmp_path / "o")),
-               one_line(cli("sweep", sweep_file(tmp_path, "i", grid={"init": ["kaiming", "kaimng"]}),
-                            "--out", tmp_path / "o"))]
+    outputs = [
+        one_line(cli("running-stats", "--dtype", "bfloat16")),
+        one_line(cli("running-stats", "--config", f)),
+        one_line(cli("convergence", "--dtype", "bfloat16")),
+        one_line(
+            cli(
+                "sweep",
+                sweep_file(tmp_path, "g", "running-stats", grid={"dtype": ["float32", "bfloat16"]}),
+                "--out",
+                tmp_path / "o",
+            )
+        ),
+        one_line(
+            cli("sweep", sweep_file(tmp_path, "i", grid={"init": ["kaiming", "kaimng"]}), "--out", tmp_path / "o")
+        ),
+    ]
     for kw in ({"dtype": "bfloat16"}, {"dtype": DType.bfloat16}, {"input": "x"}, {"dims": 4}):
         with pytest.raises(BncliError) as e:
             bncli.load("running-stats", **kw)
@@ -165,13 +198,32 @@ def test_no_internal_names_in_refusals(cli, tmp_path):
 
 
 def test_no_internal_names_in_what_a_run_writes_and_shows(cli, tmp_path):
-    r = cli("depth-study", "--depth", 3, "--width", 8, "--init", "xavier", "--norm", "layernorm", "--dtype",
-            "float64", "--name", "d")
+    r = cli(
+        "depth-study",
+        "--depth",
+        3,
+        "--width",
+        8,
+        "--init",
+        "xavier",
+        "--norm",
+        "layernorm",
+        "--dtype",
+        "float64",
+        "--name",
+        "d",
+    )
     assert r.exit_code == 0, r.output
     run = cli.out / "depth-study" / "d"
-    texts = [r.output, (run / "config.yaml").read_text(), (run / "meta.json").read_text(),
-             cli("show", run).output, cli("show", run, "--format", "json").output, cli("runs", cli.out).output,
-             cli("running-stats", "--dtype", "float64", "--format", "json").output]
+    texts = [
+        r.output,
+        (run / "config.yaml").read_text(),
+        (run / "meta.json").read_text(),
+        cli("show", run).output,
+        cli("show", run, "--format", "json").output,
+        cli("runs", cli.out).output,
+        cli("running-stats", "--dtype", "float64", "--format", "json").output,
+    ]
     for text in texts:
         assert not INTERNAL.search(text), text
     assert "init=xavier" in texts[5] and "dtype=float64" in texts[5]
@@ -179,14 +231,20 @@ def test_no_internal_names_in_what_a_run_writes_and_shows(cli, tmp_path):
 
 # -- the help's dtype list is what each command accepts ------------------------------------------
 
+
 def help_choices(cli, command, flag):
     text = cli(command, "--help").output
     return re.search(rf"{flag} [<\[]([\w|-]+)[>\]]", text).group(1).split("|")  # click 8.1 writes [a|b]
 
 
-@pytest.mark.parametrize("command,listed", [("running-stats", ["float32", "float64"]),
-                                            ("convergence", ["float32", "float64"]),
-                                            ("depth-study", ["float32", "float64", "bfloat16"])])
+@pytest.mark.parametrize(
+    "command,listed",
+    [
+        ("running-stats", ["float32", "float64"]),
+        ("convergence", ["float32", "float64"]),
+        ("depth-study", ["float32", "float64", "bfloat16"]),
+    ],
+)
 def test_dtype_help_lists_exactly_what_is_accepted(cli, command, listed):
     assert help_choices(cli, command, "--dtype") == listed
     for dtype in listed:  # accepted by the config, the same as the flag validates
@@ -205,20 +263,23 @@ def test_running_stats_help_says_no_bfloat16(cli):
 
 # -- a config for another study -------------------------------------------------------------------
 
+
 def test_a_config_of_another_study_says_whose_it_is(cli, tmp_path):
     f = ROOT / "configs" / "convergence.yaml"  # by its study: key
     assert one_line(cli("running-stats", "--config", f)) == (
-        f"Error: --config: {f} is a convergence config (study: convergence); run it with bncli convergence "
-        f"--config {f}")
+        f"Error: --config: {f} is a convergence config (study: convergence); run it with bncli convergence --config {f}"
+    )
     g = tmp_path / "convergence.yaml"  # by its fields
     g.write_text("".join(line for line in f.read_text().splitlines(True) if not line.startswith("study:")))
     assert one_line(cli("running-stats", "--config", g)) == (
         f"Error: --config: {g} is a convergence config (fields keras_momentum, input_mean, input_std); "
-        f"run it with bncli convergence --config {g}")
+        f"run it with bncli convergence --config {g}"
+    )
     g.write_text("depth: 3\nwidth: 8\ninit: xavier\n")
     assert one_line(cli("convergence", "--config", g)) == (
         f"Error: --config: {g} is a depth-study config (fields depth, width, init); "
-        f"run it with bncli depth-study --config {g}")
+        f"run it with bncli depth-study --config {g}"
+    )
     with pytest.raises(BncliError, match=r"^config_file: .* is a depth-study config .*bncli\.depth_study\("):
         bncli.load("convergence", g)
     for name in ("depth_study", "depth_study_conv", "depth_study_resnet", "running_stats"):
@@ -226,9 +287,13 @@ def test_a_config_of_another_study_says_whose_it_is(cli, tmp_path):
 
 
 def test_shipped_configs_run_with_their_own_study():
-    for name, study in [("depth_study", "depth-study"), ("depth_study_conv", "depth-study"),
-                        ("depth_study_resnet", "depth-study"), ("running_stats", "running-stats"),
-                        ("convergence", "convergence")]:
+    for name, study in [
+        ("depth_study", "depth-study"),
+        ("depth_study_conv", "depth-study"),
+        ("depth_study_resnet", "depth-study"),
+        ("running_stats", "running-stats"),
+        ("convergence", "convergence"),
+    ]:
         bncli.load(study, ROOT / "configs" / f"{name}.yaml")
 
 
@@ -236,14 +301,15 @@ def test_the_study_key(cli, tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("study: convergence\n")
     assert one_line(cli("running-stats", "--config", f)) == (
-        f"Error: --config: {f} is a convergence config (study: convergence); run it with bncli convergence "
-        f"--config {f}")
+        f"Error: --config: {f} is a convergence config (study: convergence); run it with bncli convergence --config {f}"
+    )
     f.write_text("study: running-stats-convergence\niterations: 3\n")  # the name convergence had before
     assert bncli.load("convergence", f).iterations == 3
     f.write_text("study: convergance\n")
     assert one_line(cli("convergence", "--config", f)) == (
         f"Error: study in {f}: 'convergance' is not one of depth-study, running-stats, convergence "
-        "(did you mean 'convergence'?)")
+        "(did you mean 'convergence'?)"
+    )
 
 
 def test_a_saved_config_yaml_names_its_study_and_reads_back(cli, tmp_path):
@@ -257,7 +323,8 @@ def test_a_saved_config_yaml_names_its_study_and_reads_back(cli, tmp_path):
     assert (run / "config.yaml").read_bytes() == (cli.out / "running-stats" / "b" / "config.yaml").read_bytes()
     assert one_line(cli("depth-study", "--config", run / "config.yaml")) == (
         f"Error: --config: {run / 'config.yaml'} is a running-stats config (study: running-stats); "
-        f"run it with bncli running-stats --config {run / 'config.yaml'}")
+        f"run it with bncli running-stats --config {run / 'config.yaml'}"
+    )
     opened = results.open_run(run)
     assert "study" not in opened.settings and opened.settings["dims"] == 2
     shown = cli("show", run, "--format", "json")
@@ -276,6 +343,7 @@ def test_a_sweep_resumes_with_study_keys_in_its_runs(cli, tmp_path):
 
 
 # -- blank lines and plurals ----------------------------------------------------------------------
+
 
 def test_a_sweeps_output_starts_with_its_table_and_refusals_are_one_line(cli, tmp_path):
     f = sweep_file(tmp_path, "one", "running-stats")

@@ -10,8 +10,13 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def small_sweep(cli, tmp_path):
-    path = sweep_file(tmp_path, "p", base={"depth": 4, "width": 8, "batch_size": 4},
-                      grid={"init": ["kaiming", "xavier"]}, seeds=[0, 1, 2])
+    path = sweep_file(
+        tmp_path,
+        "p",
+        base={"depth": 4, "width": 8, "batch_size": 4},
+        grid={"init": ["kaiming", "xavier"]},
+        seeds=[0, 1, 2],
+    )
     r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
     assert r.exit_code == 0, r.output
     return tmp_path / "out" / "sweeps" / "p"
@@ -49,8 +54,9 @@ def test_the_lines_are_the_mean_over_seeds(small_sweep):
     lines = {ln.get_label(): ln for ln in fig.axes[0].lines if not ln.get_label().startswith("_")}
     assert set(lines) == {"init=kaiming", "init=xavier"}
     for init in ("kaiming", "xavier"):
-        stds = np.stack([pd.read_csv(small_sweep / "runs" / f"init={init},seed={s}" / "layers.csv")["std"]
-                         for s in (0, 1, 2)])
+        stds = np.stack(
+            [pd.read_csv(small_sweep / "runs" / f"init={init},seed={s}" / "layers.csv")["std"] for s in (0, 1, 2)]
+        )
         np.testing.assert_allclose(lines[f"init={init}"].get_ydata(), stds.mean(axis=0), rtol=1e-12)
     assert fig.axes[0].get_yscale() == "linear"  # std stays near 0.58 with kaiming and xavier: no log
     plt.close(fig)
@@ -77,6 +83,7 @@ def test_running_stats_plot_and_metric_errors(cli, tmp_path, small_sweep):
 
 
 # -- which rows make a line, and what the legend calls it ------------------------------------------
+
 
 def draw(paths, metric=None, **kw):
     """The figure `bncli plot` would write, for inspection: (figure, table)."""
@@ -108,8 +115,13 @@ def two_sweeps(cli, tmp_path):
     """The same grid at depth 4 and depth 6, two seeds each."""
     dirs = []
     for name, depth in (("shallow", 4), ("deep", 6)):
-        path = sweep_file(tmp_path, name, base={"depth": depth, "width": 8, "batch_size": 4},
-                          grid={"init": ["kaiming", "xavier"]}, seeds=[0, 1])
+        path = sweep_file(
+            tmp_path,
+            name,
+            base={"depth": depth, "width": 8, "batch_size": 4},
+            grid={"init": ["kaiming", "xavier"]},
+            seeds=[0, 1],
+        )
         r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
         assert r.exit_code == 0, r.output
         dirs.append(tmp_path / "out" / "sweeps" / name)
@@ -121,8 +133,12 @@ def test_lines_from_two_sweeps_never_merge(cli, two_sweeps, tmp_path):
 
     fig, _ = draw(two_sweeps, "std")
     lines = labelled(fig.axes[0])
-    assert sorted(lines) == ["deep (depth=6): init=kaiming", "deep (depth=6): init=xavier",
-                             "shallow (depth=4): init=kaiming", "shallow (depth=4): init=xavier"]
+    assert sorted(lines) == [
+        "deep (depth=6): init=kaiming",
+        "deep (depth=6): init=xavier",
+        "shallow (depth=4): init=kaiming",
+        "shallow (depth=4): init=xavier",
+    ]
     for label, ln in lines.items():
         sweep, depth = ("deep", 6) if label.startswith("deep") else ("shallow", 4)
         init = label.rsplit("=", 1)[1]
@@ -144,8 +160,12 @@ def test_single_runs_are_seeds_of_one_line_only_when_they_differ_by_seed_alone(c
     import matplotlib.pyplot as plt
 
     args = ["depth-study", "--depth", 4, "--width", 8, "--batch-size", 4, "--quiet"]
-    for name, extra in (("a", ["--seed", 0]), ("b", ["--seed", 0]), ("c", ["--seed", 1]),
-                        ("d", ["--seed", 0, "--init", "xavier"])):
+    for name, extra in (
+        ("a", ["--seed", 0]),
+        ("b", ["--seed", 0]),
+        ("c", ["--seed", 1]),
+        ("d", ["--seed", 0, "--init", "xavier"]),
+    ):
         assert cli(*args, "--name", name, *extra).exit_code == 0
     run = {n: cli.out / "depth-study" / n for n in "abcd"}
 
@@ -163,12 +183,18 @@ def test_single_runs_are_seeds_of_one_line_only_when_they_differ_by_seed_alone(c
 
 # -- --where, --facet, --logy/--linear, --title, the format ---------------------------------------
 
+
 @pytest.fixture
 def mixed_sweep(cli, tmp_path):
     """init_vs_norm in small: normal init at std 10 explodes without a norm (about 13 decades in
     10 layers), BatchNorm holds it near 0.58."""
-    path = sweep_file(tmp_path, "mixed", base={"depth": 10, "width": 8, "batch_size": 4, "init_std": 10.0},
-                      grid={"init": ["kaiming", "normal"], "norm": ["batchnorm", "layernorm", "none"]}, seeds=[0, 1])
+    path = sweep_file(
+        tmp_path,
+        "mixed",
+        base={"depth": 10, "width": 8, "batch_size": 4, "init_std": 10.0},
+        grid={"init": ["kaiming", "normal"], "norm": ["batchnorm", "layernorm", "none"]},
+        seeds=[0, 1],
+    )
     r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
     assert r.exit_code == 0, r.output
     return tmp_path / "out" / "sweeps" / "mixed"
@@ -220,8 +246,10 @@ def test_where_facet_scale_and_title(mixed_sweep):
     assert sorted(labelled(fig.axes[0])) == ["init=kaiming", "init=normal"]  # norm: the same for all
     assert title_of(fig).endswith("; norm=none")
     fig, _ = draw([mixed_sweep], where=["norm=none"])  # kaiming holds, normal explodes: a panel each
-    assert [(ax.get_title(), ax.get_yscale()) for ax in fig.axes] == [("init=kaiming", "linear"),
-                                                                     ("init=normal", "log")]
+    assert [(ax.get_title(), ax.get_yscale()) for ax in fig.axes] == [
+        ("init=kaiming", "linear"),
+        ("init=normal", "log"),
+    ]
     fig, _ = draw([mixed_sweep], where=["norm=none", "norm=batchnorm", "init=kaiming"])  # a key twice: either
     assert sorted(labelled(fig.axes[0])) == ["norm=batchnorm", "norm=none"]
     fig, _ = draw([mixed_sweep], facet="init", logy=True, title="all of it")
@@ -242,13 +270,16 @@ def test_svg_and_pdf_by_the_extension(cli, small_sweep, tmp_path):
     assert (tmp_path / "p.PDF").read_bytes()[:5] == b"%PDF-"
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--out", "x.jpg"], ["--out", ".png, .svg, .pdf"]),
-    (["--where", "inits=kaiming"], ["--where", "'inits'", "available: depth, width", "init,"]),
-    (["--where", "init=he"], ["--where", "init is one of: kaiming, xavier"]),
-    (["--where", "init"], ["--where", "KEY=VALUE"]),
-    (["--facet", "nrom"], ["--facet", "'nrom'", "available: none, depth", "norm"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--out", "x.jpg"], ["--out", ".png, .svg, .pdf"]),
+        (["--where", "inits=kaiming"], ["--where", "'inits'", "available: depth, width", "init,"]),
+        (["--where", "init=he"], ["--where", "init is one of: kaiming, xavier"]),
+        (["--where", "init"], ["--where", "KEY=VALUE"]),
+        (["--facet", "nrom"], ["--facet", "'nrom'", "available: none, depth", "norm"]),
+    ],
+)
 def test_bad_plot_options_are_one_line_and_write_nothing(cli, small_sweep, tmp_path, args, words):
     args = [a if a != "x.jpg" else tmp_path / a for a in args]
     before = sorted(tmp_path.rglob("*"))
@@ -260,6 +291,7 @@ def test_bad_plot_options_are_one_line_and_write_nothing(cli, small_sweep, tmp_p
 
 # -- running stats and convergence ----------------------------------------------------------------
 
+
 def test_running_stats_a_colour_per_channel_and_the_formula_dashed_in_it(cli):
     import matplotlib.pyplot as plt
 
@@ -267,8 +299,12 @@ def test_running_stats_a_colour_per_channel_and_the_formula_dashed_in_it(cli):
         assert cli("running-stats", "--iterations", 4, "--momentum", m, "--name", f"m{m}").exit_code == 0
     runs = [cli.out / "running-stats" / f"m{m}" for m in ("0.1", "0.9")]
     fig, table = draw(runs)
-    assert [ax.get_title() for ax in fig.axes] == ["running_mean: momentum=0.1", "running_var: momentum=0.1",
-                                                   "running_mean: momentum=0.9", "running_var: momentum=0.9"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "running_mean: momentum=0.1",
+        "running_var: momentum=0.1",
+        "running_mean: momentum=0.9",
+        "running_var: momentum=0.9",
+    ]
     ax = fig.axes[0]
     measured = [ln for ln in ax.lines if ln.get_linestyle() == "None"]
     formula = [ln for ln in ax.lines if ln.get_linestyle() == "--"]

@@ -25,8 +25,10 @@ def test_missing_ray_is_a_clean_error(cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     r = cli("sweep", write_sweep(tmp_path), "--backend", "ray", "--out", tmp_path / "out", "--no-progress")
     assert r.exit_code == 2
-    assert r.output == ('Error: --backend ray: Ray is not installed; install it with: '
-                        'pip install -c constraints.txt -e ".[ray]" (in your bncli checkout)\n')
+    assert r.output == (
+        "Error: --backend ray: Ray is not installed; install it with: "
+        'pip install -c constraints.txt -e ".[ray]" (in your bncli checkout)\n'
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -188,8 +190,12 @@ def test_ray_processes_stop_when_the_driver_is_killed(tmp_path, when):
 
     pytest.importorskip("ray")
     sweep_file(tmp_path, "s", base={"depth": 300_000, "width": 8, "batch_size": 4}, seeds=list(range(4)))
-    proc = subprocess.Popen([sys.executable, "-m", "bncli", "sweep", "s.yaml", "--backend", "ray", "--out", "out",
-                             "--no-progress"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bncli", "sweep", "s.yaml", "--backend", "ray", "--out", "out", "--no-progress"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         end = time.monotonic() + 60
         if when == "running":

@@ -41,6 +41,7 @@ def one_line_error(r, code):
 
 # -- atomic writes ------------------------------------------------------------------------------
 
+
 def test_atomic_write_replaces_whole_files(tmp_path):
     f = tmp_path / "meta.json"
     results.atomic_write(f, "old\n")
@@ -150,6 +151,7 @@ def test_every_result_file_is_written_atomically(cli, monkeypatch, study):
 
 # -- run status ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("study", ["depth-study", "running-stats"])
 def test_meta_says_running_while_the_study_runs_then_the_outcome(cli, monkeypatch, study):
     from bncli import studies
@@ -172,6 +174,7 @@ def test_meta_says_running_while_the_study_runs_then_the_outcome(cli, monkeypatc
 
 
 # -- Ctrl-C and SIGTERM -------------------------------------------------------------------------
+
 
 def test_keyboard_interrupt_at_layer_k_saves_the_layers_done(cli, monkeypatch):
     import bncli.studies.depth as depth
@@ -234,8 +237,15 @@ def _default_sigint():
 
 def _start(args, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
-    return subprocess.Popen([sys.executable, *map(str, args)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    return subprocess.Popen(
+        [sys.executable, *map(str, args)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
 
 
 def _wait_for(cond, proc, timeout=60.0):
@@ -275,8 +285,9 @@ def _signal_when(proc, ready, sig, delay: float, check=lambda: None):
 def test_a_real_signal_saves_the_layers_done_and_exits_130(tmp_path, sig):
     depth = 100_000  # minutes of work: the signal always lands mid-run
     run = tmp_path / "out" / "depth-study" / "sig"
-    proc = _start(["-m", "bncli", "depth-study", "--depth", depth, "--width", 64, "--out", "out",
-                   "--name", "sig"], tmp_path)
+    proc = _start(
+        ["-m", "bncli", "depth-study", "--depth", depth, "--width", 64, "--out", "out", "--name", "sig"], tmp_path
+    )
     out, _ = _signal_when(proc, lambda: (run / "meta.json").exists(), sig, 0.5)  # 0.5 s: into the layers
     assert f"interrupted: partial results saved in {Path('out/depth-study/sig')}" in out
     meta = meta_of(run)
@@ -312,8 +323,9 @@ def test_a_signal_to_a_sweep_keeps_what_finished_and_resume_completes_it(tmp_pat
     d = tmp_path / "out" / "sweeps" / "s"
     args = ["sweep", "s.yaml", "--out", "out", "--no-progress"]
     proc = _start(["-c", SWEEP_SLOW, *args], tmp_path)
-    out, _ = _signal_when(proc, lambda: (d / "runs" / cut / "meta.json").exists(), sig, 0.3,
-                          check=lambda: assert_ok(d / "runs" / done))
+    out, _ = _signal_when(
+        proc, lambda: (d / "runs" / cut / "meta.json").exists(), sig, 0.3, check=lambda: assert_ok(d / "runs" / done)
+    )
     assert "interrupted: 1 of 2 runs finished" in out and "--resume" in out
     assert meta_of(d / "runs" / done)["status"] == "ok"  # kept
     partial = meta_of(d / "runs" / cut)
@@ -324,8 +336,9 @@ def test_a_signal_to_a_sweep_keeps_what_finished_and_resume_completes_it(tmp_pat
     if sig == signal.SIGTERM:
         return  # resuming is the same as after SIGINT
 
-    r = subprocess.run([sys.executable, "-m", "bncli", *args, "--resume"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "bncli", *args, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, (r.stdout, r.stderr)
     assert "resumed: 1 of 2 runs was already done" in r.stdout
     assert (d / "runs" / done / "meta.json").read_text() == kept  # not redone
@@ -336,6 +349,7 @@ def test_a_signal_to_a_sweep_keeps_what_finished_and_resume_completes_it(tmp_pat
 
 
 # -- no overwrites ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("study", ["depth-study", "running-stats"])
 def test_a_taken_name_is_refused_and_the_run_is_untouched(cli, study):
@@ -366,6 +380,7 @@ def test_a_taken_sweep_name_suggests_resume(cli, tmp_path):
 
 
 # -- unwritable output --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("study", ["depth-study", "running-stats"])
 def test_output_under_a_file_is_a_clean_error(cli, tmp_path, study):
@@ -434,17 +449,22 @@ def test_disk_full_before_the_run_leaves_no_run_directory(cli, monkeypatch):
 
 OOMS = [
     lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB"),
-    lambda: RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: "
-                         "can't allocate memory: you tried to allocate 68719476736 bytes."),
+    lambda: RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: "
+        "can't allocate memory: you tried to allocate 68719476736 bytes."
+    ),
     lambda: MemoryError(),
 ]
 
 
 @pytest.mark.parametrize("make_error", OOMS, ids=["cuda", "cpu", "python"])
-@pytest.mark.parametrize("study,sizes", [
-    ("depth-study", "depth 6, width 8, batch_size 4"),
-    ("running-stats", "batch_size 3, num_features 5, feature_shape 1"),
-])
+@pytest.mark.parametrize(
+    "study,sizes",
+    [
+        ("depth-study", "depth 6, width 8, batch_size 4"),
+        ("running-stats", "batch_size 3, num_features 5, feature_shape 1"),
+    ],
+)
 def test_out_of_memory_names_the_sizes_and_records_failed(cli, monkeypatch, study, sizes, make_error):
     from bncli import studies
 
@@ -463,14 +483,21 @@ def test_out_of_memory_names_the_sizes_and_records_failed(cli, monkeypatch, stud
 
 # -- limits -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args,says", [
-    (["depth-study", "--width", 10**6], "width 1000000"),
-    (["depth-study", "--depth", 10**12, "--width", 8], "depth 1000000000000"),
-    (["depth-study", "--batch-size", 10**13], "batch_size 10000000000000"),
-    (["running-stats", "--batch-size", 10**12], "batch_size 1000000000000"),
-    (["running-stats", "--dims", 3, "--feature-shape", "100000,100000,100000"], "feature_shape 100000,100000,100000"),
-    (["running-stats", "--iterations", 10**12], "iterations 1000000000000"),
-])
+
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (["depth-study", "--width", 10**6], "width 1000000"),
+        (["depth-study", "--depth", 10**12, "--width", 8], "depth 1000000000000"),
+        (["depth-study", "--batch-size", 10**13], "batch_size 10000000000000"),
+        (["running-stats", "--batch-size", 10**12], "batch_size 1000000000000"),
+        (
+            ["running-stats", "--dims", 3, "--feature-shape", "100000,100000,100000"],
+            "feature_shape 100000,100000,100000",
+        ),
+        (["running-stats", "--iterations", 10**12], "iterations 1000000000000"),
+    ],
+)
 def test_sizes_that_cannot_fit_are_refused_before_any_allocation(cli, monkeypatch, args, says):
     def no_allocation(*a, **k):
         raise AssertionError("allocated before refusing")
@@ -489,13 +516,13 @@ PAYLOADS = [
     'depth: !!python/object/apply:os.system ["touch {m}"]\n',
     '!!python/object/apply:os.system ["touch {m}"]\n',
     'depth: !!python/object/apply:subprocess.check_call [["touch", "{m}"]]\n',
-    'width: !!python/object/apply:builtins.exec ["open(\'{m}\', \'w\').close()"]\n',
+    "width: !!python/object/apply:builtins.exec [\"open('{m}', 'w').close()\"]\n",
     'depth: !!python/object/new:subprocess.Popen [["touch", "{m}"]]\n',
     '? !!python/object/apply:os.system ["touch {m}"]\n: 1\n',
-    'depth: !!python/name:os.system\n',
-    'depth: !!python/module:os\n',
-    'depth: !!python/object:pathlib.PurePosixPath {{}}\n',
-    'depth: !!python/tuple [1, 2]\n',
+    "depth: !!python/name:os.system\n",
+    "depth: !!python/module:os\n",
+    "depth: !!python/object:pathlib.PurePosixPath {{}}\n",
+    "depth: !!python/tuple [1, 2]\n",
 ]
 
 
@@ -530,8 +557,27 @@ def test_yaml_is_only_ever_safe_loaded():
 
 # -- hostile names ------------------------------------------------------------------------------
 
-HOSTILE_NAMES = ["../escape", "..", ".", "a/b", "/tmp/abs", "a/../../b", "x/..", "..\\x", "", " ", "-",
-                 ".hidden", "a\x00b", "a\nb", "ab\n", "x" * 201, "~root", "$HOME", "*"]
+HOSTILE_NAMES = [
+    "../escape",
+    "..",
+    ".",
+    "a/b",
+    "/tmp/abs",
+    "a/../../b",
+    "x/..",
+    "..\\x",
+    "",
+    " ",
+    "-",
+    ".hidden",
+    "a\x00b",
+    "a\nb",
+    "ab\n",
+    "x" * 201,
+    "~root",
+    "$HOME",
+    "*",
+]
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES, ids=[ascii(n)[:30] for n in HOSTILE_NAMES])
@@ -591,12 +637,16 @@ def test_same_config_and_seed_give_byte_identical_csvs(cli, study, args):
     assert (cli.out / study / "again" / CSV[study]).read_bytes() == (a / CSV[study]).read_bytes()
 
 
-@pytest.mark.parametrize("args", [
-    ["depth-study", "--init", "\x1b[2J\x1b[31mkaiming"],
-    ["depth-study", "--config", "\x1b]0;pwned\x07.yaml"],
-    ["running-stats", "--momentum", "\x1b[31m0.3"],
-    ["depth-study", "--name", "\x1b[31mred"],
-], ids=["flag-value", "config-path", "momentum", "name"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["depth-study", "--init", "\x1b[2J\x1b[31mkaiming"],
+        ["depth-study", "--config", "\x1b]0;pwned\x07.yaml"],
+        ["running-stats", "--momentum", "\x1b[31m0.3"],
+        ["depth-study", "--name", "\x1b[31mred"],
+    ],
+    ids=["flag-value", "config-path", "momentum", "name"],
+)
 def test_terminal_escapes_in_input_never_reach_the_terminal(cli, args):
     line = one_line_error(cli(*args), 2)  # isprintable: the escape is shown as \x1b, not sent
     assert "\\x1b" in line
@@ -604,19 +654,23 @@ def test_terminal_escapes_in_input_never_reach_the_terminal(cli, args):
 
 # -- numbers at the ends of their ranges --------------------------------------------------------
 
-@pytest.mark.parametrize("args", [
-    ["depth-study", "--init", "normal", "--init-std", "1e200"],
-    ["depth-study", "--init", "trunc_normal", "--init-std", "1e200"],
-    ["depth-study", "--init", "xavier", "--init-gain", "1e200"],
-    ["depth-study", "--init", "lecun_normal", "--init-gain", "1e200"],
-    ["depth-study", "--activation", "leaky_relu", "--negative-slope", "1e6"],
-    ["depth-study", "--residual", "1e200"],
-    ["depth-study", "--init", "normal", "--init-std", "1e-300"],
-    ["depth-study", "--arch", "resnet", "--blocks", 1, "--channels", 4, "--image-size", 4, "--residual", "1e200"],
-    ["convergence", "--input-std", "1e200"],
-    ["convergence", "--input-std", "1e-320"],
-    ["convergence", "--input-mean", "1e308", "--dtype", "float64"],
-])
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["depth-study", "--init", "normal", "--init-std", "1e200"],
+        ["depth-study", "--init", "trunc_normal", "--init-std", "1e200"],
+        ["depth-study", "--init", "xavier", "--init-gain", "1e200"],
+        ["depth-study", "--init", "lecun_normal", "--init-gain", "1e200"],
+        ["depth-study", "--activation", "leaky_relu", "--negative-slope", "1e6"],
+        ["depth-study", "--residual", "1e200"],
+        ["depth-study", "--init", "normal", "--init-std", "1e-300"],
+        ["depth-study", "--arch", "resnet", "--blocks", 1, "--channels", 4, "--image-size", 4, "--residual", "1e200"],
+        ["convergence", "--input-std", "1e200"],
+        ["convergence", "--input-std", "1e-320"],
+        ["convergence", "--input-mean", "1e308", "--dtype", "float64"],
+    ],
+)
 def test_any_accepted_number_runs_overflow_is_a_result(cli, args):
     """Overflow in the network is a divergence (or nan) in the results, not an error: the run
     is ok or diverged, and its files are there."""
@@ -627,17 +681,21 @@ def test_any_accepted_number_runs_overflow_is_a_result(cli, args):
     assert meta_of(cli.out / args[0] / "n")["status"] in ("ok", "diverged")
 
 
-@pytest.mark.parametrize("args,says", [
-    (["--activation", "leaky_relu", "--negative-slope", "1e200"], "--negative-slope: Input should be less than"),
-    (["--norm", "groupnorm", "--width", 2, "--groups", 2, "--batch-size", 1], "each of the 2 groups must hold"),
-    (["--norm", "layernorm", "--width", 1, "--batch-size", 1], "batch_size x width must be at least 2"),
-])
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (["--activation", "leaky_relu", "--negative-slope", "1e200"], "--negative-slope: Input should be less than"),
+        (["--norm", "groupnorm", "--width", 2, "--groups", 2, "--batch-size", 1], "each of the 2 groups must hold"),
+        (["--norm", "layernorm", "--width", 1, "--batch-size", 1], "batch_size x width must be at least 2"),
+    ],
+)
 def test_numbers_that_cannot_run_are_refused_up_front(cli, args, says):
     line = one_line_error(cli("depth-study", *args), 2)
     assert says in line and not cli.out.exists()
 
 
 # -- bounded work, and stdout's failures --------------------------------------------------------
+
 
 def test_files_that_are_not_regular_or_too_large_are_one_line(cli, tmp_path):
     fifo = tmp_path / "fifo"
@@ -654,8 +712,9 @@ def test_a_huge_grid_is_counted_not_built(cli, tmp_path):
     path = sweep_file(tmp_path, grid={k: list(range(1, 11)) for k in keys})  # 10^8 points: refused, not built
     line = one_line_error(cli("sweep", path, "--out", tmp_path / "o", "--no-progress"), 2)
     assert "10 x 10 x 10 x 10 x 10 x 10 x 10 x 10 x 1 = 100000000 runs" in line
-    path = sweep_file(tmp_path, "g", grid={"depth": list(range(1, 101)), "width": list(range(1, 101))},
-                      seeds=list(range(11)))
+    path = sweep_file(
+        tmp_path, "g", grid={"depth": list(range(1, 101)), "width": list(range(1, 101))}, seeds=list(range(11))
+    )
     line = one_line_error(cli("sweep", path, "--out", tmp_path / "o", "--no-progress"), 2)
     assert "100 x 100 x 11 = 110000 runs; a sweep has at most 100000" in line
     assert not (tmp_path / "o").exists()
@@ -685,13 +744,15 @@ def test_stdout_failures_never_lose_results_or_print_a_traceback(tmp_path, how, 
 
 # -- a second signal, an early one, a parent that dies ------------------------------------------
 
+
 @pytest.mark.parametrize("gap", [0.05, 0.3])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_second_signal_never_loses_the_layers_done(tmp_path, gap, sig):
     """Ctrl-C (or SIGTERM) twice in quick succession: the second lands while the first is saved."""
     run = tmp_path / "out" / "depth-study" / "sig"
-    proc = _start(["-c", SWEEP_SLOW, "depth-study", "--depth", 5000, "--width", 16, "--out", "out",
-                   "--name", "sig"], tmp_path)
+    proc = _start(
+        ["-c", SWEEP_SLOW, "depth-study", "--depth", 5000, "--width", 16, "--out", "out", "--name", "sig"], tmp_path
+    )
     try:
         _wait_for(lambda: (run / "meta.json").exists(), proc)
         time.sleep(0.5)
@@ -777,6 +838,7 @@ def _alive(pid: int) -> bool:
 
 # -- damaged results, names and lines that stay in bounds ---------------------------------------
 
+
 def _damage_empty_csv(run):
     (run / "layers.csv").write_text("")
 
@@ -794,8 +856,9 @@ def _damage_dir_for_file(run):
     (run / "layers.csv").mkdir()
 
 
-@pytest.mark.parametrize("damage", [_damage_empty_csv, _damage_text_in_numbers, _damage_meta_types,
-                                    _damage_dir_for_file])
+@pytest.mark.parametrize(
+    "damage", [_damage_empty_csv, _damage_text_in_numbers, _damage_meta_types, _damage_dir_for_file]
+)
 def test_damaged_results_are_one_line_in_show_and_plot(cli, damage):
     assert cli("depth-study", *SMALL["depth-study"], "--name", "d").exit_code == 0
     run = cli.out / "depth-study" / "d"
@@ -821,10 +884,25 @@ def test_generated_names_stay_within_file_name_limits(cli, tmp_path):
     assert r.exit_code == 0, r.output
     (run,) = run_dirs(cli.out, "convergence")
     assert len(run.name) <= 120
-    grid = {"depth": [2], "width": [4], "batch_size": [2], "norm": ["none"], "init": ["kaiming_uniform"],
-            "activation": ["leaky_relu"], "negative_slope": [0.01], "order": ["linear-norm-act"],
-            "bn_mode": ["train"], "dtype": ["float32"], "device": ["cpu"], "init_gain": [1.0],
-            "init_std": [1.0], "residual": [0.0], "groups": [2], "channels": [4], "kernel_size": [3, 5]}
+    grid = {
+        "depth": [2],
+        "width": [4],
+        "batch_size": [2],
+        "norm": ["none"],
+        "init": ["kaiming_uniform"],
+        "activation": ["leaky_relu"],
+        "negative_slope": [0.01],
+        "order": ["linear-norm-act"],
+        "bn_mode": ["train"],
+        "dtype": ["float32"],
+        "device": ["cpu"],
+        "init_gain": [1.0],
+        "init_std": [1.0],
+        "residual": [0.0],
+        "groups": [2],
+        "channels": [4],
+        "kernel_size": [3, 5],
+    }
     path = sweep_file(tmp_path, grid=grid)  # run names of over 200 characters
     r = cli("sweep", path, "--out", tmp_path / "o", "--no-progress")
     assert r.exit_code == 0, r.output
@@ -845,7 +923,8 @@ def test_a_sweep_file_that_is_not_a_mapping_and_a_sweep_whose_runs_all_failed(cl
     f = tmp_path / "l.yaml"
     f.write_text("- 1\n- 2\n")
     assert "a sweep file is a mapping of study, name, base, grid and seeds, got a list" in one_line_error(
-        cli("sweep", f, "--out", tmp_path / "o", "--no-progress"), 2)
+        cli("sweep", f, "--out", tmp_path / "o", "--no-progress"), 2
+    )
     import bncli.studies.depth as depth
 
     def boom(cfg, device, progress=None):
@@ -903,8 +982,9 @@ runpy.run_module("bncli", run_name="__main__", alter_sys=True)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_during_the_final_writes_keeps_the_finished_run(tmp_path, sig):
     run = tmp_path / "out" / "depth-study" / "w"
-    proc = _start(["-c", SLOW_WRITES, "depth-study", "--depth", 10, "--width", 8, "--out", "out", "--name", "w"],
-                  tmp_path)
+    proc = _start(
+        ["-c", SLOW_WRITES, "depth-study", "--depth", 10, "--width", 8, "--out", "out", "--name", "w"], tmp_path
+    )
     out, err = _signal_when(proc, lambda: (tmp_path / "writing").exists(), sig, 0.2)
     assert f"interrupted while saving: the finished run is saved in {Path('out/depth-study/w')}" in out
     assert meta_of(run)["status"] == "ok" and len(pd.read_csv(run / "layers.csv")) == 10
@@ -932,8 +1012,9 @@ runpy.run_module("bncli", run_name="__main__", alter_sys=True)
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_before_the_first_write_says_nothing_was_saved(tmp_path, sig):
-    proc = _start(["-c", SLOW_START, "depth-study", "--depth", 5, "--width", 8, "--out", "out", "--name", "early"],
-                  tmp_path)
+    proc = _start(
+        ["-c", SLOW_START, "depth-study", "--depth", 5, "--width", 8, "--out", "out", "--name", "early"], tmp_path
+    )
     out, err = _signal_when(proc, lambda: (tmp_path / "starting").exists(), sig, 0.2)
     assert "interrupted before the run started: nothing was saved" in out
     assert not (tmp_path / "out" / "depth-study" / "early").exists()  # the name is free

@@ -25,15 +25,26 @@ def test_notebook_oracle():
     first = t[t.iteration == 0]
     assert first["running_mean"].tolist() == pytest.approx([0.3, 0.6, 0.9, 1.2, 1.5], rel=1e-6)
     assert first["running_var"].tolist() == pytest.approx([0.7] * 5, rel=1e-6)
-    assert list(t.columns) == ["iteration", "channel", "batch_mean", "batch_var", "running_mean",
-                               "running_var", "expected_mean", "expected_var"]
+    assert list(t.columns) == [
+        "iteration",
+        "channel",
+        "batch_mean",
+        "batch_var",
+        "running_mean",
+        "running_var",
+        "expected_mean",
+        "expected_var",
+    ]
 
 
-@pytest.mark.parametrize("dims,shapes", [
-    (1, {"running_mean": [5], "running_var": [5], "weight": [5], "bias": [5], "num_batches_tracked": []}),
-    (2, {"running_mean": [6], "running_var": [6], "weight": [6], "bias": [6], "num_batches_tracked": []}),
-    (3, {"running_mean": [4], "running_var": [4], "weight": [4], "bias": [4], "num_batches_tracked": []}),
-])
+@pytest.mark.parametrize(
+    "dims,shapes",
+    [
+        (1, {"running_mean": [5], "running_var": [5], "weight": [5], "bias": [5], "num_batches_tracked": []}),
+        (2, {"running_mean": [6], "running_var": [6], "weight": [6], "bias": [6], "num_batches_tracked": []}),
+        (3, {"running_mean": [4], "running_var": [4], "weight": [4], "bias": [4], "num_batches_tracked": []}),
+    ],
+)
 def test_notebook_shapes(dims, shapes):
     _, res = run(dims=dims)
     assert res.info["shapes"] == shapes
@@ -42,7 +53,8 @@ def test_notebook_shapes(dims, shapes):
 def reference(cfg):
     """A fresh nn.BatchNorm*d fed the same batches; plus batch stats by plain torch ops."""
     bn = [torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d][cfg.dims - 1](
-        cfg.num_features, eps=cfg.eps, momentum=cfg.momentum)
+        cfg.num_features, eps=cfg.eps, momentum=cfg.momentum
+    )
     rows = []
     for t in range(cfg.iterations):
         x = rs.make_batch(cfg, t, CPU)

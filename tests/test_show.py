@@ -6,8 +6,23 @@ from helpers import sweep_file, table_rows
 
 
 def test_show_a_depth_run_reproduces_its_table_and_summary(cli):
-    r = cli("depth-study", "--depth", 40, "--width", 16, "--init", "normal", "--norm", "none",
-            "--init-std", 10, "--every", 5, "--name", "d")
+    r = cli(
+        "depth-study",
+        "--depth",
+        40,
+        "--width",
+        16,
+        "--init",
+        "normal",
+        "--norm",
+        "none",
+        "--init-std",
+        10,
+        "--every",
+        5,
+        "--name",
+        "d",
+    )
     assert r.exit_code == 0, r.output
     assert "diverged" in r.output
     shown = cli("show", cli.out / "depth-study" / "d", "--every", 5)
@@ -29,8 +44,13 @@ def test_show_a_running_stats_run(cli):
 
 
 def test_show_a_sweep_gives_mean_and_sd_over_seeds(cli, tmp_path):
-    path = sweep_file(tmp_path, "s", base={"depth": 4, "width": 8, "batch_size": 4},
-                      grid={"norm": ["batchnorm", "none"]}, seeds=[0, 1, 2])
+    path = sweep_file(
+        tmp_path,
+        "s",
+        base={"depth": 4, "width": 8, "batch_size": 4},
+        grid={"norm": ["batchnorm", "none"]},
+        seeds=[0, 1, 2],
+    )
     r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
     assert r.exit_code == 0, r.output
     d = tmp_path / "out" / "sweeps" / "s"
@@ -42,8 +62,14 @@ def test_show_a_sweep_gives_mean_and_sd_over_seeds(cli, tmp_path):
         last = np.array([t["std"].iloc[-1] for t in tables])
         every = np.concatenate([t["std"] for t in tables])
         cells = next(row for row in table_rows(shown.output) if row[0] == norm)
-        assert cells == [norm, "3", f"{last.mean():.3f} ± {last.std(ddof=1):.3f}",
-                         f"{every.min():.3f}", f"{every.max():.3f}", "0/3"]
+        assert cells == [
+            norm,
+            "3",
+            f"{last.mean():.3f} ± {last.std(ddof=1):.3f}",
+            f"{every.min():.3f}",
+            f"{every.max():.3f}",
+            "0/3",
+        ]
     assert "6 runs: 6 ok, 0 diverged, 0 failed" in shown.output
 
 
@@ -93,8 +119,7 @@ def test_runs_lists_filters_and_formats(cli, tmp_path):
     (cli.out / "depth-study" / "broken" / "meta.json").write_text("{")
     listed = json.loads(cli("runs", cli.out, "--format", "json").output)
     by_name = {e["name"]: e for e in listed}
-    assert set(by_name) == {"depth-study/plain", "depth-study/n", "running-stats/rs", "sweeps/s",
-                            "depth-study/broken"}
+    assert set(by_name) == {"depth-study/plain", "depth-study/n", "running-stats/rs", "sweeps/s", "depth-study/broken"}
     assert by_name["depth-study/n"]["settings"] == {"depth": 4, "width": 8, "init": "normal", "norm": "none"}
     assert by_name["sweeps/s"]["status"] == "2 ok"
     assert by_name["sweeps/s"]["settings"] == {"init": ["kaiming", "xavier"]}

@@ -23,8 +23,13 @@ NORMS = {
     "rmsnorm": lambda c: torch.nn.RMSNorm(c.width, dtype=torch.float64),
     "none": lambda c: torch.nn.Identity(),
 }
-ACTS = {"gelu": torch.nn.GELU(), "silu": torch.nn.SiLU(), "leaky_relu": torch.nn.LeakyReLU(0.2),
-        "relu": torch.nn.ReLU(), "tanh": torch.nn.Tanh()}
+ACTS = {
+    "gelu": torch.nn.GELU(),
+    "silu": torch.nn.SiLU(),
+    "leaky_relu": torch.nn.LeakyReLU(0.2),
+    "relu": torch.nn.ReLU(),
+    "tanh": torch.nn.Tanh(),
+}
 
 
 def cfg_for(norm: str, **kw):
@@ -39,8 +44,9 @@ def cfg_for(norm: str, **kw):
 @pytest.mark.parametrize("act", ["gelu", "silu", "leaky_relu"])
 @pytest.mark.parametrize("order", ["linear-norm-act", "linear-act-norm"])
 def test_new_norms_activations_and_order_match_nn_modules(norm, act, order):
-    kw = cfg_for(norm, depth=6, width=32, batch_size=8, activation=act, order=order, dtype="float64",
-                 negative_slope=0.2)
+    kw = cfg_for(
+        norm, depth=6, width=32, batch_size=8, activation=act, order=order, dtype="float64", negative_slope=0.2
+    )
     cfg, res = run(**kw)
     outs, _ = reference(cfg, NORMS[norm], ACTS[act])
     assert res.table["std"].tolist() == pytest.approx([o.std().item() for o in outs], rel=1e-10)
@@ -74,6 +80,7 @@ def test_groupnorm_groups_must_divide_width():
 
 
 # --- inits -----------------------------------------------------------------------------
+
 
 def weight(**kw):
     return make_weight(load("depth-study", None, width=400, device="cpu", **kw), 0, CPU)
@@ -120,6 +127,7 @@ def test_existing_activations_keep_relu_gain():
 
 # --- gradients -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("norm,extra", [("batchnorm", {}), ("layernorm", {"residual": 0.5}), ("none", {})])
 def test_grads_match_autograd_on_nn_modules(norm, extra):
     cfg, res = run(depth=8, width=24, batch_size=6, norm=norm, grads=True, dtype="float64", **extra)
@@ -127,7 +135,8 @@ def test_grads_match_autograd_on_nn_modules(norm, extra):
     (outs[-1] * make_cotangent(cfg, CPU)).sum().backward()
     assert res.table["grad_std"].tolist() == pytest.approx([o.grad.std().item() for o in outs], rel=1e-9)
     assert res.table["weight_grad_norm"].tolist() == pytest.approx(
-        [torch.linalg.matrix_norm(lin.weight.grad).item() for lin in lins], rel=1e-9)
+        [torch.linalg.matrix_norm(lin.weight.grad).item() for lin in lins], rel=1e-9
+    )
 
 
 def test_cotangent_is_seeded_n01():
@@ -191,6 +200,7 @@ def test_bn_relu_gradients_explode_at_the_mean_field_rate():
 
 
 # --- effective rank ------------------------------------------------------------------------
+
 
 def test_erank_matches_numpy_svd():
     cfg, res = run(depth=5, width=32, batch_size=8, norm="none", erank=True, dtype="float64")
@@ -267,8 +277,7 @@ def test_theory_std_closed_forms():
     assert res.table["theory_std"].to_numpy() == pytest.approx(np.sqrt(v * (math.pi - 1) / (2 * math.pi)))
     _, res = run(depth=2, width=64, batch_size=100_000)
     # BN-ReLU as B -> inf: relu of a standard normal
-    assert res.table["theory_std"].tolist() == pytest.approx([math.sqrt((math.pi - 1) / (2 * math.pi))] * 2,
-                                                            rel=1e-4)
+    assert res.table["theory_std"].tolist() == pytest.approx([math.sqrt((math.pi - 1) / (2 * math.pi))] * 2, rel=1e-4)
 
 
 def test_cli_grads_erank_columns_summary_and_plots(cli):

@@ -25,31 +25,39 @@ def sweep_cli(cli, *args):
 def test_expand_is_the_cartesian_product_times_seeds():
     points = sweeps.expand({"init": ["a", "b"], "norm": ["x", "y", "z"]}, [0, 1])
     assert len(points) == 12
-    assert points[:3] == [{"init": "a", "norm": "x", "seed": 0}, {"init": "a", "norm": "x", "seed": 1},
-                          {"init": "a", "norm": "y", "seed": 0}]
+    assert points[:3] == [
+        {"init": "a", "norm": "x", "seed": 0},
+        {"init": "a", "norm": "x", "seed": 1},
+        {"init": "a", "norm": "y", "seed": 0},
+    ]
     assert points[-1] == {"init": "b", "norm": "z", "seed": 1}
     assert len({tuple(p.values()) for p in points}) == 12
     assert sweeps.expand({}, [3]) == [{"seed": 3}]
 
 
 def test_plan_validates_every_point_with_the_study_model(tmp_path):
-    plan = sweeps.plan(write_sweep(tmp_path, grid={"momentum": [0.1, None]}, base={"iterations": 3},
-                                  study="running-stats", seeds=[0]), tmp_path / "out")
+    plan = sweeps.plan(
+        write_sweep(tmp_path, grid={"momentum": [0.1, None]}, base={"iterations": 3}, study="running-stats", seeds=[0]),
+        tmp_path / "out",
+    )
     assert [p.name for p in plan.points] == ["momentum=0.1,seed=0", "momentum=none,seed=0"]
     assert plan.points[1].cfg.momentum is None and plan.points[0].cfg.iterations == 3
     assert plan.dir == tmp_path / "out" / "sweeps" / "s" and plan.keys == ["momentum"]
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("grid, base, extra, words", [
-    ({"init": ["kaiming", "kaimin"]}, BASE, {}, ["init", "kaimin", "xavier"]),
-    ({"norm": ["batchnorm"], "batch_size": [4, 1]}, {"depth": 3}, {}, ["batch_size", "at least 2"]),
-    ({"nrom": ["none"]}, BASE, {}, ["grid.nrom", "not a field of depth-study; did you mean 'norm'?"]),
-    ({"seed": [1]}, BASE, {}, ["grid.seed", "seeds"]),
-    ({"init": []}, BASE, {}, ["grid.init", "at least 1"]),
-    (GRID, BASE, {"gird": 1}, ["gird", "not a key of a sweep file; did you mean 'grid'?"]),
-    (GRID, BASE, {"study": "depth"}, ["study", "depth-study"]),
-])
+@pytest.mark.parametrize(
+    "grid, base, extra, words",
+    [
+        ({"init": ["kaiming", "kaimin"]}, BASE, {}, ["init", "kaimin", "xavier"]),
+        ({"norm": ["batchnorm"], "batch_size": [4, 1]}, {"depth": 3}, {}, ["batch_size", "at least 2"]),
+        ({"nrom": ["none"]}, BASE, {}, ["grid.nrom", "not a field of depth-study; did you mean 'norm'?"]),
+        ({"seed": [1]}, BASE, {}, ["grid.seed", "seeds"]),
+        ({"init": []}, BASE, {}, ["grid.init", "at least 1"]),
+        (GRID, BASE, {"gird": 1}, ["gird", "not a key of a sweep file; did you mean 'grid'?"]),
+        (GRID, BASE, {"study": "depth"}, ["study", "depth-study"]),
+    ],
+)
 def test_a_bad_sweep_file_fails_before_anything_runs(cli, tmp_path, grid, base, extra, words):
     out = tmp_path / "out"
     r = sweep_cli(cli, write_sweep(tmp_path, grid=grid, base=base, **extra), "--out", out)
@@ -73,9 +81,26 @@ def test_sweep_runs_equal_single_runs_and_summaries_are_right(cli, tmp_path):
     single = tmp_path / "single"
     for name in names:
         values = dict(kv.split("=") for kv in name.split(","))
-        r = cli("depth-study", "--depth", 5, "--width", 16, "--batch-size", 4, "--init-std", "1e10",
-                "--init", values["init"], "--norm", values["norm"], "--seed", values["seed"],
-                "--name", name, out_dir=single)
+        r = cli(
+            "depth-study",
+            "--depth",
+            5,
+            "--width",
+            16,
+            "--batch-size",
+            4,
+            "--init-std",
+            "1e10",
+            "--init",
+            values["init"],
+            "--norm",
+            values["norm"],
+            "--seed",
+            values["seed"],
+            "--name",
+            name,
+            out_dir=single,
+        )
         assert r.exit_code == 0, r.output
         for f in ("layers.csv", "config.yaml"):
             assert (d / "runs" / name / f).read_bytes() == (single / "depth-study" / name / f).read_bytes()
@@ -84,8 +109,9 @@ def test_sweep_runs_equal_single_runs_and_summaries_are_right(cli, tmp_path):
 
     summary = pd.read_csv(d / "summary.csv")
     assert len(summary) == sum(len(pd.read_csv(d / "runs" / n / "layers.csv")) for n in names)
-    assert {"init", "norm", "seed", "depth", "width", "batch_size", "activation", "status", "layer", "std"} \
-        <= set(summary.columns)
+    assert {"init", "norm", "seed", "depth", "width", "batch_size", "activation", "status", "layer", "std"} <= set(
+        summary.columns
+    )
     for name in names:
         rows = summary[summary["run"] == name]
         own = pd.read_csv(d / "runs" / name / "layers.csv")
@@ -215,8 +241,9 @@ def test_workers_give_the_same_files_as_sequential(cli, tmp_path):
     par, seq = file_bytes(tmp_path / "par" / "sweeps" / "s"), file_bytes(tmp_path / "seq" / "sweeps" / "s")
     assert len(par) == 2 + 1 + 8 * 2
     assert [k for k in par if par[k] != seq.get(k)] == []
-    meta = json.loads((tmp_path / "par" / "sweeps" / "s" / "runs" / "init=orthogonal,norm=none,seed=1" /
-                       "meta.json").read_text())
+    meta = json.loads(
+        (tmp_path / "par" / "sweeps" / "s" / "runs" / "init=orthogonal,norm=none,seed=1" / "meta.json").read_text()
+    )
     assert meta["status"] == "ok" and meta["torch_threads"] == max(1, sweeps._cpus() // 2)
 
 

@@ -1,6 +1,5 @@
 """bncli sweep without writing YAML: --study, --set, --grid and --seeds, alone or over a sweep file."""
 
-
 import pytest
 import yaml
 from helpers import file_bytes, sweep_file
@@ -10,13 +9,27 @@ from bncli import sweeps
 from bncli.errors import BncliError
 
 SMALL = ["--set", "depth=3", "--set", "width=8", "--set", "batch_size=4"]
-FLAGS = ["--study", "depth-study", *SMALL, "--grid", "init=kaiming,xavier", "--grid", "norm=batchnorm,none",
-         "--seeds", "0-1"]
-RESOLVED = {"study": "depth-study", "name": "depth-study-init-norm",
-            "base": {"depth": 3, "width": 8, "batch_size": 4},
-            "grid": {"init": ["kaiming", "xavier"], "norm": ["batchnorm", "none"]}, "seeds": [0, 1]}
-GRID_RUNS = [f"init={i},norm={n},seed={s}" for i in ("kaiming", "xavier") for n in ("batchnorm", "none")
-             for s in (0, 1)]
+FLAGS = [
+    "--study",
+    "depth-study",
+    *SMALL,
+    "--grid",
+    "init=kaiming,xavier",
+    "--grid",
+    "norm=batchnorm,none",
+    "--seeds",
+    "0-1",
+]
+RESOLVED = {
+    "study": "depth-study",
+    "name": "depth-study-init-norm",
+    "base": {"depth": 3, "width": 8, "batch_size": 4},
+    "grid": {"init": ["kaiming", "xavier"], "norm": ["batchnorm", "none"]},
+    "seeds": [0, 1],
+}
+GRID_RUNS = [
+    f"init={i},norm={n},seed={s}" for i in ("kaiming", "xavier") for n in ("batchnorm", "none") for s in (0, 1)
+]
 
 
 def sweep_cli(cli, *args):
@@ -36,8 +49,14 @@ def test_flags_alone_run_the_grid_times_seeds_and_save_the_resolved_sweep(cli, t
     assert [p.name for p in sweeps.plan(d / "sweep.yaml", tmp_path / "x").points] == GRID_RUNS  # in grid order
     assert yaml.safe_load((d / "sweep.yaml").read_text()) == RESOLVED
     cfg = yaml.safe_load((d / "runs" / "init=xavier,norm=none,seed=1" / "config.yaml").read_text())
-    assert (cfg["depth"], cfg["width"], cfg["batch_size"], cfg["init"], cfg["norm"], cfg["seed"]) == \
-        (3, 8, 4, "xavier", "none", 1)
+    assert (cfg["depth"], cfg["width"], cfg["batch_size"], cfg["init"], cfg["norm"], cfg["seed"]) == (
+        3,
+        8,
+        4,
+        "xavier",
+        "none",
+        1,
+    )
 
 
 def test_a_flag_sweep_equals_the_same_sweep_from_a_file_and_reruns_from_its_sweep_yaml(cli, tmp_path):
@@ -59,19 +78,32 @@ def test_a_flag_sweep_equals_the_same_sweep_from_a_file_and_reruns_from_its_swee
 def test_flags_override_a_file(tmp_path):
     """--set overrides and adds base keys and takes its key off the grid; --grid replaces an axis
     in place (or adds one, taking its key out of base); --seeds replaces the seeds."""
-    data = {"study": "depth-study", "name": "s", "base": {"depth": 3, "width": 16, "activation": "relu"},
-            "grid": {"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"], "bn_mode": ["train"]},
-            "seeds": [0, 1]}
+    data = {
+        "study": "depth-study",
+        "name": "s",
+        "base": {"depth": 3, "width": 16, "activation": "relu"},
+        "grid": {"init": ["kaiming", "normal"], "norm": ["batchnorm", "none"], "bn_mode": ["train"]},
+        "seeds": [0, 1],
+    }
     path = tmp_path / "s.yaml"
     path.write_text("# a comment\n" + yaml.safe_dump(data, sort_keys=False))
     same = sweeps.spec(path, flags=True)
     assert same.data == data and same.text == path.read_text()  # no flag: the file as given
-    sp = sweeps.spec(path, "depth-study", ["width=8", "norm=none", "batch_size=4"],
-                     ["activation=tanh,relu", "init=xavier"], "3", flags=True)
-    assert sp.data == {"study": "depth-study", "name": "s",
-                       "base": {"depth": 3, "width": 8, "norm": "none", "batch_size": 4},
-                       "grid": {"init": ["xavier"], "bn_mode": ["train"], "activation": ["tanh", "relu"]},
-                       "seeds": [3]}
+    sp = sweeps.spec(
+        path,
+        "depth-study",
+        ["width=8", "norm=none", "batch_size=4"],
+        ["activation=tanh,relu", "init=xavier"],
+        "3",
+        flags=True,
+    )
+    assert sp.data == {
+        "study": "depth-study",
+        "name": "s",
+        "base": {"depth": 3, "width": 8, "norm": "none", "batch_size": 4},
+        "grid": {"init": ["xavier"], "bn_mode": ["train"], "activation": ["tanh", "relu"]},
+        "seeds": [3],
+    }
     assert yaml.safe_load(sp.text) == sp.data
     assert sp.labels["base.width"] == "--set width" and sp.labels["base.depth"] == f"{path}: base.depth"
     assert sp.labels["grid.bn_mode"] == f"{path}: grid.bn_mode" and sp.labels["seeds"] == "--seeds"
@@ -82,43 +114,70 @@ def test_flags_override_a_file(tmp_path):
 
 
 def test_values_read_as_yaml_and_seeds_as_ranges_lists_or_one():
-    assert sweeps.parse_set(["depth=50", "init_std=1e-5", "momentum=none", "kernel=2,2", "x=null", "b=true"]) == \
-        {"depth": 50, "init_std": 1e-5, "momentum": "none", "kernel": "2,2", "x": None, "b": True}
+    assert sweeps.parse_set(["depth=50", "init_std=1e-5", "momentum=none", "kernel=2,2", "x=null", "b=true"]) == {
+        "depth": 50,
+        "init_std": 1e-5,
+        "momentum": "none",
+        "kernel": "2,2",
+        "x": None,
+        "b": True,
+    }
     assert type(sweeps.parse_set(["e=1e-5"])["e"]) is float
     assert sweeps.parse_set(["init-std=0.5"]) == {"init_std": 0.5}
-    assert sweeps.parse_grid(["init=kaiming, xavier", "momentum=[[0.1, 0.3], [0.9]]", "d=3,1e2"]) == \
-        {"init": ["kaiming", "xavier"], "momentum": [[0.1, 0.3], [0.9]], "d": [3, 100.0]}
+    assert sweeps.parse_grid(["init=kaiming, xavier", "momentum=[[0.1, 0.3], [0.9]]", "d=3,1e2"]) == {
+        "init": ["kaiming", "xavier"],
+        "momentum": [[0.1, 0.3], [0.9]],
+        "d": [3, 100.0],
+    }
     assert sweeps.parse_seeds("0-4") == [0, 1, 2, 3, 4]
     assert sweeps.parse_seeds("0,1,5") == [0, 1, 5]
     assert sweeps.parse_seeds("3") == [3] and sweeps.parse_seeds(3) == [3] and sweeps.parse_seeds("0-1,7") == [0, 1, 7]
 
 
-@pytest.mark.parametrize("args, words", [
-    ([], ["give a sweep FILE or --study"]),
-    (["--study", "depth"], ["--study: 'depth' is not a study", "depth-study, running-stats"]),
-    (["--study", "depth-study", "--grid", "init=foo,kaiming"], ["--grid init:", "'foo'", "xavier"]),
-    (["--study", "depth-study", "--set", "depth=x"], ["--set depth:", "integer", "'x'"]),
-    (["--study", "depth-study", "--set", "depth=-2"], ["--set depth:", "greater than or equal to 1"]),
-    (["--study", "depth-study", "--set", "nrom=none"], ["--set nrom: not a field of depth-study", "norm"]),
-    (["--study", "depth-study", "--grid", "seed=1,2"], ["--grid seed:", "--seeds"]),
-    (["--study", "depth-study", "--set", "init=xavier", "--grid", "init=kaiming"], ["--grid init:", "--set"]),
-    (["--study", "depth-study", "--set", "depth=3", "--set", "depth=4"], ["--set depth: given twice"]),
-    (["--study", "depth-study", "--set", "depth"], ["--set:", "KEY=VALUE"]),
-    (["--study", "depth-study", "--grid", "init="], ["--grid init:", "give a value"]),
-    (["--study", "depth-study", "--grid", "init=kaiming,,xavier"], ["--grid init:", "empty value"]),
-    (["--study", "depth-study", "--grid", "init=[kaiming"], ["--grid init:", "not valid YAML"]),
-    (["--study", "depth-study", "--grid", "init=kaiming,kaiming"], ["--grid init: each value once"]),
-    (["--study", "depth-study", "--seeds", "4-0"], ["--seeds: 4-0", "goes up"]),
-    (["--study", "depth-study", "--seeds", "a"], ["--seeds:", "0-4", "0,1,5", "'a'"]),
-    (["--study", "depth-study", "--seeds", "-1"], ["--seeds:", "'-1'"]),
-    (["--study", "depth-study", "--seeds", "0-999999"], ["--seeds:", "at most 100000"]),
-    (["--study", "depth-study", "--seeds", "0,1,0"], ["--seeds: each seed once"]),
-    (["--study", "depth-study", "--grid", "width=1,2,3,4,5,6,7,8,9,10", "--grid", "depth=1,2,3,4,5,6,7,8,9,10",
-      "--grid", "batch_size=2,3,4,5,6,7,8,9,10,11", "--seeds", "0-100"], ["--grid/--seeds:", "101000 runs"]),
-    (["--study", "depth-study", "--set", "batch_size=1", "--grid", "norm=batchnorm,none"],
-     ["--set/--grid: run norm=batchnorm,seed=0:", "batch_size must be at least 2"]),
-    (["--study", "depth-study", "--name", "a/b"], ["--name:", "not a valid name"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ([], ["give a sweep FILE or --study"]),
+        (["--study", "depth"], ["--study: 'depth' is not a study", "depth-study, running-stats"]),
+        (["--study", "depth-study", "--grid", "init=foo,kaiming"], ["--grid init:", "'foo'", "xavier"]),
+        (["--study", "depth-study", "--set", "depth=x"], ["--set depth:", "integer", "'x'"]),
+        (["--study", "depth-study", "--set", "depth=-2"], ["--set depth:", "greater than or equal to 1"]),
+        (["--study", "depth-study", "--set", "nrom=none"], ["--set nrom: not a field of depth-study", "norm"]),
+        (["--study", "depth-study", "--grid", "seed=1,2"], ["--grid seed:", "--seeds"]),
+        (["--study", "depth-study", "--set", "init=xavier", "--grid", "init=kaiming"], ["--grid init:", "--set"]),
+        (["--study", "depth-study", "--set", "depth=3", "--set", "depth=4"], ["--set depth: given twice"]),
+        (["--study", "depth-study", "--set", "depth"], ["--set:", "KEY=VALUE"]),
+        (["--study", "depth-study", "--grid", "init="], ["--grid init:", "give a value"]),
+        (["--study", "depth-study", "--grid", "init=kaiming,,xavier"], ["--grid init:", "empty value"]),
+        (["--study", "depth-study", "--grid", "init=[kaiming"], ["--grid init:", "not valid YAML"]),
+        (["--study", "depth-study", "--grid", "init=kaiming,kaiming"], ["--grid init: each value once"]),
+        (["--study", "depth-study", "--seeds", "4-0"], ["--seeds: 4-0", "goes up"]),
+        (["--study", "depth-study", "--seeds", "a"], ["--seeds:", "0-4", "0,1,5", "'a'"]),
+        (["--study", "depth-study", "--seeds", "-1"], ["--seeds:", "'-1'"]),
+        (["--study", "depth-study", "--seeds", "0-999999"], ["--seeds:", "at most 100000"]),
+        (["--study", "depth-study", "--seeds", "0,1,0"], ["--seeds: each seed once"]),
+        (
+            [
+                "--study",
+                "depth-study",
+                "--grid",
+                "width=1,2,3,4,5,6,7,8,9,10",
+                "--grid",
+                "depth=1,2,3,4,5,6,7,8,9,10",
+                "--grid",
+                "batch_size=2,3,4,5,6,7,8,9,10,11",
+                "--seeds",
+                "0-100",
+            ],
+            ["--grid/--seeds:", "101000 runs"],
+        ),
+        (
+            ["--study", "depth-study", "--set", "batch_size=1", "--grid", "norm=batchnorm,none"],
+            ["--set/--grid: run norm=batchnorm,seed=0:", "batch_size must be at least 2"],
+        ),
+        (["--study", "depth-study", "--name", "a/b"], ["--name:", "not a valid name"]),
+    ],
+)
 def test_bad_flags_fail_in_one_line_before_anything_is_made(cli, tmp_path, args, words):
     out = tmp_path / "out"
     r = sweep_cli(cli, *args, "--out", out)
@@ -133,10 +192,12 @@ def test_bad_flags_fail_in_one_line_before_anything_is_made(cli, tmp_path, args,
 def test_flag_errors_over_a_file_name_the_flag_or_the_file(cli, tmp_path):
     path = sweep_file(tmp_path, study="running-stats", base={"iterations": 3}, grid={"momentum": [0.1, 0.2]})
     out = tmp_path / "out"
-    for args, start in [(["--study", "depth-study"], "Error: --study: 'depth-study' differs from the study of"),
-                        (["--set", "iterations=x"], "Error: --set iterations: Input should be a valid integer"),
-                        (["--grid", "momentum=0.1,2"], "Error: --grid momentum: "),
-                        (["--set", "momentum=0.1", "--seeds", "0,0"], "Error: --seeds: each seed once")]:
+    for args, start in [
+        (["--study", "depth-study"], "Error: --study: 'depth-study' differs from the study of"),
+        (["--set", "iterations=x"], "Error: --set iterations: Input should be a valid integer"),
+        (["--grid", "momentum=0.1,2"], "Error: --grid momentum: "),
+        (["--set", "momentum=0.1", "--seeds", "0,0"], "Error: --seeds: each seed once"),
+    ]:
         r = sweep_cli(cli, path, *args, "--out", out)
         assert r.exit_code == 2 and r.output.startswith(start), (args, r.output)
         assert len(r.output.strip().splitlines()) == 1
@@ -155,15 +216,30 @@ def test_resume_of_a_flag_sweep_takes_the_same_flags_and_refuses_others(cli, tmp
     r = sweep_cli(cli, *args, "--out", out)
     assert r.exit_code == 2 and "--resume" in r.output
     # the same sweep: base keys in another order, the seeds as a range
-    same = ["--study", "depth-study", "--set", "batch_size=4", "--set", "width=8", "--set", "depth=3",
-            "--grid", "init=kaiming,xavier", "--seeds", "0-1"]
+    same = [
+        "--study",
+        "depth-study",
+        "--set",
+        "batch_size=4",
+        "--set",
+        "width=8",
+        "--set",
+        "depth=3",
+        "--grid",
+        "init=kaiming,xavier",
+        "--seeds",
+        "0-1",
+    ]
     r = sweep_cli(cli, *same, "--out", out, "--resume")
     assert r.exit_code == 0 and "resumed: 4 of 4 runs were already done" in r.output, r.output
     r = sweep_cli(cli, d / "sweep.yaml", "--out", out, "--resume")  # and from its sweep.yaml
     assert r.exit_code == 0 and "resumed: 4 of 4" in r.output, r.output
     common = ["--study", "depth-study", "--set", "width=8", "--set", "batch_size=4", "--grid", "init=kaiming,xavier"]
-    for other, key in [(["--set", "depth=3", "--seeds", "0-2"], "seeds"), (["--set", "depth=4"], "base"),
-                       (["--set", "depth=3", "--set", "init_std=2.0"], "base")]:
+    for other, key in [
+        (["--set", "depth=3", "--seeds", "0-2"], "seeds"),
+        (["--set", "depth=4"], "base"),
+        (["--set", "depth=3", "--set", "init_std=2.0"], "base"),
+    ]:
         r = sweep_cli(cli, *common, *other, "--out", out, "--resume")
         assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
         assert r.output.startswith(f"Error: --resume: {d / 'sweep.yaml'} differs from the sweep given (in {key}:")
@@ -190,22 +266,34 @@ def test_without_a_grid_the_name_is_the_study_and_the_runs_are_the_seeds(cli, tm
     d = out / "sweeps" / "running-stats"
     assert runs_of(d) == ["seed=3"]
     assert yaml.safe_load((d / "sweep.yaml").read_text()) == {
-        "study": "running-stats", "name": "running-stats", "base": {"iterations": 2}, "grid": {}, "seeds": [3]}
+        "study": "running-stats",
+        "name": "running-stats",
+        "base": {"iterations": 2},
+        "grid": {},
+        "seeds": [3],
+    }
 
 
 def test_the_api_takes_the_same_sweep_as_keyword_arguments(tmp_path):
-    outcome = bncli.sweep(out=tmp_path / "api", study="depth-study", base={"depth": 3, "width": 8, "batch_size": 4},
-                          grid={"init": ["kaiming", "xavier"], "norm": ["batchnorm", "none"]}, seeds="0-1",
-                          name="depth-study-init-norm")
+    outcome = bncli.sweep(
+        out=tmp_path / "api",
+        study="depth-study",
+        base={"depth": 3, "width": 8, "batch_size": 4},
+        grid={"init": ["kaiming", "xavier"], "norm": ["batchnorm", "none"]},
+        seeds="0-1",
+        name="depth-study-init-norm",
+    )
     assert outcome.total == 8 and outcome.failed == 0
     assert yaml.safe_load((outcome.dir / "sweep.yaml").read_text()) == RESOLVED
-    for kw, start in [({"grid": {"init": ["foo"]}}, "grid.init: 'foo' is not one of kaiming"),
-                      ({"grid": {"init": "kaiming"}}, "grid.init: Input should be a valid list"),
-                      ({"base": {"depth": "x"}}, "base.depth: Input should be a valid integer"),
-                      ({"seeds": []}, "seeds: give at least one seed"),
-                      ({"seeds": "x"}, "seeds: give a range like 0-4"),
-                      ({"base": {"depth": object()}}, "base: <object object"),
-                      ({"grid": {"depth": [3, 3.5]}}, "grid.depth: Input should be a valid integer")]:
+    for kw, start in [
+        ({"grid": {"init": ["foo"]}}, "grid.init: 'foo' is not one of kaiming"),
+        ({"grid": {"init": "kaiming"}}, "grid.init: Input should be a valid list"),
+        ({"base": {"depth": "x"}}, "base.depth: Input should be a valid integer"),
+        ({"seeds": []}, "seeds: give at least one seed"),
+        ({"seeds": "x"}, "seeds: give a range like 0-4"),
+        ({"base": {"depth": object()}}, "base: <object object"),
+        ({"grid": {"depth": [3, 3.5]}}, "grid.depth: Input should be a valid integer"),
+    ]:
         with pytest.raises(BncliError) as e:
             bncli.sweep(out=tmp_path / "bad", study="depth-study", **kw)
         assert str(e.value).startswith(start), str(e.value)
@@ -226,8 +314,20 @@ def test_sweep_formats_and_quiet_for_scripts(cli, tmp_path):
     import pandas as pd
 
     out = tmp_path / "out"
-    args = ["sweep", "--study", "depth-study", "--set", "depth=3", "--set", "width=8", "--grid", "norm=batchnorm,none",
-            "--out", out, "--no-progress"]
+    args = [
+        "sweep",
+        "--study",
+        "depth-study",
+        "--set",
+        "depth=3",
+        "--set",
+        "width=8",
+        "--grid",
+        "norm=batchnorm,none",
+        "--out",
+        out,
+        "--no-progress",
+    ]
     r = cli(*args, "--name", "q", "-q")
     assert r.exit_code == 0 and r.output == f"{out / 'sweeps' / 'q'}\n"
     r = cli(*args, "--name", "c", "--format", "csv")

@@ -59,9 +59,15 @@ def preflight(cfg: ToyConfig) -> torch.device:
 
 
 def run(cfg: ToyConfig, device: torch.device, progress=None) -> Result:
-    stds = torch.stack([cfg.scale * torch.randn(64, cfg.width, device=device, dtype=DTYPES[cfg.dtype.value],
-                                                generator=generator(device, cfg.seed, 9, t)).std()
-                        for t in range(cfg.steps)])
+    stds = torch.stack(
+        [
+            cfg.scale
+            * torch.randn(
+                64, cfg.width, device=device, dtype=DTYPES[cfg.dtype.value], generator=generator(device, cfg.seed, 9, t)
+            ).std()
+            for t in range(cfg.steps)
+        ]
+    )
     return Result(pd.DataFrame({"step": range(cfg.steps), "std": stds.double().cpu().numpy()}), "ok")
 
 

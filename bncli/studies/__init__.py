@@ -45,6 +45,7 @@ def whose(study: str):
     """A check for config files of `study` (for bncli.config.load): a `study:` key (a run's
     config.yaml has one) is checked and dropped; a file for another study, by that key or by
     its fields (all another study's), is refused, naming the study and how to run it."""
+
     def check(data: dict, path, flags: bool) -> dict:
         fields = get(study).CONFIG.model_fields
         if "study" in fields:
@@ -65,8 +66,11 @@ def whose(study: str):
                 return data
             other = fits[0]
             why = "fields " + ", ".join(show(k).strip("'") for k in unknown[:6]) + (", ..." if len(unknown) > 6 else "")
-        what, how = (("--config", f"bncli {other} --config {path}") if flags
-                     else ("config_file", f"bncli.{other.replace('-', '_')}({str(path)!r})"))
+        what, how = (
+            ("--config", f"bncli {other} --config {path}")
+            if flags
+            else ("config_file", f"bncli.{other.replace('-', '_')}({str(path)!r})")
+        )
         raise BncliError(f"{what}: {path} is a {other} config ({why}); run it with {how}")
 
     return check

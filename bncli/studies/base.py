@@ -48,6 +48,7 @@ class Study(Protocol):
     def render(self, run, every: int | None = None) -> list: ...  # rich renderables of a Run with a table
     def sweep_cells(self, runs: list) -> list[str]: ...  # SWEEP_COLUMNS' cells over finished runs
     def draw(self, plt, table, metric: str | None, opts) -> Any: ...  # a matplotlib figure of labelled
+
     # runs, following a figures.Options (panels, y scale, title); it may define
     # auto_facet(table, metric, columns) -> column | None to pick its panels
 
@@ -64,5 +65,7 @@ def check_fits(device: torch.device, need: int, sizes: str, smaller: str) -> Non
     the device's: one clean line instead of an OOM (or the OS killing the process) mid-run."""
     have = capacity(device)
     if need > 0.9 * have:
-        raise BncliError(f"too large: {sizes} needs about {need / 2**30:.1f} GiB but {device} has "
-                         f"{have / 2**30:.1f} GiB; use {smaller}")
+        raise BncliError(
+            f"too large: {sizes} needs about {need / 2**30:.1f} GiB but {device} has "
+            f"{have / 2**30:.1f} GiB; use {smaller}"
+        )

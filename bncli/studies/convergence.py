@@ -80,8 +80,7 @@ ID_COLUMNS = ["iteration", "estimator", "channel"]
 LABEL_KEYS = ["momentum", "batch_size", "input_std"]
 PLOT = "convergence.png"
 RUN_PLOT = True  # a single run's directory gets its error-against-iteration plot
-SWEEP_COLUMNS = ["steps to 1%: precise", "steps to 1%: cumulative", "worst final mean_error",
-                 "worst final var_error"]
+SWEEP_COLUMNS = ["steps to 1%: precise", "steps to 1%: cumulative", "worst final mean_error", "worst final var_error"]
 COMPARE_METRIC = "var_error"  # what `bncli compare` sets side by side unless --metric says
 COLUMNS = ["iteration", "estimator", "channel", "mean", "var", "mean_error", "var_error", "train_eval_gap"]
 STREAM = 5  # the batches' seed stream (1, 2, 4: depth study; 3: running-stats check)
@@ -110,8 +109,9 @@ def estimate_bytes(cfg: ConvergenceConfig) -> int:
 
 def preflight(cfg: ConvergenceConfig) -> torch.device:
     device = resolve_device(cfg.device)
-    check_fits(device, estimate_bytes(cfg), describe_size(cfg),
-               "a smaller --batch-size, --num-features or --iterations")
+    check_fits(
+        device, estimate_bytes(cfg), describe_size(cfg), "a smaller --batch-size, --num-features or --iterations"
+    )
     return device
 
 
@@ -138,8 +138,7 @@ def estimator_names(cfg: ConvergenceConfig) -> list[str]:
 def run(cfg: ConvergenceConfig, device: torch.device, progress=None) -> Result:
     dtype = DTYPES[cfg.dtype.value]
     c, b = cfg.num_features, cfg.batch_size
-    bns = [torch.nn.BatchNorm1d(c, eps=cfg.eps, momentum=m, device=device, dtype=dtype)
-           for m in [*cfg.momenta, None]]
+    bns = [torch.nn.BatchNorm1d(c, eps=cfg.eps, momentum=m, device=device, dtype=dtype) for m in [*cfg.momenta, None]]
     true_mean, true_std = truth(cfg, device, dtype)
     true_var = true_std.square()
     s_mean = torch.zeros(c, device=device, dtype=torch.float64)  # PreciseBN's running sums
@@ -176,8 +175,11 @@ def run(cfg: ConvergenceConfig, device: torch.device, progress=None) -> Result:
                     means = torch.stack([e[0] for e in ests])  # (estimators, channels)
                     vars_ = torch.stack([e[1] for e in ests])
                     gap = torch.stack(gaps).square().mean(1).sqrt()
-                    per_iter.append(torch.stack([means, vars_, (means - true_mean).abs() / true_std,
-                                                 (vars_ / true_var - 1).abs(), gap], -1))
+                    per_iter.append(
+                        torch.stack(
+                            [means, vars_, (means - true_mean).abs() / true_std, (vars_ / true_var - 1).abs(), gap], -1
+                        )
+                    )
                     if progress is not None and (t + 1) % 64 == 0:
                         progress(t + 1)
         except KeyboardInterrupt:
@@ -194,8 +196,11 @@ def run(cfg: ConvergenceConfig, device: torch.device, progress=None) -> Result:
         table.insert(0, "iteration", idx.get_level_values(0))
     else:
         table = pd.DataFrame({col: pd.Series(dtype=float) for col in COLUMNS})
-    return Result(table[COLUMNS], status, {"iterations_done": len(per_iter), "estimators": names,
-                                           "steps_to_1pct": steps_within(table)})
+    return Result(
+        table[COLUMNS],
+        status,
+        {"iterations_done": len(per_iter), "estimators": names, "steps_to_1pct": steps_within(table)},
+    )
 
 
 def steps_within(table, tol: float = WITHIN) -> dict[str, int | None]:
@@ -216,6 +221,7 @@ def steps_within(table, tol: float = WITHIN) -> dict[str, int | None]:
 
 # -- rendering ----------------------------------------------------------------------------------
 
+
 def estimator_table(table: pd.DataFrame, steps: dict) -> Table:
     """One row per estimator: steps to stay within 1% of the truth, and its last errors."""
     last = table[table["iteration"] == table["iteration"].max()]
@@ -223,10 +229,15 @@ def estimator_table(table: pd.DataFrame, steps: dict) -> Table:
     t = report.table(["estimator", "steps to within 1%", "mean_error", "var_error", "train_eval_gap"])
     for name, g in last.groupby("estimator", sort=False):
         k = steps.get(name)
-        t.add_row(name, str(k) if k is not None else f"not in {n}",
-                  *[report.fmt(float(g[c].max())) for c in ("mean_error", "var_error", "train_eval_gap")])
-    t.caption = (f"after {plural(n, 'iteration')}; errors are the worst channel's: |mean - mu| / sigma and "
-                 "|var / sigma^2 - 1|; gap: RMS of eval-mode minus train-mode output")
+        t.add_row(
+            name,
+            str(k) if k is not None else f"not in {n}",
+            *[report.fmt(float(g[c].max())) for c in ("mean_error", "var_error", "train_eval_gap")],
+        )
+    t.caption = (
+        f"after {plural(n, 'iteration')}; errors are the worst channel's: |mean - mu| / sigma and "
+        "|var / sigma^2 - 1|; gap: RMS of eval-mode minus train-mode output"
+    )
     return t
 
 
@@ -245,8 +256,9 @@ def sweep_cells(runs: list[pd.DataFrame]) -> list[str]:
         return report.pm([s[name] if s.get(name) is not None else float("nan") for s in steps])
 
     def worst(col):
-        return report.fmt(max((float(r[r["iteration"] == r["iteration"].max()][col].max()) for r in runs),
-                              default=float("nan")))
+        return report.fmt(
+            max((float(r[r["iteration"] == r["iteration"].max()][col].max()) for r in runs), default=float("nan"))
+        )
 
     return [within("precise"), within("cumulative"), worst("mean_error"), worst("var_error")]
 
@@ -263,7 +275,7 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
     seeds = max(int(g["seed"].nunique()) for _, g in figures.groups(table))
     one = len(figures.groups(table)) == 1  # one config: it goes in the title, the legend names estimators
     for r, (name, rows) in enumerate(panels):
-        for ax, m in zip(axes[r * len(metrics):(r + 1) * len(metrics)], metrics, strict=True):
+        for ax, m in zip(axes[r * len(metrics) : (r + 1) * len(metrics)], metrics, strict=True):
             for parts, g in figures.groups(rows):
                 for ei, estimator in enumerate(names):
                     e = g[g["estimator"] == estimator]
@@ -273,12 +285,22 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
                     label = f"{g['label'].iloc[0]}: {estimator}" if g["label"].iloc[0] and not one else estimator
                     y = v.to_numpy(float)
                     wide = {"lw": 3.2, "alpha": 0.45} if estimator == "precise" else {"lw": 1.3}  # the reference:
-                    ax.plot(v.index.to_numpy() + 1, np.where(y > 0, y, np.nan), label=label,  # visible under the
-                            color=palette(ei % 10), linestyle=styles[parts], **wide)  # cumulative, its equal on means
+                    ax.plot(
+                        v.index.to_numpy() + 1,
+                        np.where(y > 0, y, np.nan),
+                        label=label,  # visible under the
+                        color=palette(ei % 10),
+                        linestyle=styles[parts],
+                        **wide,
+                    )  # cumulative, its equal on means
             _axes(ax, table, m, opts, name, seeds)
     config = f" ({table['label'].iloc[0]})" if one and table["label"].iloc[0] else ""
-    figures.title(fig, axes, "worst channel's error: max over channels" + (f" and {seeds} seeds" if seeds > 1 else "")
-                  + config, opts)
+    figures.title(
+        fig,
+        axes,
+        "worst channel's error: max over channels" + (f" and {seeds} seeds" if seeds > 1 else "") + config,
+        opts,
+    )
     figures.legend(axes[len(metrics) - 1], axes)
     return fig
 

@@ -72,16 +72,21 @@ class DepthConfig(Config):
     @model_validator(mode="after")
     def _check(self) -> DepthConfig:
         if self.norm == Norm.batchnorm and self.bn_mode == BNMode.train and self.batch_size < 2:
-            raise ValueError("batch_size must be at least 2 with norm batchnorm "
-                             "(BatchNorm cannot normalise a single sample)")
+            raise ValueError(
+                "batch_size must be at least 2 with norm batchnorm (BatchNorm cannot normalise a single sample)"
+            )
         features, name = (self.width, "width") if self.arch == Arch.mlp else (self.channels, "channels")
         if self.norm == Norm.groupnorm and features % self.groups:
-            raise ValueError(f"groups must divide {name} for norm groupnorm: {name} {features} "
-                             f"is not a multiple of groups {self.groups}")
+            raise ValueError(
+                f"groups must divide {name} for norm groupnorm: {name} {features} "
+                f"is not a multiple of groups {self.groups}"
+            )
         pixels = 1 if self.arch == Arch.mlp else self.image_size**2
         if self.norm == Norm.groupnorm and features // self.groups * pixels < 2:
-            raise ValueError(f"groups: each of the {self.groups} groups must hold at least 2 values to normalise "
-                             f"({name} {features} / groups {self.groups} x {pixels} pixel(s))")
+            raise ValueError(
+                f"groups: each of the {self.groups} groups must hold at least 2 values to normalise "
+                f"({name} {features} / groups {self.groups} x {pixels} pixel(s))"
+            )
         if self.batch_size * features * pixels < 2:
             raise ValueError(f"batch_size x {name} must be at least 2: a std needs two values")
         if self.residual is None:
@@ -98,13 +103,16 @@ def _check_maps(cfg: DepthConfig) -> None:
     if cfg.arch != Arch.resnet:
         return
     if cfg.image_size % 2 ** (cfg.stages - 1):
-        raise ValueError(f"image_size must be divisible by 2^(stages - 1) = {2 ** (cfg.stages - 1)} "
-                         f"(each stage after the first halves it), got {cfg.image_size}")
+        raise ValueError(
+            f"image_size must be divisible by 2^(stages - 1) = {2 ** (cfg.stages - 1)} "
+            f"(each stage after the first halves it), got {cfg.image_size}"
+        )
     if cfg.stages * cfg.blocks > 100_000 or cfg.stages > 32:
         raise ValueError("stages x blocks must be at most 100000, and stages at most 32")
     if "depth" in cfg.model_fields_set and cfg.depth != cfg.stages * cfg.blocks:
-        raise ValueError(f"depth is stages x blocks ({cfg.stages * cfg.blocks}) for arch resnet; "
-                         "give stages and blocks instead")
+        raise ValueError(
+            f"depth is stages x blocks ({cfg.stages * cfg.blocks}) for arch resnet; give stages and blocks instead"
+        )
     cfg.depth = cfg.stages * cfg.blocks
 
 
@@ -119,7 +127,7 @@ SWEEP_COLUMNS = ["last-layer std", "min std", "max std", "diverged"]
 COMPARE_METRIC = "std"  # what `bncli compare` sets side by side unless --metric says
 BASE = ["mean", "std", "abs_max", "zero_fraction", "chan_sq_mean", "chan_var"]  # always on
 COLUMNS = ["layer", *BASE, "erank", "grad_std", "weight_grad_norm", "theory_std"]
-MAP_COLUMNS = ["layer", "stage", *BASE, "branch_var", *COLUMNS[len(BASE) + 1:]]  # conv and resnet
+MAP_COLUMNS = ["layer", "stage", *BASE, "branch_var", *COLUMNS[len(BASE) + 1 :]]  # conv and resnet
 OPTIONAL = {"erank": "erank", "grad_std": "grads", "weight_grad_norm": "grads"}  # column: its flag
 # divergence is a non-finite mean, std, abs_max or zero_fraction; chan_sq_mean and chan_var are
 # squares, which overflow (inf) sooner and are kept as values
@@ -203,19 +211,22 @@ def _sizes(cfg: DepthConfig) -> str:
 def describe_size(cfg: DepthConfig) -> str:
     n = cfg.depth if cfg.keep_weights or cfg.grads else 1
     held = f"{cfg.width}x{cfg.width}" if cfg.arch == Arch.mlp else f"up to {weight_elements(cfg)} values"
-    return (f"{_sizes(cfg)}, {cfg.dtype.value} "
-            f"({n} weight(s) of {held} held at once, about {_gb(estimate_bytes(cfg))})")
+    return f"{_sizes(cfg)}, {cfg.dtype.value} ({n} weight(s) of {held} held at once, about {_gb(estimate_bytes(cfg))})"
 
 
 def preflight(cfg: DepthConfig) -> torch.device:
     device = resolve_device(cfg.device)
     need, have = estimate_bytes(cfg), capacity(device)
     if need > 0.9 * have:
-        smaller = "--width, --batch-size or --depth" if cfg.arch == Arch.mlp else \
-            "--channels, --image-size, --batch-size or --depth (--stages, --blocks)"
+        smaller = (
+            "--width, --batch-size or --depth"
+            if cfg.arch == Arch.mlp
+            else "--channels, --image-size, --batch-size or --depth (--stages, --blocks)"
+        )
         raise BncliError(
             f"too large: {_sizes(cfg)}{', keep_weights' if cfg.keep_weights else ''} needs about {_gb(need)} "
-            f"but {device} has {_gb(have)}; use a smaller {smaller}")
+            f"but {device} has {_gb(have)}; use a smaller {smaller}"
+        )
     return device
 
 
@@ -396,8 +407,9 @@ class _Interrupted(Exception):
         self.done = done
 
 
-def _forward(cfg: DepthConfig, device: torch.device, draws, buf: torch.Tensor, outs: list | None,
-             computing: int, progress) -> int:
+def _forward(
+    cfg: DepthConfig, device: torch.device, draws, buf: torch.Tensor, outs: list | None, computing: int, progress
+) -> int:
     """Fill buf's rows layer by layer; the number of layers done (early at a non-finite chunk).
 
     Each output, as a (samples, channels) matrix, is copied into a chunk buffer and the chunk's
@@ -478,8 +490,14 @@ def _chan_var(f: torch.Tensor) -> torch.Tensor:
 
 def _bn_relu(cfg: DepthConfig) -> bool:
     """The stack Yang et al.'s ReLU gradient rate is derived for (docs/theory.md)."""
-    return (cfg.norm.value == "batchnorm" and cfg.bn_mode.value == "train" and cfg.activation.value == "relu"
-            and cfg.order.value == "linear-norm-act" and not cfg.residual and cfg.batch_size >= 4)
+    return (
+        cfg.norm.value == "batchnorm"
+        and cfg.bn_mode.value == "train"
+        and cfg.activation.value == "relu"
+        and cfg.order.value == "linear-norm-act"
+        and not cfg.residual
+        and cfg.batch_size >= 4
+    )
 
 
 def _grads(cfg: DepthConfig, device, outs, weights, n: int):
@@ -498,6 +516,7 @@ def _grads(cfg: DepthConfig, device, outs, weights, n: int):
         g = torch.autograd.grad(outs[n - 1], outs[:n] + [t for p in parts for t in p], ct)
         go, gw = g[:n], iter(g[n:])
         up = (lambda t: t.float()) if ct.dtype == torch.bfloat16 else (lambda t: t)  # noqa: E731
+
         def norm(p):
             norms = [torch.linalg.vector_norm(up(next(gw))) for _ in p]
             return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
@@ -510,6 +529,7 @@ def _grads(cfg: DepthConfig, device, outs, weights, n: int):
 
 
 # -- rendering ----------------------------------------------------------------------------------
+
 
 def auto_every(depth: int) -> int:
     """Every layer up to 100 layers, then about 50 rows."""
@@ -542,16 +562,20 @@ def summary(table: pd.DataFrame, meta: dict) -> Text:
     diverged_at = meta.get("diverged_at")
     finite = table["std"][table["std"].map(math.isfinite)]
     if len(finite):
-        lines.append(f"std over {plural(len(table), 'layer')}: min {report.num(finite.min())}, "
-                     f"max {report.num(finite.max())}, last {report.num(table['std'].iloc[-1])}")
+        lines.append(
+            f"std over {plural(len(table), 'layer')}: min {report.num(finite.min())}, "
+            f"max {report.num(finite.max())}, last {report.num(table['std'].iloc[-1])}"
+        )
     g = report.growth(table["std"]) if len(table) else None
     if g is not None:
         lines.append(f"std growth per layer: x{g:.4f} (geometric mean, first to last layer)")
     g = report.growth(table["grad_std"], backwards=True) if "grad_std" in report.shown_columns(table) else None
     if g is not None:
         pred = meta.get("grad_growth_theory")
-        lines.append(f"grad_std growth per layer, going backwards: x{g:.4f}"
-                     + (f" (mean-field theory, Yang et al. 2019: x{pred:.4f})" if pred else ""))
+        lines.append(
+            f"grad_std growth per layer, going backwards: x{g:.4f}"
+            + (f" (mean-field theory, Yang et al. 2019: x{pred:.4f})" if pred else "")
+        )
     if diverged_at is not None:
         lines.append(f"diverged: non-finite output at layer {diverged_at}")
     if meta.get("status") == "interrupted":
@@ -571,8 +595,12 @@ def sweep_cells(runs: list[pd.DataFrame]) -> list[str]:
     std = std[np.isfinite(std)]
     last = [r["std"].iloc[-1] for r in runs if r["status"].iloc[0] == "ok"]
     diverged = sum(r["status"].iloc[0] == "diverged" for r in runs)
-    return [report.pm(last), report.num(float(std.min())) if len(std) else "-",
-            report.num(float(std.max())) if len(std) else "-", f"{diverged}/{len(runs)}"]
+    return [
+        report.pm(last),
+        report.num(float(std.min())) if len(std) else "-",
+        report.num(float(std.max())) if len(std) else "-",
+        f"{diverged}/{len(runs)}",
+    ]
 
 
 SPP = ["chan_sq_mean", "chan_var", "branch_var"]  # Brock et al.'s signal-propagation plot
@@ -589,8 +617,9 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
     styles = figures.line_styles(table)
     panels = figures.panels(table, opts)
     cols = min(len(panels), 3)
-    fig, axes = figures.subplots(plt, -(-len(panels) // cols), cols, 10 if cols == 1 else 5, 5.5 if cols == 1 else 4.2,
-                                 len(panels))
+    fig, axes = figures.subplots(
+        plt, -(-len(panels) // cols), cols, 10 if cols == 1 else 5, 5.5 if cols == 1 else 4.2, len(panels)
+    )
     any_diverged = False
     for ax, (name, rows) in zip(axes, panels, strict=True):
         log = figures.use_log(rows[metric], opts)
@@ -612,8 +641,12 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
     if any_diverged:
         from matplotlib.lines import Line2D
 
-        extra.append((Line2D([], [], marker="x", ls="none", color="0.3", ms=8, mew=2),
-                      "diverged (x at the first non-finite layer)"))
+        extra.append(
+            (
+                Line2D([], [], marker="x", ls="none", color="0.3", ms=8, mew=2),
+                "diverged (x at the first non-finite layer)",
+            )
+        )
     figures.legend(axes[cols - 1], axes, extra)
     return fig
 
@@ -646,7 +679,7 @@ def _draw_maps(plt, table: pd.DataFrame, metrics: list[str], opts: figures.Optio
     panels = figures.panels(table, opts)
     fig, axes = figures.subplots(plt, len(panels), len(metrics), 5.2, 4.8)
     for r, (name, rows) in enumerate(panels):
-        for ax, m in zip(axes[r * len(metrics):(r + 1) * len(metrics)], metrics, strict=True):
+        for ax, m in zip(axes[r * len(metrics) : (r + 1) * len(metrics)], metrics, strict=True):
             log = figures.use_log(rows[m], opts)
             for parts, g in figures.groups(rows):
                 done = g[g["status"].isin(("ok", "diverged"))]
@@ -679,7 +712,8 @@ def _draw_group(ax, done: pd.DataFrame, metric: str, st: dict, log: bool) -> boo
     for _, run in done[done["status"] == "diverged"].groupby("run" if "run" in done else "seed", sort=False):
         finite = run[np.isfinite(run[metric].astype(float))]
         if len(finite):
-            ax.plot(run["layer"].iloc[-1], finite[metric].iloc[-1], marker="x", ms=8, mew=2,
-                    color=st["color"], ls="none")
+            ax.plot(
+                run["layer"].iloc[-1], finite[metric].iloc[-1], marker="x", ms=8, mew=2, color=st["color"], ls="none"
+            )
             diverged = True
     return diverged

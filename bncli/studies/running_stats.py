@@ -62,11 +62,15 @@ class RunningStatsConfig(Config):
         if self.feature_shape is None:
             self.feature_shape = list(NOTEBOOK_SHAPES[self.dims])
         if len(self.feature_shape) != self.dims:
-            raise ValueError(f"feature_shape must have {self.dims} entries for dims {self.dims}, "
-                             f"got {len(self.feature_shape)}: {show(self.feature_shape)}")
+            raise ValueError(
+                f"feature_shape must have {self.dims} entries for dims {self.dims}, "
+                f"got {len(self.feature_shape)}: {show(self.feature_shape)}"
+            )
         if self.batch_size * math.prod(self.feature_shape) < 2:
-            raise ValueError("batch_size x feature_shape must give at least 2 values per channel "
-                             "(BatchNorm cannot normalise a single value)")
+            raise ValueError(
+                "batch_size x feature_shape must give at least 2 values per channel "
+                "(BatchNorm cannot normalise a single value)"
+            )
         return self
 
 
@@ -79,8 +83,16 @@ PLOT = "running_stats.png"
 RUN_PLOT = False
 SWEEP_COLUMNS = ["final running_var", "max |mean err|", "max |var err|", "matches formula"]
 COMPARE_METRIC = "running_var"  # what `bncli compare` sets side by side unless --metric says
-COLUMNS = ["iteration", "channel", "batch_mean", "batch_var", "running_mean", "running_var",
-           "expected_mean", "expected_var"]
+COLUMNS = [
+    "iteration",
+    "channel",
+    "batch_mean",
+    "batch_var",
+    "running_mean",
+    "running_var",
+    "expected_mean",
+    "expected_var",
+]
 BATCH_STREAM = 3
 
 
@@ -94,8 +106,10 @@ def progress_total(cfg: RunningStatsConfig) -> None:
 
 
 def describe_size(cfg: RunningStatsConfig) -> str:
-    return (f"batch_size {cfg.batch_size}, num_features {cfg.num_features}, "
-            f"feature_shape {','.join(map(str, cfg.feature_shape))}")
+    return (
+        f"batch_size {cfg.batch_size}, num_features {cfg.num_features}, "
+        f"feature_shape {','.join(map(str, cfg.feature_shape))}"
+    )
 
 
 def estimate_bytes(cfg: RunningStatsConfig) -> int:
@@ -109,8 +123,12 @@ def estimate_bytes(cfg: RunningStatsConfig) -> int:
 
 def preflight(cfg: RunningStatsConfig) -> torch.device:
     device = resolve_device(cfg.device)
-    check_fits(device, estimate_bytes(cfg), describe_size(cfg) + f", iterations {cfg.iterations}",
-               "a smaller --batch-size, --num-features, --feature-shape or --iterations")
+    check_fits(
+        device,
+        estimate_bytes(cfg),
+        describe_size(cfg) + f", iterations {cfg.iterations}",
+        "a smaller --batch-size, --num-features, --feature-shape or --iterations",
+    )
     return device
 
 
@@ -126,8 +144,7 @@ def make_batch(cfg: RunningStatsConfig, iteration: int, device: torch.device) ->
 
 def run(cfg: RunningStatsConfig, device: torch.device, progress=None) -> Result:
     bn_cls = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[cfg.dims]
-    bn = bn_cls(cfg.num_features, eps=cfg.eps, momentum=cfg.momentum, device=device,
-                dtype=DTYPES[cfg.dtype.value])
+    bn = bn_cls(cfg.num_features, eps=cfg.eps, momentum=cfg.momentum, device=device, dtype=DTYPES[cfg.dtype.value])
     bn.train()
     reduce = [0, *range(2, 2 + cfg.dims)]  # every axis but the channel axis
     n = cfg.batch_size * math.prod(cfg.feature_shape)
@@ -150,38 +167,56 @@ def run(cfg: RunningStatsConfig, device: torch.device, progress=None) -> Result:
                 m = cfg.momentum if cfg.momentum is not None else 1.0 / (t + 1)  # None: cumulative
                 exp_mean = (1 - m) * exp_mean + m * mean
                 exp_var = (1 - m) * exp_var + m * var
-                per_iter.append(torch.stack([mean, var, bn.running_mean.detach().double().cpu(),
-                                             bn.running_var.detach().double().cpu(), exp_mean, exp_var], 1))
+                per_iter.append(
+                    torch.stack(
+                        [
+                            mean,
+                            var,
+                            bn.running_mean.detach().double().cpu(),
+                            bn.running_var.detach().double().cpu(),
+                            exp_mean,
+                            exp_var,
+                        ],
+                        1,
+                    )
+                )
                 if progress is not None:
                     progress(t + 1)
         except KeyboardInterrupt:
             status = "interrupted"
 
     cols = COLUMNS[2:]
-    frames = [pd.DataFrame(v.numpy(), columns=cols).assign(iteration=t, channel=range(len(v)))
-              for t, v in enumerate(per_iter)]
-    table = (pd.concat(frames, ignore_index=True) if frames
-             else pd.DataFrame(columns=cols, dtype=float))[COLUMNS]
-    shapes = {"running_mean": list(bn.running_mean.shape), "running_var": list(bn.running_var.shape),
-              "weight": list(bn.weight.shape), "bias": list(bn.bias.shape),
-              "num_batches_tracked": list(bn.num_batches_tracked.shape)}
+    frames = [
+        pd.DataFrame(v.numpy(), columns=cols).assign(iteration=t, channel=range(len(v))) for t, v in enumerate(per_iter)
+    ]
+    table = (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols, dtype=float))[COLUMNS]
+    shapes = {
+        "running_mean": list(bn.running_mean.shape),
+        "running_var": list(bn.running_var.shape),
+        "weight": list(bn.weight.shape),
+        "bias": list(bn.bias.shape),
+        "num_batches_tracked": list(bn.num_batches_tracked.shape),
+    }
     return Result(table, status, {"shapes": shapes, "iterations_done": len(per_iter)})
 
 
 # -- rendering ----------------------------------------------------------------------------------
 
+
 def agrees(table: pd.DataFrame, dtype: str = "float32") -> np.ndarray:
     """Does torch's running stat match the formula, to the precision of `dtype`?"""
     rtol, atol = (1e-5, 1e-6) if dtype == "float32" else (1e-12, 1e-14)
-    return (np.isclose(table["running_mean"], table["expected_mean"], rtol=rtol, atol=atol)
-            & np.isclose(table["running_var"], table["expected_var"], rtol=rtol, atol=atol))
+    return np.isclose(table["running_mean"], table["expected_mean"], rtol=rtol, atol=atol) & np.isclose(
+        table["running_var"], table["expected_var"], rtol=rtol, atol=atol
+    )
 
 
 def value_table(table: pd.DataFrame, dtype: str = "float32") -> Table:
     t = report.table([*table.columns, "matches formula"])
     for ok, (_, row) in zip(agrees(table, dtype), table.iterrows(), strict=True):
-        cells = [str(int(row[c])) if c in ("iteration", "channel") else report.fmt(float(row[c]))
-                 for c in table.columns]
+        cells = [
+            str(int(row[c])) if c in ("iteration", "channel") else report.fmt(float(row[c])) for c in table.columns
+        ]
         t.add_row(*cells, Text("yes", "green") if ok else Text("NO", "bold red"))
     return t
 
@@ -189,8 +224,11 @@ def value_table(table: pd.DataFrame, dtype: str = "float32") -> Table:
 def summary(table: pd.DataFrame, shapes: dict, dtype: str = "float32") -> Text:
     ok = agrees(table, dtype)
     values = plural(len(table), "value")
-    verdict = (f"torch matches the update formula on {'all ' if len(table) > 1 else ''}{values}" if ok.all()
-               else f"torch differs from the update formula on {int((~ok).sum())} of {values}")
+    verdict = (
+        f"torch matches the update formula on {'all ' if len(table) > 1 else ''}{values}"
+        if ok.all()
+        else f"torch differs from the update formula on {int((~ok).sum())} of {values}"
+    )
     return Text(f"{verdict}\nshapes: ") + Text("  ".join(f"{k} {tuple(v)}" for k, v in shapes.items()))
 
 
@@ -207,21 +245,29 @@ def render(run, every: int | None = None) -> list:
     keep = set(range(0, n, every)) | {n - 1}
     parts = [value_table(table[table["iteration"].isin(keep)], dtype)]
     if len(keep) < n:
-        parts.append(Text(f"showing {len(keep)} of {n} iterations (every {every}-th and the last); "
-                          "running_stats.csv has them all"))
+        parts.append(
+            Text(
+                f"showing {len(keep)} of {n} iterations (every {every}-th and the last); running_stats.csv has them all"
+            )
+        )
     return [*parts, summary(table, run.meta.get("shapes") or {}, dtype)]
 
 
 def sweep_cells(runs: list[pd.DataFrame]) -> list[str]:
     """SWEEP_COLUMNS over a config's finished runs: the final running_var (mean ± sd over seeds),
     the largest gaps between torch and the formula, and how many runs match it everywhere."""
+
     def gap(col, r):
         return float(np.abs(r[f"running_{col}"] - r[f"expected_{col}"]).max()) if len(r) else float("nan")
 
     final = [r[r["iteration"] == r["iteration"].max()]["running_var"].mean() for r in runs]
     match = sum(bool(agrees(r, str(r["dtype"].iloc[0]) if "dtype" in r else "float32").all()) for r in runs)
-    return [report.pm(final), report.fmt(max((gap("mean", r) for r in runs), default=float("nan"))),
-            report.fmt(max((gap("var", r) for r in runs), default=float("nan"))), f"{match}/{len(runs)}"]
+    return [
+        report.pm(final),
+        report.fmt(max((gap("mean", r) for r in runs), default=float("nan"))),
+        report.fmt(max((gap("var", r) for r in runs), default=float("nan"))),
+        f"{match}/{len(runs)}",
+    ]
 
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]  # one per config sharing a panel; colour is the channel's
@@ -245,7 +291,7 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
     for r, (name, rows) in enumerate(panels):
         lines = figures.groups(rows)
         shared |= len(lines) > 1
-        for ax, m in zip(axes[r * len(metrics):(r + 1) * len(metrics)], metrics, strict=True):
+        for ax, m in zip(axes[r * len(metrics) : (r + 1) * len(metrics)], metrics, strict=True):
             for parts, g in lines:
                 dashed |= _draw_group(ax, g, m, colors, markers[parts] if len(lines) > 1 else "o")
             ax.set_title(m if name is None else f"{m}: {name}", fontsize=10)
@@ -257,17 +303,27 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
             ax.grid(True, alpha=0.3)
             figures.note_overlaps(ax)  # constant input: every channel's running_var is the same
     seeds = figures.seeds_note(table)
-    figures.title(fig, axes, f"{' and '.join(metrics)} per channel" + ("" if seeds == "one seed" else f" ({seeds})")
-                  + ("; markers: measured, dashed: the formula" if dashed else ""), opts)
-    extra = [(Line2D([], [], color=colors[c], marker="o", ms=4, ls="--" if dashed else "-"), f"channel {c:g}")
-             for c in channels[:12]]
+    figures.title(
+        fig,
+        axes,
+        f"{' and '.join(metrics)} per channel"
+        + ("" if seeds == "one seed" else f" ({seeds})")
+        + ("; markers: measured, dashed: the formula" if dashed else ""),
+        opts,
+    )
+    extra = [
+        (Line2D([], [], color=colors[c], marker="o", ms=4, ls="--" if dashed else "-"), f"channel {c:g}")
+        for c in channels[:12]
+    ]
     if len(channels) > 12:
         extra.append((Line2D([], []), f"... channel {channels[-1]:g} ({palette.name})"))
     if dashed:
         extra.append((Line2D([], [], ls="--", color="0.3"), "dashed: expected, (1 - m) r + m batch_stat"))
     if shared:
-        extra += [(Line2D([], [], ls="none", color="0.3", marker=markers[p]), g["label"].iloc[0])
-                  for p, g in figures.groups(table)]
+        extra += [
+            (Line2D([], [], ls="none", color="0.3", marker=markers[p]), g["label"].iloc[0])
+            for p, g in figures.groups(table)
+        ]
     figures.legend(axes[len(metrics) - 1], [], extra)
     return fig
 
@@ -290,8 +346,17 @@ def _draw_group(ax, g: pd.DataFrame, m: str, colors: dict, marker: str) -> bool:
             ex, emean, _, _ = figures.mean_sd(ch, "iteration", expected)
             ax.plot(ex, emean, ls="--", lw=1.2, color=colors[c], zorder=1)
             dashed = True
-        ax.plot(x, mean, marker=marker, ms=4, lw=1.5, ls="none" if formula else "-", color=colors[c], zorder=2,
-                label=f"channel {c:g}")
+        ax.plot(
+            x,
+            mean,
+            marker=marker,
+            ms=4,
+            lw=1.5,
+            ls="none" if formula else "-",
+            color=colors[c],
+            zorder=2,
+            label=f"channel {c:g}",
+        )
         if n > 1:
             ax.fill_between(x, mean - sd, mean + sd, alpha=0.15, lw=0, color=colors[c])
     return dashed
