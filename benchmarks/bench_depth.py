@@ -31,8 +31,10 @@ import torch
 import torch.nn as nn
 
 from bncli import config
-from bncli.nets import layer_fn, make_input
+from bncli.runtime import torch_threads
 from bncli.studies import depth
+from bncli.studies.depth import engine
+from bncli.studies.depth.net import Net, make_input
 
 # depth, width, batch; "wide" (a GPU's size: 64 GB of notebook-style weights) skips the notebook
 SIZES = {
@@ -110,7 +112,7 @@ class ConvNet(MLP):
 def notebook_style(cfg, device, lean=False):
     """Build, init again, forward: the notebook's own forward is target 1's reference."""
     torch.manual_seed(cfg.seed)
-    if cfg.arch.value == "conv":
+    if cfg.arch == "conv":
         net = ConvNet(cfg.channels, cfg.depth)
         net.initialize()
         net.to(device)
@@ -132,7 +134,7 @@ def bncli_run(cfg, device):
 def draw_only(cfg, device):
     """Every weight drawn once, on all torch threads: the draw's share of the lower bound."""
     n = torch.get_num_threads() if device.type == "cpu" and torch.get_num_threads() > 1 else 0
-    for _ in depth.draw_weights(cfg, device, n):
+    for _ in engine.draw_weights(Net.of(cfg), device, n):
         pass
 
 
@@ -142,11 +144,12 @@ def lower_bound(cfg, device):
     The same schedule as bncli: on CPU, half the threads draw the next layers while the
     others compute the current one.
     """
-    step = layer_fn(cfg, device)
-    drawing, computing = depth.split_threads(device)
-    with torch.no_grad(), depth.torch_threads(computing):
-        x = make_input(cfg, device)
-        for w in depth.draw_weights(cfg, device, drawing):
+    net = Net.of(cfg)
+    step = net.arch_module().step(net, device)
+    drawing, computing = engine.split_threads(device)
+    with torch.no_grad(), torch_threads(computing):
+        x = make_input(net, device)
+        for w in engine.draw_weights(net, device, drawing):
             x = step(x, w)
     return x
 

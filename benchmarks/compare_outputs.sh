@@ -2,29 +2,31 @@
 # Same settings, two versions of bncli: every result file (but meta.json, whose times differ) and
 # every line printed must be byte-identical. Run from the repository root:
 #   bash benchmarks/compare_outputs.sh OLD_CHECKOUT
-# The old version's convergence study was `running-stats --study convergence`, saved under
-# running-stats-convergence/; the new one is `convergence`, saved under convergence/.
+# (for example `git worktree add /tmp/old HEAD~5`). It runs the shipped configs, a diverging run
+# with every optional statistic, and the shipped sweeps, with this checkout's .venv.
 set -u
 old=$(cd "$1" && pwd); new=$(pwd); py=$new/.venv/bin/python
 work=$(mktemp -d)
-run() {  # run VERSION_DIR OUT ARGS...: stdout with the result paths made relative
+run() {  # run VERSION_DIR OUT ARGS...: stdout and stderr with the result paths made relative
   local src=$1 out=$2; shift 2
   (cd "$work" && PYTHONPATH=$src COLUMNS=140 $py -m bncli "$@" --out "$out" 2>&1 | sed "s#$work/##g")
 }
 for v in old new; do
   src=$old; [ $v = new ] && src=$new
-  conv=(convergence); [ $v = old ] && conv=(running-stats --study convergence)
   {
-    run "$src" $v depth-study --config "$new/configs/depth_study.yaml" --name shipped
+    for c in depth_study depth_study_conv depth_study_resnet; do
+      run "$src" $v depth-study --config "$new/configs/$c.yaml" --name "$c"
+    done
     run "$src" $v running-stats --config "$new/configs/running_stats.yaml" --name shipped
-    run "$src" $v "${conv[@]}" --config "$new/configs/convergence.yaml" --name shipped
+    run "$src" $v convergence --config "$new/configs/convergence.yaml" --name shipped
     run "$src" $v depth-study --depth 30 --init normal --norm none --grads --erank --name diverging
-    run "$src" $v sweep "$new/configs/sweeps/init_vs_norm.yaml" --no-progress
-    run "$src" $v sweep "$new/configs/sweeps/momentum.yaml" --no-progress
+    run "$src" $v depth-study --arch resnet --blocks 3 --channels 16 --image-size 8 --grads --erank --name resnet-grads
+    for s in init_vs_norm momentum resnet_norms; do
+      run "$src" $v sweep "$new/configs/sweeps/$s.yaml" --no-progress
+    done
   } > "$work/$v.txt"
-  [ $v = old ] && mv "$work/old/running-stats-convergence" "$work/old/convergence"
 done
-sed -i 's#old/#new/#g; s#running-stats-convergence/#convergence/#g' "$work/old.txt"
+sed -i 's#old/#new/#g' "$work/old.txt"
 status=0
 diff "$work/old.txt" "$work/new.txt" > /dev/null && echo "printed output: identical ($(wc -l < "$work/new.txt") lines)" \
   || { echo "printed output differs:"; diff "$work/old.txt" "$work/new.txt" | head -20; status=1; }

@@ -15,15 +15,14 @@ import functools
 import signal
 import sys
 from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from typer.core import TyperGroup
 
 from bncli import __version__
-from bncli.choices import Activation, Arch, Backend, BNMode, DType, FloatType, Format, Init, InputKind, Norm, Order
+from bncli.choices import Backend, Format
 from bncli.errors import BncliError, plural
 
 
@@ -34,12 +33,12 @@ class _Group(TyperGroup):
     def list_commands(self, ctx):
         from bncli import studies
 
-        return [*self.commands, *(s for s in studies.names() if s not in self.commands)]
+        return [*studies.names(), *self.commands]
 
     def get_command(self, ctx, name):
         from bncli import studies
 
-        if name in self.commands or name not in studies.REGISTRY:
+        if name not in studies.REGISTRY:
             return super().get_command(ctx, name)
         return _study_command(name)
 
@@ -330,10 +329,15 @@ def _progress(total: int, label: str, enabled: bool, *columns):
 
 
 def _run(
-    study: str, config: Path | None, out: Path, name: str | None, output: tuple = (Format.table, False, None), **flags
+    study: str,
+    config: Path | None,
+    out: Path,
+    name: str | None,
+    output: tuple[Format, bool, dict[str, Any]] = (Format.table, False, {}),
+    **flags: Any,
 ) -> None:
     """Load the config (flags over --config), run and record the study, render its result as
-    output = (format, quiet, every) asks."""
+    output = (format, quiet, the study's own options) asks."""
     from bncli import api, studies
     from bncli import config as cfgmod
 
@@ -346,7 +350,7 @@ def _run(
     except KeyboardInterrupt:  # before the study's first step: there was nothing to keep
         _console().print("interrupted before the run started: nothing was saved")
         raise typer.Exit(130) from None
-    fmt, quiet, every = output
+    fmt, quiet, options = output
     console, notes = _streams(fmt, quiet)
     if quiet:
         console.print(_plain(str(run.dir)), markup=False, highlight=False)
@@ -354,7 +358,7 @@ def _run(
         _print_data(console, run.to_dict(), run.dir / mod.CSV, fmt)
     else:
         if run.table is not None:
-            for part in mod.render(run, every):
+            for part in mod.render(run, **options):
                 console.print(part)
         if mod.RUN_PLOT and (run.dir / mod.PLOT).exists():
             console.print(f"plot: {_plain(str(run.dir / mod.PLOT))}", markup=False)
@@ -391,38 +395,31 @@ def _print_json(console, document) -> None:
     console.file.flush()
 
 
-def _study_command(study: str):
-    """A command for a study that declares no flags here: one flag per config field, typed as
-    the field is (int, float, a --x/--no-x switch for bool, else text that the model parses)."""
+def _study_command(study: str) -> Any:
+    """The command of a study: --config, one flag per config field and per option of the study's
+    own (bncli.flags makes them from its spec), then --out, --name, --format and --quiet. The
+    study module's docstring is its help."""
     import inspect
 
-    from bncli import studies
+    from bncli import flags, studies
 
     mod = studies.get(study)
     kw = inspect.Parameter.KEYWORD_ONLY
-    params = [inspect.Parameter("config", kw, default=None, annotation=ConfigOpt)]
-    for field, info in mod.CONFIG.model_fields.items():
-        closed = isinstance(info.annotation, type) and issubclass(info.annotation, Enum)  # --help lists them
-        kind = info.annotation if info.annotation in (int, float, bool) or closed else str
-        default = getattr(info.default, "value", info.default)
-        option = typer.Option(
-            f"--{field.replace('_', '-')}/--no-{field.replace('_', '-')}"
-            if kind is bool
-            else f"--{field.replace('_', '-')}",
-            show_default=str(default),
-        )
-        params.append(inspect.Parameter(field, kw, default=None, annotation=Annotated[Optional[kind], option]))
-    params += [
+    params = [
+        inspect.Parameter("config", kw, default=None, annotation=ConfigOpt),
+        *flags.parameters(mod.CONFIG),
         inspect.Parameter("out", kw, default=Path("results"), annotation=OutOpt),
         inspect.Parameter("name", kw, default=None, annotation=NameOpt),
         inspect.Parameter("format", kw, default=Format.table, annotation=FormatOpt),
         inspect.Parameter("quiet", kw, default=False, annotation=QuietOpt),
+        *flags.parameters(mod.OPTIONS, config=False),
     ]
 
-    def command(config, out, name, format, quiet, **flags):
-        _run(study, config, out, name, (format, quiet, None), **flags)
+    def command(config: Path | None, out: Path, name: str | None, format: Format, quiet: bool, **given: Any) -> None:
+        options = {k: given.pop(k) for k in mod.OPTIONS.FIELDS}
+        _run(study, config, out, name, (format, quiet, options), **flags.config_values(mod.CONFIG, given))
 
-    command.__signature__ = inspect.Signature(params)
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     doc = (mod.__doc__ or study).strip()
     one = typer.Typer(add_completion=False, rich_markup_mode=None)
@@ -446,305 +443,6 @@ OutOpt = Annotated[Path, typer.Option(help="Root directory for results.")]
 NameOpt = Annotated[
     Optional[str], typer.Option(help="Run name (default: a timestamp and the settings).", show_default=False)
 ]
-SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed.", show_default="0")]
-EpsOpt = Annotated[Optional[float], typer.Option(help="BatchNorm eps.", show_default="1e-05")]
-FloatDTypeOpt = Annotated[
-    Optional[FloatType],
-    typer.Option(
-        help="Floating-point type (no bfloat16: the checks against float64 formulas need float32 or better).",
-        show_default="float32",
-    ),
-]
-DeviceOpt = Annotated[
-    Optional[str], typer.Option(help="auto (cuda when available, else cpu), cpu, cuda or cuda:N.", show_default="auto")
-]
-
-
-@app.command("depth-study", short_help="Std of every layer's output in a deep MLP.")
-def depth_study(
-    config: ConfigOpt = None,
-    init: Annotated[Optional[Init], typer.Option(help="Weight init scheme.", show_default="kaiming")] = None,
-    init_std: Annotated[Optional[float], typer.Option(help="Std of the normal init.", show_default="1.0")] = None,
-    norm: Annotated[
-        Optional[Norm], typer.Option(help="Normalization after each Linear.", show_default="batchnorm")
-    ] = None,
-    activation: Annotated[
-        Optional[Activation], typer.Option(help="Activation after the norm.", show_default="relu")
-    ] = None,
-    depth: Annotated[Optional[int], typer.Option(help="Number of layers.", show_default="100")] = None,
-    width: Annotated[Optional[int], typer.Option(help="Features per layer.", show_default="256")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Rows of the N(0,1) input.", show_default="16")] = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    dtype: Annotated[Optional[DType], typer.Option(help="Floating-point type.", show_default="float32")] = None,
-    keep_weights: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--keep-weights/--stream-weights",
-            help="Build every weight up front, or draw each when its layer runs (same numbers, less memory).",
-            show_default="stream",
-        ),
-    ] = None,
-    init_gain: Annotated[
-        Optional[float],
-        typer.Option(help="Gain of the orthogonal, xavier, xavier_uniform and lecun_normal inits.", show_default="1.0"),
-    ] = None,
-    groups: Annotated[
-        Optional[int], typer.Option(help="Groups of groupnorm; must divide --width (--channels).", show_default="32")
-    ] = None,
-    bn_mode: Annotated[
-        Optional[BNMode],
-        typer.Option(
-            help="batchnorm with batch statistics (train) or running ones, 0 and 1 at init (eval).",
-            show_default="train",
-        ),
-    ] = None,
-    negative_slope: Annotated[
-        Optional[float], typer.Option(help="Slope of leaky_relu below zero.", show_default="0.01")
-    ] = None,
-    order: Annotated[
-        Optional[Order],
-        typer.Option(help="Order of norm and activation after each Linear.", show_default="linear-norm-act"),
-    ] = None,
-    residual: Annotated[
-        Optional[float],
-        typer.Option(
-            metavar="ALPHA",
-            help="Residual stack: each layer (block) is x + ALPHA * f(x); 0 is a plain stack.",
-            show_default="0.0, 1.0 for resnet",
-        ),
-    ] = None,
-    grads: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--grads/--no-grads",
-            help="One backward pass: grad_std and weight_grad_norm (keeps every weight).",
-            show_default=False,
-        ),
-    ] = None,
-    erank: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--erank/--no-erank", help="Effective rank of every layer's output (an SVD per layer).", show_default=False
-        ),
-    ] = None,
-    arch: Annotated[
-        Optional[Arch],
-        typer.Option(
-            help="mlp: Linear layers; conv: Conv2d layers on feature maps; resnet: pre-activation residual blocks.",
-            show_default="mlp",
-        ),
-    ] = None,
-    channels: Annotated[
-        Optional[int], typer.Option(help="conv, resnet: channels of the input (and first stage).", show_default="64")
-    ] = None,
-    image_size: Annotated[
-        Optional[int], typer.Option(help="conv, resnet: height = width of the input.", show_default="16")
-    ] = None,
-    kernel_size: Annotated[
-        Optional[int], typer.Option(help="conv, resnet: odd conv kernel size.", show_default="3")
-    ] = None,
-    stages: Annotated[
-        Optional[int],
-        typer.Option(
-            help="resnet: stages; each after the first halves H and W and doubles the channels.", show_default="3"
-        ),
-    ] = None,
-    blocks: Annotated[Optional[int], typer.Option(help="resnet: residual blocks per stage.", show_default="8")] = None,
-    out: OutOpt = Path("results"),
-    name: NameOpt = None,
-    format: FormatOpt = Format.table,
-    quiet: QuietOpt = False,
-    every: Annotated[
-        Optional[int],
-        typer.Option(
-            min=1,
-            help="Show every K-th layer on screen (default: all up to 100 layers, else about 50 rows).",
-            show_default=False,
-        ),
-    ] = None,
-):
-    """Std of every layer's output in a deep MLP, conv stack or ResNet, stopping at the first
-    non-finite layer.
-
-    Linear(bias=False) -> norm -> activation, `depth` times, on N(0,1) input of shape
-    (batch_size, width). --arch conv uses Conv2d(C, C, k) on (batch_size, C, H, W) maps;
-    --arch resnet stacks pre-activation residual blocks in stages (a row per block, with the
-    branch's channel variance). Writes layers.csv, config.yaml and meta.json under
-    OUT/depth-study/NAME/.
-
-    Each layer's row also has Brock et al.'s chan_sq_mean and chan_var and the mean-field
-    prediction theory_std; --erank and --grads add the effective rank and the gradients.
-
-    Example: bncli depth-study --init normal --norm none --depth 50 --grads
-    Example: bncli depth-study --arch resnet --norm none --residual 0.2
-    """
-    _run(
-        "depth-study",
-        config,
-        out,
-        name,
-        (format, quiet, every),
-        init=init,
-        init_std=init_std,
-        norm=norm,
-        activation=activation,
-        depth=depth,
-        width=width,
-        batch_size=batch_size,
-        seed=seed,
-        device=device,
-        dtype=dtype,
-        keep_weights=keep_weights,
-        init_gain=init_gain,
-        groups=groups,
-        bn_mode=bn_mode,
-        negative_slope=negative_slope,
-        order=order,
-        residual=residual,
-        grads=grads,
-        erank=erank,
-        arch=arch,
-        channels=channels,
-        image_size=image_size,
-        kernel_size=kernel_size,
-        stages=stages,
-        blocks=blocks,
-    )
-
-
-def _momentum(value: str | None):
-    if value is None or value.strip().lower() == "none":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise BncliError(f"--momentum: expected a number in [0, 1] or none, got {value!r}") from None
-
-
-@app.command("running-stats", short_help="BatchNorm's running stats against the update formula.")
-def running_stats(
-    config: ConfigOpt = None,
-    momentum: Annotated[
-        Optional[str], typer.Option(help="A number in [0, 1], or none for the cumulative average.", show_default="0.3")
-    ] = None,
-    dims: Annotated[Optional[int], typer.Option(help="1, 2 or 3: BatchNorm1d, 2d or 3d.", show_default="1")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Samples per batch.", show_default="3")] = None,
-    num_features: Annotated[
-        Optional[int], typer.Option(help="Channels (default: 5, 6, 4 for 1d, 2d, 3d).", show_default=False)
-    ] = None,
-    feature_shape: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Per-channel shape, like 2,2 (default: 1 / 2,2 / 2,2,3 for 1d / 2d / 3d).", show_default=False
-        ),
-    ] = None,
-    iterations: Annotated[Optional[int], typer.Option(help="Batches fed to the layer.", show_default="2")] = None,
-    input: Annotated[
-        Optional[InputKind],
-        typer.Option(
-            "--input",
-            help="constant: channel c holds c+1; randn: fresh seeded N(0,1) each batch.",
-            show_default="constant",
-        ),
-    ] = None,
-    eps: EpsOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    dtype: FloatDTypeOpt = None,
-    out: OutOpt = Path("results"),
-    name: NameOpt = None,
-    format: FormatOpt = Format.table,
-    quiet: QuietOpt = False,
-):
-    """BatchNorm's running_mean/var, checked against r = (1 - m) * r + m * batch_stat.
-
-    Feeds `iterations` batches to nn.BatchNorm{1,2,3}d in train mode and compares its
-    running buffers with the update formula computed independently in float64. Writes
-    running_stats.csv, config.yaml and meta.json under OUT/running-stats/NAME/.
-
-    Example: bncli running-stats --momentum 0.3 --dims 2
-    """
-    _run(
-        "running-stats",
-        config,
-        out,
-        name,
-        (format, quiet, None),
-        momentum=_momentum(momentum),
-        dims=dims,
-        batch_size=batch_size,
-        num_features=num_features,
-        feature_shape=feature_shape,
-        iterations=iterations,
-        input=input,
-        eps=eps,
-        seed=seed,
-        device=device,
-        dtype=dtype,
-    )
-
-
-@app.command("convergence", short_help="BatchNorm's running estimates against the true statistics.")
-def convergence(
-    config: ConfigOpt = None,
-    momentum: Annotated[
-        Optional[str],
-        typer.Option(
-            help="EMA momenta to compare, a comma list (none: the cumulative average, always compared).",
-            show_default="0.01,0.1,0.3",
-        ),
-    ] = None,
-    keras_momentum: Annotated[
-        Optional[str],
-        typer.Option(help="Keras-style momenta K (comma list), used as PyTorch's m = 1 - K.", show_default=False),
-    ] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Samples per batch.", show_default="32")] = None,
-    num_features: Annotated[Optional[int], typer.Option(help="Channels.", show_default="4")] = None,
-    iterations: Annotated[Optional[int], typer.Option(help="Batches fed to the layers.", show_default="1000")] = None,
-    input_mean: Annotated[
-        Optional[str], typer.Option(help="The stream's true mean, one number or one per channel.", show_default="1.0")
-    ] = None,
-    input_std: Annotated[
-        Optional[str], typer.Option(help="The stream's true std, one number or one per channel.", show_default="2.0")
-    ] = None,
-    eps: EpsOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    dtype: FloatDTypeOpt = None,
-    out: OutOpt = Path("results"),
-    name: NameOpt = None,
-    format: FormatOpt = Format.table,
-    quiet: QuietOpt = False,
-):
-    """BatchNorm's running estimates against the true statistics of a seeded stream.
-
-    Compares EMA estimates (nn.BatchNorm1d, one per momentum), the cumulative average and a
-    PreciseBN population estimate against the true mean and variance of a seeded
-    N(input_mean, input_std^2) stream of (batch_size, num_features) batches: how many steps
-    each needs to stay within 1%, and the train/eval output gap. Writes convergence.csv,
-    convergence.png, config.yaml and meta.json under OUT/convergence/NAME/.
-
-    Example: bncli convergence --momentum 0.01,0.1,0.3 --input-std 2
-    """
-    _run(
-        "convergence",
-        config,
-        out,
-        name,
-        (format, quiet, None),
-        momentum=momentum,
-        keras_momentum=keras_momentum,
-        batch_size=batch_size,
-        num_features=num_features,
-        iterations=iterations,
-        input_mean=input_mean,
-        input_std=input_std,
-        eps=eps,
-        seed=seed,
-        device=device,
-        dtype=dtype,
-    )
 
 
 @app.command("sweep", short_help="Run a study over a grid of settings x seeds, then aggregate.")
@@ -1165,27 +863,18 @@ def compare_cmd(
             console.print(part)
 
 
-def _print_sweep_data(console, sweep, fmt: Format) -> None:
-    """--format csv: summary.csv as it is; json: the study, directory, grid keys and its rows."""
-    from bncli import results
-
-    rows = sweep.table.to_dict(orient="records")
-    doc = {
-        "study": sweep.study,
-        "dir": str(sweep.dir),
-        "keys": sweep.keys,
-        "rows": [{k: results.json_value(v) for k, v in r.items()} for r in rows],
-    }
-    _print_data(console, doc, sweep.dir / "summary.csv", fmt)
+def _print_sweep_data(console: Any, sweep: Any, fmt: Format) -> None:
+    """--format csv: summary.csv as it is; json: the study, directory, grid keys, each config's
+    summary numbers and summary.csv's rows (SavedSweep.to_dict)."""
+    _print_data(console, sweep.to_dict(), sweep.dir / "summary.csv", fmt)
 
 
-def _print_sweep(console, sweep) -> None:
+def _print_sweep(console: Any, sweep: Any) -> None:
     """The one rendering of a sweep: its summary table, one row per config, and the run counts."""
     from bncli import report, studies
 
-    console.print(
-        report.sweep_summary(sweep.table, sweep.keys, studies.get(sweep.study), title=f"sweep {sweep.dir.name}")
-    )
+    names = studies.get(sweep.study).SUMMARY
+    console.print(report.sweep_table(sweep.configs(), sweep.keys, names, title=f"sweep {sweep.dir.name}"))
     console.print(report.sweep_counts(sweep.table))
 
 

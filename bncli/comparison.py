@@ -199,12 +199,6 @@ def _checked(run: Run, where: str, flag: str) -> Run:
     return run
 
 
-def default_metric(study: str) -> str:
-    """The study's COMPARE_METRIC, else its first statistic column (a new study need not say)."""
-    mod = studies.get(study)
-    return getattr(mod, "COMPARE_METRIC", None) or next(c for c in mod.COLUMNS if c not in mod.ID_COLUMNS)
-
-
 def metrics(runs: list[Run]) -> list[str]:
     """The numeric statistic columns every run has, holding a finite value in some run."""
     ids = studies.get(runs[0].study).ID_COLUMNS
@@ -255,7 +249,7 @@ def compare(*runs: Path | str | Run, metric: str | None = None, rtol: float = RT
             "compare runs of one study"
         )
     study, ids = kinds[0], studies.get(kinds[0]).ID_COLUMNS
-    metric = metric or default_metric(study)
+    metric = metric or studies.get(study).COMPARE_METRIC
     available = metrics(runs)
     if metric not in available:
         raise BncliError(

@@ -9,6 +9,7 @@ import difflib
 import reprlib
 from collections.abc import Callable, Iterable
 from enum import Enum
+from typing import Any
 
 
 class BncliError(Exception):
@@ -49,9 +50,28 @@ def plural(n: int, noun: str, nouns: str | None = None) -> str:
     return f"{n} {noun if n == 1 else nouns or noun + 's'}"
 
 
-def word(v) -> str:
-    """A choice as people type it: an enum's value, not its Python name."""
+def word(v: Any) -> str:
+    """A value as people type it and as run names, summary columns and plot labels show it: a
+    choice's value (never its Python name), none, true, 1e-05, 2x2 for a list, and a numpy
+    scalar (as read from a CSV) as the Python value it holds."""
+    if hasattr(v, "item") and getattr(v, "ndim", None) == 0:
+        v = v.item()
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, int) and v.bit_length() > 256:  # str() of an int over 4300 digits raises
+        return f"int{v.bit_length()}bits"
+    if isinstance(v, (list, tuple)):
+        return "x".join(word(x) for x in v)
     return str(getattr(v, "value", v))
+
+
+def first_line(e: BaseException) -> str:
+    """`ValueError: the message`, its first line: how a failed run records its error."""
+    return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
 def _close(given, choices: list[str]) -> str | None:

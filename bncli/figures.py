@@ -10,9 +10,15 @@ the caller (results.write_plot), on the Agg backend.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from bncli.lazy import lazy
+
+    np = lazy("numpy")
 
 LINESTYLES = ["-", "--", ":", "-."]
 SETTING = "setting:"  # the loaded table's settings columns: setting:init holds results.word of init

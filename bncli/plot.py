@@ -43,10 +43,8 @@ def _names(paths: list[Path]) -> list[str]:
 def _sweep_frame(path: Path, name: str, i: int) -> tuple[str, pd.DataFrame, list[str], list[str]]:
     sw = results.open_sweep(path)
     table = sw.table
-    cols = list(table.columns)
-    status = cols.index("status")  # layout: run, config fields (seed among them), status, ids, stats
-    fields = [c for c in cols[1:status] if c != "seed"]
-    settings = {SETTING + c.removeprefix("cfg."): table[c].map(_word) for c in fields}
+    columns = {f: c for f, c in sw.settings.items() if f != "seed"}
+    settings = {SETTING + f: table[c].map(_word) for f, c in columns.items()}
     missing = [k for k in sw.keys if SETTING + k not in settings]
     if missing:
         raise BncliError(
@@ -54,7 +52,8 @@ def _sweep_frame(path: Path, name: str, i: int) -> tuple[str, pd.DataFrame, list
             f"(summary.csv has no column {missing[0]!r}, a key of the sweep's grid)"
         )
     table = table.assign(**settings, source=name, line=[(i, tuple(s)) for s in zip(*settings.values(), strict=True)])
-    return sw.study, table, cols[status + 1 :], sw.keys
+    stats = [c for c in sw.table.columns if c not in {"run", "status", "seed", *columns.values()}]
+    return sw.study, table, stats, sw.keys
 
 
 def _runs_frame(runs: list, name: str, i: int) -> pd.DataFrame:

@@ -4,13 +4,21 @@ output goes. Each study renders its own result (`render` in bncli/studies/*.py) 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
 from bncli.errors import plural
+from bncli.studies.base import Count, MeanSd, Number
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from bncli.lazy import lazy
+
+    np = lazy("numpy")
 
 
 def fmt(v) -> str:
@@ -52,17 +60,28 @@ def growth(values, backwards: bool = False) -> float | None:
     return float(ratio ** (1 / (b - a)))
 
 
-def pm(values) -> str:
-    """`0.583 ± 0.004` over seeds; `-` when no seed has a value."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if not len(v):
+def cell(v: MeanSd | Count | Number) -> str:
+    """A summary number as a sweep's table shows it: `0.583 ± 0.004` over seeds, `5/5`, `0.580`
+    (three decimals, Number "fixed") or `2.384e-07` (four significant digits, "sig"); `-` for none."""
+    if isinstance(v, Count):
+        return f"{v.k}/{v.n}"
+    if isinstance(v, Number):
+        return "-" if v.value is None else num(v.value) if v.digits == "fixed" else fmt(v.value)
+    if v.mean is None:
         return "-"
-    mean = num(float(v.mean()))
-    if len(v) < 2:
+    mean = num(v.mean)
+    if v.sd is None:
         return mean
-    sd = float(v.std(ddof=1))
-    return f"{mean} ± " + (f"{sd:.3f}" if "e" not in mean and mean != "nan" else fmt(sd))  # same precision
+    return f"{mean} ± " + (f"{v.sd:.3f}" if "e" not in mean and mean != "nan" else fmt(v.sd))  # same precision
+
+
+def json_number(v: MeanSd | Count | Number) -> Any:
+    """A summary number as --format json gives it: a plain number, or its parts by name."""
+    if isinstance(v, Number):
+        return v.value
+    if isinstance(v, Count):
+        return {"count": v.k, "of": v.n}
+    return {"mean": v.mean, "sd": v.sd, "n": v.n, "of": v.of}
 
 
 def sweep_configs(summary: pd.DataFrame, keys: list[str]) -> list[tuple[tuple, pd.DataFrame]]:
@@ -73,22 +92,19 @@ def sweep_configs(summary: pd.DataFrame, keys: list[str]) -> list[tuple[tuple, p
     return [(k if isinstance(k, tuple) else (k,), g) for k, g in groups]
 
 
-def sweep_summary(summary: pd.DataFrame, keys: list[str], study, title: str | None = None) -> Table:
-    """One row per config: the grid values, the seeds, the study's own SWEEP_COLUMNS over its
-    finished runs (study.sweep_cells), and the failed runs when any failed."""
-    failed_any = (summary["status"] == "failed").any()
+def sweep_table(configs: list[Any], keys: list[str], names: list[str], title: str | None = None) -> Table:
+    """One row per config (a results.ConfigSummary): the grid values, the seeds, the study's
+    SUMMARY numbers (`names`) over its finished runs, and the failed runs when any failed."""
+    failed_any = any(c.failed for c in configs)
     t = Table(title=title, header_style="bold")
     for k in keys:
         t.add_column(k, overflow="fold")
-    for c in ["seeds", *study.SWEEP_COLUMNS] + (["failed"] if failed_any else []):
+    for c in ["seeds", *names] + (["failed"] if failed_any else []):
         t.add_column(c, justify="right", overflow="fold")
-    for values, g in sweep_configs(summary, keys):
-        runs = g.groupby("run", sort=False) if "run" in g else g.groupby("seed", sort=False)
-        done = [r for _, r in runs if r["status"].iloc[0] in ("ok", "diverged")]
-        failed = sum(r["status"].iloc[0] == "failed" for _, r in runs)
-        cells = [str(v) for v in values] + [str(runs.ngroups)] + study.sweep_cells(done)
+    for c in configs:
+        cells: list[Any] = [str(v) for v in c.values] + [str(c.seeds)] + [cell(c.summary[n]) for n in names]
         if failed_any:
-            cells.append(Text(str(failed), "bold red") if failed else "0")
+            cells.append(Text(str(c.failed), "bold red") if c.failed else "0")
         t.add_row(*cells)
     return t
 
@@ -100,5 +116,5 @@ def sweep_counts(summary: pd.DataFrame) -> Text:
     return Text(f"{plural(len(status), 'run')}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
 
 
-def status_line(meta: dict) -> str:
+def status_line(meta: dict[str, Any]) -> str:
     return f"status: {meta.get('status')}" + (f" ({meta['error']})" if meta.get("error") else "")

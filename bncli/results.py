@@ -36,9 +36,10 @@ import pandas as pd
 import torch
 
 from bncli import __version__, studies
-from bncli.config import Config, read_yaml
-from bncli.errors import BncliError, RunError, show
-from bncli.studies.base import Result
+from bncli.config import read_yaml
+from bncli.errors import BncliError, RunError, first_line, show, word
+from bncli.fields import Config
+from bncli.studies.base import Result, Summary
 
 DONE = ("ok", "diverged")  # statuses a resumed sweep does not redo
 FINISHED = ("ok", "diverged", "failed")  # runs that go into a sweep's summary.csv
@@ -152,24 +153,6 @@ def read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values=["nan", ""], **exact)
 
 
-def word(v: Any) -> str:
-    """A setting's value as it appears in run names, summary columns and plot labels (a numpy
-    scalar, as read from a CSV, as the Python value it holds)."""
-    if hasattr(v, "item") and getattr(v, "ndim", None) == 0:
-        v = v.item()
-    if v is None:
-        return "none"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, int) and v.bit_length() > 256:  # str() of an int over 4300 digits raises
-        return f"int{v.bit_length()}bits"
-    if isinstance(v, (list, tuple)):
-        return "x".join(word(x) for x in v)
-    return str(getattr(v, "value", v))
-
-
 @cache
 def git_commit() -> str | None:
     """The commit of the bncli source tree, when it is a git checkout."""
@@ -226,7 +209,7 @@ def base_meta(study: str, cfg: Config, device: torch.device) -> dict:
         "python_version": platform.python_version(),
         "device": dev,
         "device_name": name,
-        "dtype": cfg.dtype.value,
+        "dtype": cfg.dtype,
         "seed": cfg.seed,
         "torch_threads": torch.get_num_threads(),  # speed only: the numbers do not depend on it
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -321,10 +304,6 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
 
 
-def _first_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}".splitlines()[0]
-
-
 def failed(study: str, cfg: Config, error: str) -> Run:
     """A run that failed before it could start (a Ray task whose worker died, a device missing
     on the node that took it): the device is the one asked for."""
@@ -352,7 +331,7 @@ def compute(
         try:
             device = mod.preflight(cfg)
         except BncliError as e:
-            return failed(study, cfg, _first_line(e))
+            return failed(study, cfg, first_line(e))
     run = Run(study, cfg.settings(), base_meta(study, cfg, device), cfg=cfg)
     if on_start is not None:
         on_start(run)
@@ -362,7 +341,7 @@ def compute(
     except KeyboardInterrupt:  # outside the study's own loop: nothing computed to keep
         run.meta["status"] = "interrupted"
     except Exception as e:  # noqa: BLE001 - recorded: the caller decides whether it stops
-        run.meta.update(status="failed", error=_first_line(e))
+        run.meta.update(status="failed", error=first_line(e))
         run.out_of_memory = _out_of_memory(e)
     run.meta["wall_seconds"] = round(time.perf_counter() - t0, 6)
     if run.result is not None:
@@ -393,7 +372,7 @@ def write_run(run: Run) -> None:
                 try:
                     write_plot(d / mod.PLOT, run.study, table.assign(label="", parts=[()] * len(table), seed=0))
                 except Exception as e:  # noqa: BLE001 - a plot that cannot be drawn loses no result
-                    run.meta["plot_error"] = _first_line(e)
+                    run.meta["plot_error"] = first_line(e)
         write_json(d / "meta.json", run.meta)
     except RunError as e:
         if run.status == "running":
@@ -459,6 +438,77 @@ class SavedSweep:
     study: str
     keys: list[str]  # the grid's fields, in file order
     table: pd.DataFrame  # summary.csv
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """summary.csv's setting columns, by field (setting_columns)."""
+        return setting_columns(self.study, self.table.columns)
+
+    def configs(self) -> list[ConfigSummary]:
+        """One summary per config of the grid, in the sweep's order: its runs, failed runs and
+        the study's SUMMARY numbers over its finished (ok and diverged) runs."""
+        mod = studies.get(self.study)
+        cols = [self.settings.get(k, k) for k in self.keys]
+        groups = self.table.groupby(cols, sort=False, dropna=False) if cols else [((), self.table)]
+        out = []
+        for values, g in groups:
+            runs = g.groupby("run", sort=False) if "run" in g else g.groupby("seed", sort=False)
+            done = [r for _, r in runs if r["status"].iloc[0] in DONE]
+            failed = sum(r["status"].iloc[0] == "failed" for _, r in runs)
+            key = values if isinstance(values, tuple) else (values,)
+            out.append(ConfigSummary(key, runs.ngroups, failed, mod.summarize(done)))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sweep as one JSON-ready document: its configs' summary numbers and summary.csv's rows."""
+        from bncli import report
+
+        rows = self.table.to_dict(orient="records")
+        configs = [
+            {
+                "settings": {k: json_value(v) for k, v in zip(self.keys, c.values, strict=True)},
+                "seeds": c.seeds,
+                "failed": c.failed,
+                "summary": {name: report.json_number(v) for name, v in c.summary.items()},
+            }
+            for c in self.configs()
+        ]
+        return {
+            "study": self.study,
+            "dir": str(self.dir),
+            "keys": self.keys,
+            "configs": configs,
+            "rows": [{k: json_value(v) for k, v in r.items()} for r in rows],
+        }
+
+
+@dataclass(frozen=True)
+class ConfigSummary:
+    """One config of a sweep: its grid values (as summary.csv holds them), its runs (seeds), how
+    many failed, and the study's summary of the finished ones."""
+
+    values: tuple[Any, ...]
+    seeds: int
+    failed: int
+    summary: Summary
+
+
+def setting_column(field: str, stats: Any) -> str:
+    """The name of setting `field` in a sweep table beside the statistics `stats`: itself, or
+    `cfg.FIELD` where a statistic has its name (the depth study's erank: the flag and the value)."""
+    return f"cfg.{field}" if field in stats else field
+
+
+def setting_columns(study: str, columns: Any) -> dict[str, str]:
+    """A sweep table's setting columns by field: each field of the study's config that the table
+    has, in the config's order, named as itself or, where a statistic has its name (the depth
+    study's erank: the flag and the value), `cfg.` and the field."""
+    cols = set(columns)
+    return {
+        f: f"cfg.{f}" if f"cfg.{f}" in cols else f
+        for f in studies.get(study).CONFIG.FIELDS
+        if f in cols or f"cfg.{f}" in cols
+    }
 
 
 def is_sweep(path: Path) -> bool:

@@ -38,10 +38,10 @@ import torch
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from bncli import config as cfgmod
-from bncli import ray_backend, results, studies
-from bncli.errors import BncliError, RunError, describe, not_a_field, not_one_of, show
-from bncli.results import FINISHED, Run, word
-from bncli.studies.base import check_fits
+from bncli import fields, ray_backend, results, studies
+from bncli.errors import BncliError, RunError, describe, not_a_field, not_one_of, show, word
+from bncli.results import FINISHED, Run
+from bncli.runtime import check_fits
 
 SWEEPS = "sweeps"
 PARENT_CHECK_SECONDS = 1.0  # how soon a pool worker notices its parent is gone
@@ -158,8 +158,8 @@ def parse_seeds(value: Any, label: str = "--seeds") -> list[Any]:
         if m is None:
             raise BncliError(f"{label}: give a range like 0-4, a list like 0,1,5 or one seed like 3, got {show(value)}")
         lo, hi = int(m[1]), int(m[2] or m[1])
-        if hi < lo or hi > cfgmod.SEED_MAX:
-            raise BncliError(f"{label}: {part.strip()}: a range goes up (0-4), to at most {cfgmod.SEED_MAX}")
+        if hi < lo or hi > fields.SEED_MAX:
+            raise BncliError(f"{label}: {part.strip()}: a range goes up (0-4), to at most {fields.SEED_MAX}")
         if len(seeds) + hi - lo + 1 > MAX_RUNS:  # counted before the list is built
             raise BncliError(f"{label}: {show(value)} is over {MAX_RUNS} seeds; a sweep has at most {MAX_RUNS} runs")
         seeds.extend(range(lo, hi + 1))
@@ -338,9 +338,9 @@ def _check_keys(sp: Spec, cls: type) -> None:
                 raise BncliError(
                     f"{label}: put seeds in {'--seeds' if label.startswith('--') else 'the seeds list'}, not in {part}"
                 )
-            if key not in cls.model_fields:
-                fields = [f for f in cls.model_fields if f != "seed"]
-                raise BncliError(f"{label}: {not_a_field(key, sp.data['study'], fields)}")
+            if key not in cls.FIELDS:
+                names = [f for f in cls.FIELDS if f != "seed"]
+                raise BncliError(f"{label}: {not_a_field(key, sp.data['study'], names)}")
             if f"{part}.{key}" in sp.given:  # a file's values are checked with their runs, below
                 for value in sp.data[part][key] if part == "grid" else [sp.data[part][key]]:
                     _check_value(cls, key, value, label)
@@ -348,17 +348,17 @@ def _check_keys(sp: Spec, cls: type) -> None:
 
 def _check_value(cls: type, key: str, value: Any, label: str) -> None:
     try:
-        cls.model_validate({key: value})
+        fields.model(cls).model_validate({key: value})
     except ValidationError as e:  # a field's own error (a combination's is the run's, below)
         if all(err["loc"][:1] == (key,) for err in e.errors()):
             name = lambda loc: label + "".join(f"[{p}]" for p in loc[1:])  # noqa: E731
             raise BncliError(
                 describe(
                     e,
-                    cls.model_fields,
+                    cls.FIELDS,
                     name,
-                    owner=cfgmod.study_name(cls),
-                    choices=lambda loc: cfgmod.field_choices(cls, loc),
+                    owner=fields.study_name(cls),
+                    choices=lambda loc: fields.field_choices(cls, loc),
                 )
             ) from None
 
@@ -394,7 +394,7 @@ def plan(path: Path | str | None, out: Path, name: str | None = None, **given: A
     for values in expand(sp.data["grid"], sp.data["seeds"]):
         rname = results.check_name(run_name(values), "grid")
         try:
-            cfg = cfgmod.validate(cls, {**sp.data["base"], **values})
+            cfg = fields.validate(cls, {**sp.data["base"], **values})
         except BncliError as e:
             raise BncliError(f"{sp.source}: run {rname}: {e}") from None
         points.append(Point(rname, values, cfg))
@@ -476,7 +476,7 @@ def run(
     # device and size checks before any directory exists; on Ray each task checks on its own
     # node, since the driver may well have no GPU
     devices = {p.name: mod.preflight(p.cfg) for p in plan.points} if ray is None else {}
-    if workers > 1 and hasattr(mod, "estimate_bytes"):  # the runs side by side must fit together
+    if workers > 1:  # the runs side by side must fit together
         need = sum(sorted((mod.estimate_bytes(p.cfg) for p in plan.points), reverse=True)[:workers])
         check_fits(
             next(iter(devices.values())), need, f"{workers} runs at once (--workers {workers})", "fewer --workers"
@@ -688,10 +688,7 @@ def _pool(plan: Plan, todo: list[Point], devices: dict, workers: int, store) -> 
 
 
 def _config_columns(p: Point) -> dict[str, Any]:
-    return {
-        k: word(v) if isinstance(v, (list, tuple)) or v is None else getattr(v, "value", v)
-        for k, v in p.cfg.model_dump().items()
-    }
+    return {k: word(v) if isinstance(v, (list, tuple)) or v is None else v for k, v in p.cfg.settings().items()}
 
 
 def summary(plan: Plan) -> pd.DataFrame:
@@ -706,9 +703,7 @@ def summary(plan: Plan) -> pd.DataFrame:
         table = results.read_table(run_dir / mod.CSV) if (run_dir / mod.CSV).exists() else None
         if table is None or table.empty:  # a failed run: one row, so its status is on record
             table = pd.DataFrame({c: [pd.NA] for c in mod.ID_COLUMNS})
-        config = _config_columns(p)
-        # a setting named like a statistic (erank: on/off, erank: the value) keeps a cfg. prefix
-        config = {f"cfg.{k}" if k in table.columns else k: v for k, v in config.items()}
+        config = {results.setting_column(k, table.columns): v for k, v in _config_columns(p).items()}
         cols = {"run": p.name, **config, "status": status}
         head = pd.DataFrame({k: [v] * len(table) for k, v in cols.items()})
         frames.append(pd.concat([head, table.reset_index(drop=True)], axis=1))
@@ -731,10 +726,9 @@ def aggregate_table(table: pd.DataFrame, study: str) -> pd.DataFrame:
     done = table[table["status"].isin(results.DONE)] if len(table) else table
     if done.empty:
         return pd.DataFrame()
-    cols = list(table.columns)
-    status = cols.index("status")  # layout: run, config fields (seed among them), status, ids, stats
-    config = [c for c in cols[1:status] if c != "seed"]
-    stats = [c for c in cols[status + 1 :] if c not in ids]
+    settings = results.setting_columns(study, table.columns)
+    config = [c for f, c in settings.items() if f != "seed"]
+    stats = [c for c in table.columns if c not in {"run", "status", *ids, *settings.values()}]
     values = done[stats].astype(float).replace([np.inf, -np.inf], np.nan)
     grouped = pd.concat([done[config + ids], values], axis=1).groupby(config + ids, sort=False, dropna=False)
     agg = grouped[stats].agg(["mean", "std"])

@@ -49,7 +49,8 @@ def grad_rates() -> str:
     import math
 
     import bncli
-    from bncli import report, theory
+    from bncli import report
+    from bncli.studies.depth import theory
 
     rows = ["| B | sqrt(lambda(B)) | measured |", "|---|---|---|"]
     for b in (4, 8, 16, 64, 128, 256):

@@ -8,7 +8,9 @@ import torch
 import yaml
 
 from bncli import config, studies
-from bncli.nets import make_input, make_weight, resolve_device
+from bncli.runtime import resolve_device
+from bncli.studies.depth.net import Net
+from bncli.studies.depth.net import make_input as _make_input
 
 CPU = torch.device("cpu")
 AUTO = resolve_device("auto")  # where a run without --device goes: cuda when this machine has it
@@ -26,6 +28,17 @@ def run_depth(**kw):
     return cfg, studies.get("depth-study").run(cfg, CPU)
 
 
+def make_input(cfg, device=None):
+    """The depth study's seeded input for config `cfg`."""
+    return _make_input(Net.of(cfg), device or CPU)
+
+
+def make_weight(cfg, layer, device=None):
+    """Layer `layer`'s weight (a ResNet block's tuple) for config `cfg`, as the run draws it."""
+    net = Net.of(cfg)
+    return net.arch_module().make_weight(net, layer, device or CPU)
+
+
 def reference(cfg, norm_module, act_module, grads=False):
     """The depth study's stack built from nn modules, with bncli's weights copied in:
     (outputs, linears). norm_module(cfg) builds one layer's norm."""
@@ -36,7 +49,7 @@ def reference(cfg, norm_module, act_module, grads=False):
         with torch.no_grad():
             lin.weight.copy_(make_weight(cfg, i, CPU))
         norm = norm_module(cfg)
-        f = act_module(norm(lin(x))) if cfg.order.value == "linear-norm-act" else norm(act_module(lin(x)))
+        f = act_module(norm(lin(x))) if cfg.order == "linear-norm-act" else norm(act_module(lin(x)))
         x = x + cfg.residual * f if cfg.residual else f
         if grads:
             x.retain_grad()

@@ -208,24 +208,37 @@ def test_cuda_without_cuda_is_a_clean_error(cli):
     assert not cli.out.exists()
 
 
-def test_help_defaults_match_the_models():
-    """The --help defaults are written out by hand (so --help needs no pydantic); keep them true."""
+def test_every_flag_of_a_config_field_is_made_from_its_spec():
+    """No field is written twice: each study command's flags between --config and --out are its
+    config's fields, in order, each with the spec's flag, help and default; and no module of
+    bncli declares a typer.Option named like a config field (a hand-written copy)."""
+    import ast
+
     import typer.main
 
+    from bncli import flags, studies
     from bncli.cli import app
 
     group = typer.main.get_command(app)
     for study, model in CONFIGS.items():
-        assert study in group.commands
-        for p in group.commands[study].params:
-            field = model.model_fields.get(p.name)
-            if field is None or not isinstance(p.show_default, str) or p.name == "keep_weights":
+        command = group.get_command(None, study)
+        params = [p.name for p in command.params]
+        own = list(studies.get(study).OPTIONS.FIELDS)
+        assert params == ["config", *model.FIELDS, "out", "name", "format", "quiet", *own], study
+        for p in command.params:
+            f = model.FIELDS.get(p.name)
+            if f is None:
                 continue
-            default = field.default.value if hasattr(field.default, "value") else field.default
-            if default is None:  # follows other fields (dims; the three momenta): the help text says so
-                continue
-            default = ",".join(map(str, default)) if isinstance(default, list) else default
-            assert p.show_default == str(default), (study, p.name)
+            assert p.help == flags._help(f) and p.default is None, (study, p.name)
+            assert p.opts[0] == (f.flag or flags.flag_name(p.name)).split("/")[0], (study, p.name)
+            if p.show_default is not False:
+                assert p.show_default == f.default_text(), (study, p.name)
+    fields = {name for model in CONFIGS.values() for name in model.FIELDS}
+    for path in (Path(__file__).resolve().parent.parent / "bncli").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("typer.Option"):
+                decls = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+                assert not any(d.lstrip("-").replace("-", "_") in fields for d in decls), (path, decls)
 
 
 @pytest.mark.parametrize("columns", ["40", "60", "80", "200"])
@@ -366,7 +379,7 @@ def test_shell_completion_completes_commands_and_choices():
 
     assert complete("bncli dep", 1) == ["depth-study"]
     assert complete("bncli r", 1) == ["running-stats", "runs"]
-    assert complete("bncli depth-study --norm ", 3) == [n.value for n in __import__("bncli.choices").choices.Norm]
+    assert complete("bncli depth-study --norm ", 3) == list(CONFIGS["depth-study"].FIELDS["norm"].words())
     assert (
         "--install-completion"
         in subprocess.run([sys.executable, "-m", "bncli", "--help"], capture_output=True, text=True).stdout

@@ -127,12 +127,11 @@ def test_three_runs_and_in_memory_runs():
     assert comparison.verdict(c)[0].startswith("first difference: layer 0: run 3 has")
 
 
-def test_a_new_study_compares_on_its_first_statistic(monkeypatch, tmp_path):
+def test_a_new_study_compares_on_its_metric(monkeypatch, tmp_path):
     import toy_study
 
     monkeypatch.setitem(sys.modules, "bncli.studies.toy", toy_study)
     monkeypatch.setitem(studies.REGISTRY, "toy", "toy")
-    assert not hasattr(toy_study, "COMPARE_METRIC")
     c = bncli.compare(bncli.toy(steps=3, width=8, device="cpu"), bncli.toy(steps=3, width=8, scale=4.0, device="cpu"))
     assert c.metric == "std" and c.ids == ["step"]
     np.testing.assert_allclose(c.table["run 2 / run 1"], 2.0, rtol=1e-6)  # the same draws, scaled 4 / 2

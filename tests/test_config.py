@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_defaults_are_the_notebooks():
     d = DepthConfig()
-    assert (d.depth, d.width, d.batch_size, d.init.value, d.norm.value, d.activation.value) == (
+    assert (d.depth, d.width, d.batch_size, d.init, d.norm, d.activation) == (
         100,
         256,
         16,

@@ -5,10 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import CPU, load, reference, run_depth
+from helpers import CPU, load, make_input, make_weight, reference, run_depth
 
-from bncli.nets import make_input, make_weight
 from bncli.studies import depth
+from bncli.studies.depth import engine, mlp
+from bncli.studies.depth.net import Net
 
 run = run_depth  # (cfg, Result) on the CPU
 
@@ -156,16 +157,16 @@ def test_weights_do_not_depend_on_the_drawing_threads(threads):
     """Layers drawn ahead on threads get the weights each layer's generator gives alone."""
     cfg = load("depth-study", None, depth=7, width=40, init="xavier_uniform", seed=3, device="cpu")
     alone = [make_weight(cfg, i, CPU) for i in reversed(range(7))][::-1]  # in reverse: order is irrelevant
-    drawn = list(depth.draw_weights(cfg, CPU, threads))
+    drawn = list(engine.draw_weights(Net.of(cfg), CPU, threads))
     assert len(drawn) == 7 and all(torch.equal(a, b) for a, b in zip(alone, drawn, strict=True))
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_streamed_runs_do_not_depend_on_the_drawing_threads(threads, monkeypatch):
-    before, computing = torch.get_num_threads(), depth.split_threads(CPU)[1]
-    monkeypatch.setattr(depth, "split_threads", lambda device: (0, computing))
+    before, computing = torch.get_num_threads(), engine.split_threads(CPU)[1]
+    monkeypatch.setattr(engine, "split_threads", lambda device: (0, computing))
     _, serial = run(depth=40, width=32)
-    monkeypatch.setattr(depth, "split_threads", lambda device: (threads, computing))
+    monkeypatch.setattr(engine, "split_threads", lambda device: (threads, computing))
     _, ahead = run(depth=40, width=32)
     assert torch.get_num_threads() == before  # the computing threads are put back
     assert serial.table.to_csv() == ahead.table.to_csv()
@@ -175,18 +176,18 @@ def test_streaming_holds_a_few_weights_whatever_the_depth(monkeypatch):
     """Memory flat in depth: weights alive at once stay at the draw-ahead count, unless kept."""
     import weakref
 
-    real, alive, peak = depth.make_weight, weakref.WeakSet(), []
+    real, alive, peak = mlp.make_weight, weakref.WeakSet(), []
 
-    def tracked(cfg, layer, device):
-        w = real(cfg, layer, device)
+    def tracked(net, layer, device):
+        w = real(net, layer, device)
         alive.add(w)
         peak.append(len(alive))
         return w
 
-    monkeypatch.setattr(depth, "make_weight", tracked)
+    monkeypatch.setattr(mlp, "make_weight", tracked)
     cfg, res = run(depth=300, width=16)
     assert res.status == "ok" and len(res.table) == 300
-    assert max(peak) <= depth.draw_ahead(cfg, depth.split_threads(CPU)[0]) + 2
+    assert max(peak) <= engine.draw_ahead(Net.of(cfg), engine.split_threads(CPU)[0]) + 2
     peak.clear()
     run(depth=300, width=16, keep_weights=True)
     assert max(peak) >= 290  # the full model, for contrast (a few may be in flight at the end)
@@ -208,16 +209,14 @@ def test_bfloat16_runs():
 
 
 def test_interrupt_keeps_the_layers_done(monkeypatch):
-    import bncli.studies.depth as d
+    real = mlp.make_weight
 
-    real = d.make_weight
-
-    def flaky(cfg, layer, device):
+    def flaky(net, layer, device):
         if layer == 7:
             raise KeyboardInterrupt
-        return real(cfg, layer, device)
+        return real(net, layer, device)
 
-    monkeypatch.setattr(d, "make_weight", flaky)
+    monkeypatch.setattr(mlp, "make_weight", flaky)
     _, res = run(depth=20, width=16)
     assert res.status == "interrupted"
     assert res.table["layer"].tolist() == list(range(7))
@@ -253,7 +252,7 @@ def test_same_bytes_on_any_number_of_threads(norm, init, dtype):
     """A sweep worker, a Ray task and a laptop run with different torch thread counts: the CSV
     must not change. (torch's own CPU batch_norm and QR differ in the last bits between 1 and 3
     threads, which is why bncli writes BatchNorm out and draws orthogonal weights on one thread.)"""
-    from bncli.nets import torch_threads
+    from bncli.runtime import torch_threads
 
     tables = []
     for threads in (1, 3):
@@ -264,7 +263,7 @@ def test_same_bytes_on_any_number_of_threads(norm, init, dtype):
 
 
 def test_written_out_batchnorm_matches_torch_in_float64():
-    from bncli.nets import _bn_train
+    from bncli.studies.depth.components import _bn_train
 
     x = torch.randn(16, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3 + 1
     ref = torch.nn.BatchNorm1d(40, dtype=torch.float64).train()(x)

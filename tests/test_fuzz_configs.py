@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from bncli import choices
 from bncli.cli import app
 from bncli.errors import BncliError, RunError
 
@@ -50,7 +49,7 @@ def test_every_study_is_fuzzed():
 # -- strategies ---------------------------------------------------------------------------------
 
 WORDS = sorted(
-    {m.value for e in vars(choices).values() if isinstance(e, type) and issubclass(e, choices.Enum) for m in e}
+    {str(w) for cls in CONFIGS.values() for f in cls.FIELDS.values() for w in f.words() or []}
     | {
         "none",
         "null",
@@ -90,8 +89,8 @@ values = st.recursive(
 )
 keys_of = {
     study: st.one_of(
-        st.sampled_from(sorted(cls.model_fields)),
-        st.sampled_from(sorted(cls.model_fields)),
+        st.sampled_from(sorted(cls.FIELDS)),
+        st.sampled_from(sorted(cls.FIELDS)),
         text,
         ints,
         st.booleans(),
@@ -256,7 +255,7 @@ def sweep_documents(draw):
     if kind == "other":
         return yaml.safe_dump(draw(st.one_of(values, st.lists(values, max_size=3))))
     study = draw(st.sampled_from(STUDIES))
-    fields = st.sampled_from(sorted(CONFIGS[study].model_fields))
+    fields = st.sampled_from(sorted(CONFIGS[study].FIELDS))
     base = draw(st.one_of(st.dictionaries(st.one_of(fields, text, ints), values, max_size=4), values))
     if isinstance(base, dict):
         base = {**SMALL.get(study, {}), **base}
@@ -351,7 +350,7 @@ any_float = st.one_of(
 
 
 def test_every_numeric_field_is_fuzzed():
-    assert set(NUMERIC) == set(CONFIGS) and all(set(f) <= set(CONFIGS[s].model_fields) for s, f in NUMERIC.items())
+    assert set(NUMERIC) == set(CONFIGS) and all(set(f) <= set(CONFIGS[s].FIELDS) for s, f in NUMERIC.items())
 
 
 @pytest.mark.parametrize("study", STUDIES)

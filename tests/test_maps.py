@@ -10,12 +10,14 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
-from helpers import CPU, load, meta_of, run_depth
+from helpers import CPU, load, make_input, make_weight, meta_of, run_depth
 
 import bncli
 from bncli import BncliError
-from bncli.nets import make_input, make_weight
 from bncli.studies import depth
+from bncli.studies.depth import stats
+
+MAP_COLUMNS = stats.columns("resnet")
 
 SMALL = {"channels": 8, "image_size": 8, "batch_size": 4, "dtype": "float64"}  # run_depth: on the CPU
 
@@ -46,7 +48,7 @@ def test_conv_stack_matches_nn_modules(norm):
             cmean = x.mean((0, 2, 3))
             assert row["chan_sq_mean"] == pytest.approx((cmean**2).mean().item(), rel=1e-10)
             assert row["chan_var"] == pytest.approx(x.var((0, 2, 3), unbiased=False).mean().item(), rel=1e-10)
-    assert list(res.table.columns) == depth.MAP_COLUMNS and res.off == [
+    assert list(res.table.columns) == MAP_COLUMNS and res.off == [
         "branch_var",
         "erank",
         "grad_std",
@@ -108,7 +110,7 @@ def test_streamed_kept_and_any_threads_give_the_same_bits(kw):
     """The forward pass gives the same bits on any thread count; the conv backward (--grads)
     does not on CPU (torch sums weight gradients over the batch per thread), so with --grads
     only streamed and kept weights are compared, at one thread count."""
-    from bncli.nets import torch_threads
+    from bncli.runtime import torch_threads
 
     kw = {**SMALL, "dtype": "float32", **kw}
     tables = []
@@ -204,7 +206,7 @@ def test_cli_resnet_run_plot_and_shipped_configs(cli, tmp_path):
     assert r.exit_code == 0, r.output
     run = cli.out / "depth-study" / "rn"
     table = pd.read_csv(run / "layers.csv")
-    assert list(table.columns) == depth.MAP_COLUMNS and table["grad_std"].notna().all()
+    assert list(table.columns) == MAP_COLUMNS and table["grad_std"].notna().all()
     assert meta_of(run)["status"] == "ok" and "branch_var" in r.output
     assert cli("plot", run, "--out", tmp_path / "spp.png").exit_code == 0
     for name in ("depth_study_conv", "depth_study_resnet"):

@@ -69,7 +69,7 @@ def test_a_task_that_raises_or_dies_is_recorded_failed(ray_session, tmp_path, mo
     real = ray_backend.task
 
     def flaky(study, cfg, threads):  # defined here, so Ray ships it by value
-        name = f"init={cfg.init.value},norm={cfg.norm.value},seed={cfg.seed}"
+        name = f"init={cfg.init},norm={cfg.norm},seed={cfg.seed}"
         if name == "init=normal,norm=none,seed=1":
             raise RuntimeError("boom")
         if name == "init=kaiming,norm=none,seed=0":
@@ -94,7 +94,7 @@ def test_fail_fast_stops_and_cancels(ray_session, tmp_path, monkeypatch):
     real = ray_backend.task
 
     def fail_first(study, cfg, threads):
-        if cfg.seed == 0 and cfg.init.value == "kaiming" and cfg.norm.value == "batchnorm":
+        if cfg.seed == 0 and cfg.init == "kaiming" and cfg.norm == "batchnorm":
             raise ValueError("first")
         return real(study, cfg, threads)
 

@@ -177,12 +177,12 @@ def test_meta_says_running_while_the_study_runs_then_the_outcome(cli, monkeypatc
 
 
 def test_keyboard_interrupt_at_layer_k_saves_the_layers_done(cli, monkeypatch):
-    import bncli.studies.depth as depth
+    from bncli.studies.depth import mlp
 
-    real, k = depth.layer_fn, 7
+    real, k = mlp.step, 7
 
-    def ctrl_c_at_layer_k(cfg, device):
-        step, calls = real(cfg, device), [0]
+    def ctrl_c_at_layer_k(net, device):
+        step, calls = real(net, device), [0]
 
         def counted(x, w):
             calls[0] += 1
@@ -192,7 +192,7 @@ def test_keyboard_interrupt_at_layer_k_saves_the_layers_done(cli, monkeypatch):
 
         return counted
 
-    monkeypatch.setattr(depth, "layer_fn", ctrl_c_at_layer_k)
+    monkeypatch.setattr(mlp, "step", ctrl_c_at_layer_k)
     r = cli("depth-study", "--depth", 40, "--width", 16, "--name", "cut")
     assert r.exit_code == 130, r.output
     run = cli.out / "depth-study" / "cut"
@@ -202,7 +202,7 @@ def test_keyboard_interrupt_at_layer_k_saves_the_layers_done(cli, monkeypatch):
     cut = pd.read_csv(run / "layers.csv")
     assert cut["layer"].tolist() == list(range(k))
     # the saved layers are the real ones: equal to an uninterrupted run of depth k
-    monkeypatch.setattr(depth, "layer_fn", real)
+    monkeypatch.setattr(mlp, "step", real)
     assert cli("depth-study", "--depth", k, "--width", 16, "--name", "whole").exit_code == 0
     whole = pd.read_csv(cli.out / "depth-study" / "whole" / "layers.csv")
     pd.testing.assert_frame_equal(cut, whole)
@@ -300,17 +300,17 @@ def test_a_real_signal_saves_the_layers_done_and_exits_130(tmp_path, sig):
 
 SWEEP_SLOW = """
 import runpy, time
-import bncli.studies.depth as depth
+from bncli.studies.depth import mlp
 
-real = depth.layer_fn
-
-
-def slow(cfg, device):  # long runs take 20 ms a layer: the SIGINT lands mid-run on any machine
-    step = real(cfg, device)
-    return (lambda x, w: (time.sleep(0.02), step(x, w))[1]) if cfg.depth > 100 else step
+real = mlp.step
 
 
-depth.layer_fn = slow
+def slow(net, device):  # long runs take 20 ms a layer: the SIGINT lands mid-run on any machine
+    step = real(net, device)
+    return (lambda x, w: (time.sleep(0.02), step(x, w))[1]) if net.depth > 100 else step
+
+
+mlp.step = slow
 runpy.run_module("bncli", run_name="__main__", alter_sys=True)
 """
 
@@ -947,7 +947,7 @@ def test_ray_options_that_cannot_work_are_refused_up_front(cli, tmp_path):
 
 def test_workers_side_by_side_must_fit_together(cli, tmp_path, monkeypatch):
     import bncli.studies.depth as depth
-    from bncli.studies.base import capacity
+    from bncli.runtime import capacity
 
     path = sweep_file(tmp_path, base={"depth": 2, "width": 4, "batch_size": 2}, seeds=[0, 1])
     half = int(0.6 * capacity(torch.device("cpu")))  # each run fits alone, two do not

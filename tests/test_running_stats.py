@@ -105,7 +105,7 @@ def test_randn_input_is_seeded_and_fresh_each_iteration():
 
 
 def test_same_bytes_on_any_number_of_threads():
-    from bncli.nets import torch_threads
+    from bncli.runtime import torch_threads
 
     tables = []
     for threads in (1, 3):

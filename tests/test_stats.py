@@ -6,11 +6,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import CPU, load, reference, run_depth, table_rows
+from helpers import CPU, load, make_input, make_weight, reference, run_depth, table_rows
 
 from bncli import report
-from bncli.nets import make_cotangent, make_input, make_weight
-from bncli.studies import depth
+from bncli.studies.depth import stats
+from bncli.studies.depth.net import Net
+from bncli.studies.depth.net import make_cotangent as _cotangent
+
+
+def make_cotangent(cfg, device):
+    return _cotangent(Net.of(cfg), device, tuple(make_input(cfg).shape))
 
 run = run_depth  # (cfg, Result) on the CPU
 
@@ -149,7 +154,7 @@ def test_cotangent_is_seeded_n01():
 def test_grads_do_not_change_the_forward_numbers():
     _, off = run(depth=30, width=32)
     _, on = run(depth=30, width=32, grads=True, erank=True)
-    cols = depth.BASE + ["theory_std"]
+    cols = [s.name for s in stats.STATS if s.kind == "chunk"] + ["theory_std"]
     assert off.table[cols].to_csv() == on.table[cols].to_csv()
 
 
@@ -213,10 +218,10 @@ def test_erank_matches_numpy_svd():
 
 
 def test_erank_of_rank_one_and_identity():
-    assert depth._erank(torch.eye(8)).item() == pytest.approx(8)
-    assert depth._erank(torch.ones(8, 8)).item() == pytest.approx(1)
-    assert depth._erank(torch.zeros(8, 8)).item() == 0
-    assert math.isnan(depth._erank(torch.full((8, 8), float("inf"))).item())
+    assert stats.erank(torch.eye(8)).item() == pytest.approx(8)
+    assert stats.erank(torch.ones(8, 8)).item() == pytest.approx(1)
+    assert stats.erank(torch.zeros(8, 8)).item() == 0
+    assert math.isnan(stats.erank(torch.full((8, 8), float("inf"))).item())
 
 
 def test_batchnorm_keeps_rank_relu_stacks_collapse():

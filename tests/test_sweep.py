@@ -203,7 +203,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(cli, tmp_path, monkeypa
     real = depth.run
 
     def fails_for_normal_batchnorm(cfg, device, progress=None):
-        if cfg.init.value == "normal" and cfg.norm.value == "batchnorm":
+        if cfg.init == "normal" and cfg.norm == "batchnorm":
             raise RuntimeError("boom\nsecond line")
         return real(cfg, device, progress)
 

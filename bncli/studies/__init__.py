@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from bncli.errors import BncliError, not_one_of, show
 
@@ -33,12 +33,24 @@ def names() -> list[str]:
     return list(REGISTRY)
 
 
-def get(name: str) -> Study | ModuleType:
-    """The module of study `name` (or of a name it had before), imported on first use."""
+def get(name: str) -> Study:
+    """The module of study `name` (or of a name it had before), imported on first use; one
+    that lacks a member of the Study protocol is refused, naming what it lacks."""
     name = ALIASES.get(name, name)
     if name not in REGISTRY:
         raise BncliError(f"study: {not_one_of(name, REGISTRY)}")
-    return importlib.import_module(f"{__name__}.{REGISTRY[name]}")
+    module = importlib.import_module(f"{__name__}.{REGISTRY[name]}")
+    if module not in _checked:
+        from bncli.studies.base import MEMBERS
+
+        missing = [m for m in MEMBERS if not hasattr(module, m)]
+        if missing:
+            raise TypeError(f"study module {module.__name__} lacks {', '.join(missing)} (bncli/studies/base.py, Study)")
+        _checked.add(module)
+    return cast("Study", module)
+
+
+_checked: set[ModuleType] = set()
 
 
 def whose(study: str):
@@ -47,7 +59,7 @@ def whose(study: str):
     its fields (all another study's), is refused, naming the study and how to run it."""
 
     def check(data: dict, path, flags: bool) -> dict:
-        fields = get(study).CONFIG.model_fields
+        fields = get(study).CONFIG.FIELDS
         if "study" in fields:
             return data
         data = dict(data)
@@ -61,7 +73,7 @@ def whose(study: str):
             why = f"study: {named}"
         else:
             unknown = [k for k in data if k not in fields]
-            fits = [s for s in names() if s != study and unknown and all(k in get(s).CONFIG.model_fields for k in data)]
+            fits = [s for s in names() if s != study and unknown and all(k in get(s).CONFIG.FIELDS for k in data)]
             if not fits:
                 return data
             other = fits[0]

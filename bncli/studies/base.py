@@ -1,18 +1,25 @@
-"""What a study module is made of: the Result it returns, the Study protocol it declares, and
-the memory preflight the studies share. bncli/studies/__init__.py holds the registry.
+"""What a study module is made of: the Result it returns, the numbers it summarises a sweep's
+runs with, and the Study protocol it declares. bncli/studies/__init__.py holds the registry.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import pandas as pd
-import torch
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import torch
 
-from bncli.errors import BncliError
+    from bncli.fields import Config
+    from bncli.figures import Options
+else:
+    from bncli.lazy import lazy
+
+    np = lazy("numpy")
 
 
 @dataclass
@@ -25,47 +32,96 @@ class Result:
     off: list[str] = field(default_factory=list)  # columns not computed: empty cells in the CSV
 
 
+# -- what a sweep's summary holds: named numbers, formatted only when shown (bncli.report.cell) ----
+
+
+def _finite(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+@dataclass(frozen=True)
+class MeanSd:
+    """The mean and sd (ddof 1) of the finite values among `of` runs' (a seed's) values; `n` of
+    them counted. None where fewer than one (two, for the sd) value is finite."""
+
+    mean: float | None
+    sd: float | None
+    n: int
+    of: int
+
+    @classmethod
+    def over(cls, values: Sequence[float | None], of: int | None = None) -> MeanSd:
+        v = np.asarray([np.nan if x is None else x for x in values], dtype=float)
+        v = v[np.isfinite(v)]
+        mean = float(v.mean()) if len(v) else None
+        return cls(mean, float(v.std(ddof=1)) if len(v) > 1 else None, len(v), len(values) if of is None else of)
+
+
+@dataclass(frozen=True)
+class Count:
+    """`k` of `n` runs (diverged, matching the formula)."""
+
+    k: int
+    n: int
+
+
+@dataclass(frozen=True)
+class Number:
+    """One number; `digits` "fixed" shows three decimals where that reads well (0.583), "sig"
+    four significant digits (a tolerance-sized error: 2.384e-07)."""
+
+    value: float | None
+    digits: str = "fixed"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", _finite(self.value))
+
+
+Summary = dict[str, "MeanSd | Count | Number"]  # a config's runs, summarised: column -> number
+
+
 class Study(Protocol):
-    """What every module in REGISTRY declares."""
+    """What every module in REGISTRY declares (bncli.studies.get checks it is all there)."""
 
     NAME: str  # its key in REGISTRY, the CLI command and the results/<NAME>/ directory
-    CONFIG: type  # its config model (a bncli.config.Config)
+    CONFIG: type[Config]  # its config: a bncli.fields.Config spec
+    OPTIONS: type[Config]  # its command's own flags beyond the config, passed to render (depth-study's --every)
     CSV: str  # the per-run table's file name
-    COLUMNS: list[str]  # that table's columns, in order
+    COLUMNS: list[str]  # every column its table may have, in order
     ID_COLUMNS: list[str]  # the columns that identify a row within a run (x axis first)
     LABEL_KEYS: list[str]  # settings that label a single run in a plot when none differ
     PLOT: str  # the default plot's file name (a sweep's plot, `bncli plot` of its runs)
     RUN_PLOT: bool  # does a single run's directory get the plot too
-    SWEEP_COLUMNS: list[str]  # the sweep summary's columns, one row per config
-    # optional: COMPARE_METRIC: str, the column `bncli compare` sets side by side by default
-    # (without it, the first column after ID_COLUMNS)
+    SUMMARY: list[str]  # the names `summarize` gives its numbers: a sweep table's columns, one row per config
+    COMPARE_METRIC: str  # the column `bncli compare` sets side by side unless --metric says
 
-    def label(self, cfg) -> str: ...  # the part of a default run name that tells runs apart
-    def describe_size(self, cfg) -> str: ...  # the sizes, for an out-of-memory message
-    def progress_total(self, cfg) -> int | None: ...  # steps for a progress bar; None: no bar
-    def preflight(self, cfg) -> torch.device: ...  # every check before a run directory exists
-    def run(self, cfg, device: torch.device, progress: Callable[[int], None] | None = None) -> Result: ...
-    def render(self, run, every: int | None = None) -> list: ...  # rich renderables of a Run with a table
-    def sweep_cells(self, runs: list) -> list[str]: ...  # SWEEP_COLUMNS' cells over finished runs
-    def draw(self, plt, table, metric: str | None, opts) -> Any: ...  # a matplotlib figure of labelled
+    def label(self, cfg: Any) -> str: ...  # the part of a default run name that tells runs apart
 
-    # runs, following a figures.Options (panels, y scale, title); it may define
-    # auto_facet(table, metric, columns) -> column | None to pick its panels
+    def describe_size(self, cfg: Any) -> str: ...  # the sizes, for an out-of-memory message
+
+    def estimate_bytes(self, cfg: Any) -> int: ...  # peak memory of a run, before it starts
+
+    def progress_total(self, cfg: Any) -> int | None: ...  # steps for a progress bar; None: no bar
+
+    def preflight(self, cfg: Any) -> torch.device: ...  # every check before a run directory exists
+
+    def run(self, cfg: Any, device: torch.device, progress: Callable[[int], None] | None = None) -> Result: ...
+
+    def render(self, run: Any, every: int | None = None) -> list[Any]: ...  # rich renderables of a Run's table;
+
+    # `every` and the other OPTIONS thin it
+
+    def summarize(self, runs: list[pd.DataFrame]) -> Summary: ...  # SUMMARY's numbers over finished runs
+
+    def draw(self, plt: Any, table: pd.DataFrame, metric: str | None, opts: Options) -> Any: ...
+
+    # a matplotlib figure of labelled runs, following a figures.Options (panels, y scale, title)
+
+    def auto_facet(self, table: pd.DataFrame, metric: str | None, columns: list[str]) -> str | None: ...
+
+    # the column to make a panel per value of, when --facet is not given (None: one panel)
 
 
-def capacity(device: torch.device) -> int:
-    """Bytes of memory of `device`: the GPU's, or this machine's RAM."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def check_fits(device: torch.device, need: int, sizes: str, smaller: str) -> None:
-    """Refuse, before anything is allocated, a run whose estimated peak memory is over 90% of
-    the device's: one clean line instead of an OOM (or the OS killing the process) mid-run."""
-    have = capacity(device)
-    if need > 0.9 * have:
-        raise BncliError(
-            f"too large: {sizes} needs about {need / 2**30:.1f} GiB but {device} has "
-            f"{have / 2**30:.1f} GiB; use {smaller}"
-        )
+MEMBERS = [name for name in Study.__annotations__] + [
+    name for name in vars(Study) if not name.startswith("_") and callable(getattr(Study, name))
+]

@@ -1,55 +1,80 @@
-"""Running-stats convergence: how far do BatchNorm's running estimates lie from the truth?
+"""BatchNorm's running estimates against the true statistics of a seeded stream.
 
-    bncli convergence --momentum 0.01,0.1,0.3 --input-mean 1 --input-std 2
+Batches of shape (batch_size, num_features) come from a seeded N(input_mean, input_std^2)
+stream. Each iteration feeds the same batch to every estimator and records, per channel, its
+estimate of the mean and (unbiased) variance, their errors against the truth, and the gap
+between eval-mode output (which uses the estimate) and train-mode output; then how many steps
+each needs to stay within 1%. The estimators:
 
-Batches of shape (batch_size, num_features) come from a seeded stream with known per-channel
-mean and std. Each iteration feeds the same batch to every estimator and records, per
-channel, its estimate of the mean and (unbiased) variance, their errors against the truth,
-and the gap between eval-mode output (which uses the estimate) and train-mode output:
+\b
+- ema-M: nn.BatchNorm1d(momentum=M), one per momentum given;
+- cumulative: nn.BatchNorm1d(momentum=None), the plain average of the
+  batch statistics;
+- precise: the population statistics of every sample seen so far, from the
+  batch means and variances by the law of total variance, as PreciseBN does
+  (Wu and Johnson 2021).
 
-- `ema-M`: nn.BatchNorm1d(momentum=M), one per momentum given;
-- `cumulative`: nn.BatchNorm1d(momentum=None), the plain average of the batch statistics;
-- `precise`: the population statistics of every sample seen so far, from the batch means and
-  variances by the law of total variance, as PreciseBN does (Wu and Johnson 2021).
+Writes convergence.csv, convergence.png, config.yaml and meta.json under
+OUT/convergence/NAME/. Definitions and closed forms: docs/statistics.md.
 
-Definitions and closed forms: docs/statistics.md.
+Example: bncli convergence --momentum 0.01,0.1,0.3 --input-std 2
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-import torch
-import torch.nn.functional as F
-from pydantic import BeforeValidator, model_validator
 from rich.table import Table
 
-from bncli import figures, report
-from bncli.config import Config, Device, Eps, Finite, FloatDType, PosFloat, Positive, Seed, Unit, float_list
+from bncli import fields, figures, report
 from bncli.errors import plural
-from bncli.nets import DTYPES, generator, resolve_device, torch_threads
-from bncli.studies.base import Result, check_fits
+from bncli.fields import Config, field, float_list
+from bncli.runtime import Stream, check_fits, generator, itemsize, resolve_device, torch_dtype, torch_threads
+from bncli.studies.base import MeanSd, Number, Result, Summary
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import torch
+    import torch.nn.functional as F
+else:
+    from bncli.lazy import lazy
+
+    np, pd, torch, F = lazy("numpy"), lazy("pandas"), lazy("torch"), lazy("torch.nn.functional")
 
 
 class ConvergenceConfig(Config):
     """BatchNorm's running estimates against the true statistics of a seeded stream."""
 
-    momentum: Annotated[list[Unit | None] | None, BeforeValidator(float_list)] = None  # None: 0.01,0.1,0.3
-    keras_momentum: Annotated[list[Unit] | None, BeforeValidator(float_list)] = None  # Keras K: m = 1 - K
-    batch_size: Positive = 32
-    num_features: Positive = 4
-    iterations: Positive = 1000
-    input_mean: Annotated[list[Finite], BeforeValidator(float_list)] = [1.0]  # one, or one per channel
-    input_std: Annotated[list[PosFloat], BeforeValidator(float_list)] = [2.0]  # one, or one per channel
-    eps: Eps
-    seed: Seed
-    device: Device
-    dtype: FloatDType
+    momentum: list[float | None] | None = field(
+        None,
+        ge=0,
+        le=1,
+        parse=float_list,
+        shown="0.01,0.1,0.3",
+        help="EMA momenta to compare, a comma list (none: the cumulative average, always compared)",
+    )
+    keras_momentum: list[float] | None = field(
+        None, ge=0, le=1, parse=float_list, help="Keras-style momenta K (comma list), used as PyTorch's m = 1 - K"
+    )
+    batch_size: int = field(32, ge=1, help="samples per batch")
+    num_features: int = field(4, ge=1, help="channels")
+    iterations: int = field(1000, ge=1, help="batches fed to the layers")
+    input_mean: list[float] = field(
+        [1.0], parse=float_list, help="the stream's true mean, one number or one per channel"
+    )
+    input_std: list[float] = field(
+        [2.0], gt=0, parse=float_list, help="the stream's true std, one number or one per channel"
+    )
+    eps: float = fields.eps()
+    seed: int = fields.seed()
+    device: str = fields.device()
+    dtype: str = fields.dtype(
+        fields.FLOAT_DTYPES, "no bfloat16: the checks against float64 formulas need float32 or better"
+    )
 
-    @model_validator(mode="after")
-    def _check(self) -> ConvergenceConfig:
+    def resolve(self, given: set[str]) -> dict[str, Any]:
         if self.momentum is not None and self.keras_momentum is not None:
             raise ValueError("give momentum or keras_momentum, not both (keras K is momentum 1 - K)")
         if self.batch_size < 2:
@@ -58,7 +83,7 @@ class ConvergenceConfig(Config):
             n = len(getattr(self, name))
             if n not in (1, self.num_features):
                 raise ValueError(f"{name} must have 1 or num_features ({self.num_features}) values, got {n}")
-        return self
+        return {}
 
     @property
     def momenta(self) -> list[float]:
@@ -80,10 +105,10 @@ ID_COLUMNS = ["iteration", "estimator", "channel"]
 LABEL_KEYS = ["momentum", "batch_size", "input_std"]
 PLOT = "convergence.png"
 RUN_PLOT = True  # a single run's directory gets its error-against-iteration plot
-SWEEP_COLUMNS = ["steps to 1%: precise", "steps to 1%: cumulative", "worst final mean_error", "worst final var_error"]
+OPTIONS = fields.NoOptions
+SUMMARY = ["steps to 1%: precise", "steps to 1%: cumulative", "worst final mean_error", "worst final var_error"]
 COMPARE_METRIC = "var_error"  # what `bncli compare` sets side by side unless --metric says
 COLUMNS = ["iteration", "estimator", "channel", "mean", "var", "mean_error", "var_error", "train_eval_gap"]
-STREAM = 5  # the batches' seed stream (1, 2, 4: depth study; 3: running-stats check)
 WITHIN = 0.01  # "within 1% of the truth"
 
 
@@ -102,7 +127,7 @@ def describe_size(cfg: ConvergenceConfig) -> str:
 def estimate_bytes(cfg: ConvergenceConfig) -> int:
     """Peak memory a run needs, before anything is allocated (reliability: refuse, don't OOM)."""
     e, batch = len(cfg.momenta) + 2, cfg.batch_size * cfg.num_features
-    per_batch = batch * (DTYPES[cfg.dtype.value].itemsize * (2 * e + 4) + 2 * 8)  # outputs, gaps, x64
+    per_batch = batch * (itemsize(cfg.dtype) * (2 * e + 4) + 2 * 8)  # outputs, gaps, x64
     per_iteration = e * cfg.num_features * (5 * 8 + 3 * 8 * 8)  # kept statistics, then the table
     return per_batch + cfg.iterations * per_iteration
 
@@ -115,17 +140,18 @@ def preflight(cfg: ConvergenceConfig) -> torch.device:
     return device
 
 
-def truth(cfg: ConvergenceConfig, device=None, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+def truth(cfg: ConvergenceConfig, device: Any = None, dtype: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel true mean and std of the stream."""
     c = cfg.num_features
+    dtype = torch.float64 if dtype is None else dtype
     mean = torch.tensor(cfg.input_mean, dtype=dtype, device=device).expand(c).clone()
     std = torch.tensor(cfg.input_std, dtype=dtype, device=device).expand(c).clone()
     return mean, std
 
 
 def make_batch(cfg: ConvergenceConfig, iteration: int, device: torch.device) -> torch.Tensor:
-    dtype = DTYPES[cfg.dtype.value]
-    g = generator(device, cfg.seed, STREAM, iteration)
+    dtype = torch_dtype(cfg.dtype)
+    g = generator(device, cfg.seed, Stream.STREAM, iteration)
     z = torch.randn(cfg.batch_size, cfg.num_features, generator=g, device=device, dtype=dtype)
     mean, std = truth(cfg, device, dtype)
     return mean + std * z
@@ -135,8 +161,8 @@ def estimator_names(cfg: ConvergenceConfig) -> list[str]:
     return [f"ema-{m:g}" for m in cfg.momenta] + ["cumulative", "precise"]
 
 
-def run(cfg: ConvergenceConfig, device: torch.device, progress=None) -> Result:
-    dtype = DTYPES[cfg.dtype.value]
+def run(cfg: ConvergenceConfig, device: torch.device, progress: Callable[[int], None] | None = None) -> Result:
+    dtype = torch_dtype(cfg.dtype)
     c, b = cfg.num_features, cfg.batch_size
     bns = [torch.nn.BatchNorm1d(c, eps=cfg.eps, momentum=m, device=device, dtype=dtype) for m in [*cfg.momenta, None]]
     true_mean, true_std = truth(cfg, device, dtype)
@@ -145,7 +171,8 @@ def run(cfg: ConvergenceConfig, device: torch.device, progress=None) -> Result:
     s_var = torch.zeros_like(s_mean)
     s_sq = torch.zeros_like(s_mean)
 
-    per_iter, status = [], "ok"
+    per_iter: list[torch.Tensor] = []
+    status = "ok"
     # (batch x channels)-sized ops: on CPU more threads only add overhead (30x here)
     with torch_threads(1 if device.type == "cpu" else torch.get_num_threads()):
         try:
@@ -241,26 +268,30 @@ def estimator_table(table: pd.DataFrame, steps: dict) -> Table:
     return t
 
 
-def render(run, every: int | None = None) -> list:
+def render(run: Any, every: int | None = None) -> list[Any]:
     """One row per estimator (nothing when no iteration finished)."""
     return [estimator_table(run.table, steps_within(run.table))] if len(run.table) else []
 
 
-def sweep_cells(runs: list[pd.DataFrame]) -> list[str]:
-    """SWEEP_COLUMNS over a config's finished runs: the steps the precise and cumulative
-    estimates need to stay within 1% (mean ± sd over the seeds that got there), and the worst
-    final errors of any estimator and channel."""
+def summarize(runs: list[pd.DataFrame]) -> Summary:
+    """SUMMARY over a config's finished runs: the steps the precise and cumulative estimates
+    need to stay within 1% (mean ± sd over the seeds that got there), and the worst final
+    errors of any estimator and channel."""
     steps = [steps_within(r) for r in runs]
 
-    def within(name):
-        return report.pm([s[name] if s.get(name) is not None else float("nan") for s in steps])
+    def within(name: str) -> MeanSd:
+        return MeanSd.over([s.get(name) for s in steps])
 
-    def worst(col):
-        return report.fmt(
-            max((float(r[r["iteration"] == r["iteration"].max()][col].max()) for r in runs), default=float("nan"))
-        )
+    def worst(col: str) -> Number:
+        last = [float(r[r["iteration"] == r["iteration"].max()][col].max()) for r in runs]
+        return Number(max(last, default=float("nan")), "sig")
 
-    return [within("precise"), within("cumulative"), worst("mean_error"), worst("var_error")]
+    return {
+        "steps to 1%: precise": within("precise"),
+        "steps to 1%: cumulative": within("cumulative"),
+        "worst final mean_error": worst("mean_error"),
+        "worst final var_error": worst("var_error"),
+    }
 
 
 def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | None = None):
@@ -303,6 +334,11 @@ def draw(plt, table: pd.DataFrame, metric: str | None, opts: figures.Options | N
     )
     figures.legend(axes[len(metrics) - 1], axes)
     return fig
+
+
+def auto_facet(table: pd.DataFrame, metric: str | None, columns: list[str]) -> str | None:
+    """One panel: the estimators' lines compare on one axis."""
+    return None
 
 
 def _worst(e: pd.DataFrame, m: str) -> pd.Series:

@@ -1,77 +1,86 @@
-"""Running stats: does BatchNorm's running_mean/var follow r = (1 - m) * r + m * batch_stat?
+"""BatchNorm's running_mean/var, checked against r = (1 - m) * r + m * batch_stat.
 
-    bncli running-stats --momentum 0.3 --dims 2
+Feeds `iterations` batches to nn.BatchNorm{1,2,3}d in train mode and records, per channel and
+iteration, the batch statistics, torch's running buffers, and the values the update formula
+predicts, computed independently in float64 from the same input. Writes running_stats.csv,
+config.yaml and meta.json under OUT/running-stats/NAME/.
 
-Every iteration feeds one batch to nn.BatchNorm{1,2,3}d in train mode and records, per
-channel, the batch statistics, torch's running buffers, and the values the update formula
-predicts, computed independently in float64.
+Example: bncli running-stats --momentum 0.3 --dims 2
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-import torch
-from pydantic import BeforeValidator, Field, StrictFloat, model_validator
 from rich.table import Table
 from rich.text import Text
 
-from bncli import figures, report
-from bncli.choices import InputKind
-from bncli.config import Config, Device, Eps, FloatDType, Positive, Seed, int_list, none_word
+from bncli import fields, figures, report
 from bncli.errors import plural, show
-from bncli.nets import DTYPES, generator, resolve_device, torch_threads
-from bncli.studies.base import Result, check_fits
+from bncli.fields import Config, field, int_list, none_word
+from bncli.runtime import Stream, check_fits, generator, itemsize, resolve_device, torch_dtype, torch_threads
+from bncli.studies.base import Count, MeanSd, Number, Result, Summary
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import torch
+else:
+    from bncli.lazy import lazy
+
+    np, pd, torch = lazy("numpy"), lazy("pandas"), lazy("torch")
 
 NOTEBOOK_CHANNELS = {1: 5, 2: 6, 3: 4}
 NOTEBOOK_SHAPES = {1: [1], 2: [2, 2], 3: [2, 2, 3]}
 
 
-def _dims_int(v):
+def _dims_int(v: Any) -> Any:
     # a Literal of ints also takes true and 1.0 (they compare equal): a wrong type is refused
     if isinstance(v, (bool, float)):
         raise ValueError("Input should be 1, 2 or 3")
     return v
 
 
+INPUTS = {"constant": "channel c holds c + 1, as in the notebook", "randn": "fresh seeded N(0, 1) batches"}
+
+
 class RunningStatsConfig(Config):
     """BatchNorm{1,2,3}d fed a few batches; its running stats checked against the formula."""
 
-    momentum: Annotated[
-        Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)] | None,
-        BeforeValidator(none_word),
-    ] = 0.3  # None: PyTorch's cumulative average
-    dims: Annotated[Literal[1, 2, 3], BeforeValidator(_dims_int)] = 1  # BatchNorm1d, 2d or 3d
-    batch_size: Positive = 3
-    num_features: Positive | None = None  # None follows dims: 5, 6, 4
-    feature_shape: Annotated[list[Positive] | None, BeforeValidator(int_list)] = None  # None follows dims
-    iterations: Positive = 2
-    input: InputKind = InputKind.constant
-    eps: Eps
-    seed: Seed
-    device: Device
-    dtype: FloatDType
+    momentum: float | None = field(
+        0.3, ge=0, le=1, parse=none_word, none="the cumulative average", help="BatchNorm's momentum"
+    )
+    dims: int = field(1, choices=(1, 2, 3), parse=_dims_int, help="1, 2 or 3: BatchNorm1d, 2d or 3d")
+    batch_size: int = field(3, ge=1, help="samples per batch")
+    num_features: int = field(None, ge=1, shown="5, 6, 4 for dims 1, 2, 3", help="channels")
+    feature_shape: list[int] = field(
+        None, ge=1, parse=int_list, shown="1 / 2,2 / 2,2,3 for dims 1 / 2 / 3", help="per-channel shape, like 2,2"
+    )
+    iterations: int = field(2, ge=1, help="batches fed to the layer")
+    input: str = field("constant", choices=INPUTS, help="the batches")
+    eps: float = fields.eps()
+    seed: int = fields.seed()
+    device: str = fields.device()
+    dtype: str = fields.dtype(
+        fields.FLOAT_DTYPES, "no bfloat16: the checks against float64 formulas need float32 or better"
+    )
 
-    @model_validator(mode="after")
-    def _follow_dims(self) -> RunningStatsConfig:
-        if self.num_features is None:
-            self.num_features = NOTEBOOK_CHANNELS[self.dims]
-        if self.feature_shape is None:
-            self.feature_shape = list(NOTEBOOK_SHAPES[self.dims])
-        if len(self.feature_shape) != self.dims:
+    def resolve(self, given: set[str]) -> dict[str, Any]:
+        """num_features and feature_shape follow dims, the notebook's."""
+        shape = list(NOTEBOOK_SHAPES[self.dims]) if self.feature_shape is None else self.feature_shape
+        if len(shape) != self.dims:
             raise ValueError(
-                f"feature_shape must have {self.dims} entries for dims {self.dims}, "
-                f"got {len(self.feature_shape)}: {show(self.feature_shape)}"
+                f"feature_shape must have {self.dims} entries for dims {self.dims}, got {len(shape)}: {show(shape)}"
             )
-        if self.batch_size * math.prod(self.feature_shape) < 2:
+        if self.batch_size * math.prod(shape) < 2:
             raise ValueError(
                 "batch_size x feature_shape must give at least 2 values per channel "
                 "(BatchNorm cannot normalise a single value)"
             )
-        return self
+        features = NOTEBOOK_CHANNELS[self.dims] if self.num_features is None else self.num_features
+        return {"num_features": features, "feature_shape": shape}
 
 
 NAME = "running-stats"
@@ -81,7 +90,8 @@ ID_COLUMNS = ["iteration", "channel"]
 LABEL_KEYS = ["momentum", "dims", "input"]
 PLOT = "running_stats.png"
 RUN_PLOT = False
-SWEEP_COLUMNS = ["final running_var", "max |mean err|", "max |var err|", "matches formula"]
+OPTIONS = fields.NoOptions
+SUMMARY = ["final running_var", "max |mean err|", "max |var err|", "matches formula"]
 COMPARE_METRIC = "running_var"  # what `bncli compare` sets side by side unless --metric says
 COLUMNS = [
     "iteration",
@@ -93,12 +103,11 @@ COLUMNS = [
     "expected_mean",
     "expected_var",
 ]
-BATCH_STREAM = 3
 
 
 def label(cfg: RunningStatsConfig) -> str:
     m = "none" if cfg.momentum is None else f"{cfg.momentum:g}"
-    return f"bn{cfg.dims}d-m{m}-{cfg.input.value}"
+    return f"bn{cfg.dims}d-m{m}-{cfg.input}"
 
 
 def progress_total(cfg: RunningStatsConfig) -> None:
@@ -114,7 +123,7 @@ def describe_size(cfg: RunningStatsConfig) -> str:
 
 def estimate_bytes(cfg: RunningStatsConfig) -> int:
     """Peak memory a run needs, before anything is allocated."""
-    elt = DTYPES[cfg.dtype.value].itemsize
+    elt = itemsize(cfg.dtype)
     batch = cfg.batch_size * cfg.num_features * math.prod(cfg.feature_shape)
     per_batch = batch * (2 * elt + 3 * 8)  # input, BN's output, the float64 copy and its square
     per_iteration = cfg.num_features * (6 + 16) * 8 + 2048  # the kept statistics and their table rows
@@ -134,24 +143,25 @@ def preflight(cfg: RunningStatsConfig) -> torch.device:
 
 def make_batch(cfg: RunningStatsConfig, iteration: int, device: torch.device) -> torch.Tensor:
     shape = (cfg.batch_size, cfg.num_features, *cfg.feature_shape)
-    dtype = DTYPES[cfg.dtype.value]
-    if cfg.input.value == "constant":  # channel c holds c + 1, as in the notebook
-        values = torch.arange(1, cfg.num_features + 1, device=device, dtype=dtype)
+    kind = torch_dtype(cfg.dtype)
+    if cfg.input == "constant":  # channel c holds c + 1, as in the notebook
+        values = torch.arange(1, cfg.num_features + 1, device=device, dtype=kind)
         return values.view(1, -1, *[1] * cfg.dims).expand(shape).contiguous()
-    g = generator(device, cfg.seed, BATCH_STREAM, iteration)
-    return torch.randn(shape, generator=g, device=device, dtype=dtype)
+    g = generator(device, cfg.seed, Stream.BATCH, iteration)
+    return torch.randn(shape, generator=g, device=device, dtype=kind)
 
 
-def run(cfg: RunningStatsConfig, device: torch.device, progress=None) -> Result:
+def run(cfg: RunningStatsConfig, device: torch.device, progress: Callable[[int], None] | None = None) -> Result:
     bn_cls = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[cfg.dims]
-    bn = bn_cls(cfg.num_features, eps=cfg.eps, momentum=cfg.momentum, device=device, dtype=DTYPES[cfg.dtype.value])
+    bn = bn_cls(cfg.num_features, eps=cfg.eps, momentum=cfg.momentum, device=device, dtype=torch_dtype(cfg.dtype))
     bn.train()
     reduce = [0, *range(2, 2 + cfg.dims)]  # every axis but the channel axis
     n = cfg.batch_size * math.prod(cfg.feature_shape)
     exp_mean = torch.zeros(cfg.num_features, dtype=torch.float64)
     exp_var = torch.ones(cfg.num_features, dtype=torch.float64)
 
-    per_iter, status = [], "ok"
+    per_iter: list[torch.Tensor] = []
+    status = "ok"
     # torch's CPU BatchNorm splits its sums across threads and its last bits follow the thread
     # count; these tensors are tiny, so one thread costs nothing and gives the same bytes anywhere
     with torch_threads(1 if device.type == "cpu" else torch.get_num_threads()):
@@ -221,7 +231,7 @@ def value_table(table: pd.DataFrame, dtype: str = "float32") -> Table:
     return t
 
 
-def summary(table: pd.DataFrame, shapes: dict, dtype: str = "float32") -> Text:
+def summary(table: pd.DataFrame, shapes: dict[str, Any], dtype: str = "float32") -> Text:
     ok = agrees(table, dtype)
     values = plural(len(table), "value")
     verdict = (
@@ -235,7 +245,7 @@ def summary(table: pd.DataFrame, shapes: dict, dtype: str = "float32") -> Text:
 SHOWN_ITERATIONS = 20  # a screen's worth: the CSV holds every iteration
 
 
-def render(run, every: int | None = None) -> list:
+def render(run: Any, every: int | None = None) -> list[Any]:
     """The values of every `every`-th iteration (all up to 20, else about 20) and the last,
     each with its verdict; then the verdict over every value and the buffers' shapes."""
     dtype = str(run.settings.get("dtype", "float32"))
@@ -253,21 +263,22 @@ def render(run, every: int | None = None) -> list:
     return [*parts, summary(table, run.meta.get("shapes") or {}, dtype)]
 
 
-def sweep_cells(runs: list[pd.DataFrame]) -> list[str]:
-    """SWEEP_COLUMNS over a config's finished runs: the final running_var (mean ± sd over seeds),
-    the largest gaps between torch and the formula, and how many runs match it everywhere."""
+def summarize(runs: list[pd.DataFrame]) -> Summary:
+    """SUMMARY over a config's finished runs: the final running_var (mean ± sd over seeds), the
+    largest gaps between torch and the formula, and how many runs match it everywhere."""
 
-    def gap(col, r):
-        return float(np.abs(r[f"running_{col}"] - r[f"expected_{col}"]).max()) if len(r) else float("nan")
+    def gap(col: str) -> float | None:
+        gaps = [float(np.abs(r[f"running_{col}"] - r[f"expected_{col}"]).max()) for r in runs if len(r)]
+        return max(gaps, default=None)
 
-    final = [r[r["iteration"] == r["iteration"].max()]["running_var"].mean() for r in runs]
+    final = [float(r[r["iteration"] == r["iteration"].max()]["running_var"].mean()) for r in runs]
     match = sum(bool(agrees(r, str(r["dtype"].iloc[0]) if "dtype" in r else "float32").all()) for r in runs)
-    return [
-        report.pm(final),
-        report.fmt(max((gap("mean", r) for r in runs), default=float("nan"))),
-        report.fmt(max((gap("var", r) for r in runs), default=float("nan"))),
-        f"{match}/{len(runs)}",
-    ]
+    return {
+        "final running_var": MeanSd.over(final),
+        "max |mean err|": Number(gap("mean"), "sig"),
+        "max |var err|": Number(gap("var"), "sig"),
+        "matches formula": Count(match, len(runs)),
+    }
 
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]  # one per config sharing a panel; colour is the channel's

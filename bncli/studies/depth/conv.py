@@ -1,0 +1,102 @@
+"""A conv stack: `depth` x (Conv2d(C, C, k, padding k // 2, bias=False) -> norm -> activation) on
+(batch, C, H, W) feature maps.
+
+    bncli depth-study --arch conv --channels 64 --image-size 16 --kernel-size 3
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bncli.runtime import torch_dtype
+from bncli.studies.depth import theory
+from bncli.studies.depth.net import Net, Step, draw, layer
+
+IDS = ["stage"]  # 0 for every layer: the column a ResNet's rows share
+BRANCH = False
+RESIDUAL = 0.0
+SMALLER = "--channels, --image-size, --batch-size or --depth (--stages, --blocks)"
+
+
+def check(net: Net, given: set[str]) -> dict[str, Any]:
+    if net.kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd (padding kernel_size // 2 keeps H and W), got {net.kernel_size}")
+    return {}
+
+
+def features(net: Net) -> tuple[int, str, int]:
+    return net.channels, "channels", net.image_size**2
+
+
+def input_shape(net: Net) -> tuple[int, ...]:
+    return net.batch_size, net.channels, net.image_size, net.image_size
+
+
+def make_weight(net: Net, layer: int, device: torch.device) -> torch.Tensor:
+    c, k = net.channels, net.kernel_size
+    return draw(net, (c, c, k, k), layer, device)
+
+
+def step(net: Net, device: torch.device) -> Step:
+    norm = net.norm.build(net, device, torch_dtype(net.dtype))
+    return layer(net, net.activation.build(net), norm, partial(F.conv2d, padding=net.kernel_size // 2))
+
+
+def stage(net: Net, layer: int) -> int:
+    return 0
+
+
+def rows(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) as an (N, H, W, C) view: copied into a chunk, the (samples, channels) matrix
+    of the statistics, each pixel of each image a sample, as Brock et al. count them."""
+    return x.permute(0, 2, 3, 1)
+
+
+def output_elements(net: Net) -> int:
+    return net.batch_size * net.channels * net.image_size**2
+
+
+def weight_elements(net: Net) -> int:
+    return net.channels * net.channels * net.kernel_size**2
+
+
+def layer_macs(net: Net) -> int:
+    return output_elements(net) * net.channels * net.kernel_size**2
+
+
+def activations(net: Net) -> int:
+    return 8  # a conv's padded input and workspace besides the norm's and activation's outputs
+
+
+def sizes(net: Net) -> str:
+    return (
+        f"conv: depth {net.depth}, channels {net.channels}, image_size {net.image_size}, "
+        f"kernel_size {net.kernel_size}, batch_size {net.batch_size}"
+    )
+
+
+def held(net: Net) -> str:
+    return f"up to {weight_elements(net)} values"
+
+
+def theory_std(net: Net) -> np.ndarray:
+    """Predicted std of each layer's output (docs/theory.md), from per-pixel second-moment maps
+    (theory.Maps); nan for an activation that is not relu-like, a residual stack or the
+    linear-act-norm order."""
+    maps = theory.Maps(net)
+    out = np.full(net.depth, np.nan)
+    if not maps.ok or net.residual or net.order != "linear-norm-act":
+        return out
+    m = np.ones((net.image_size, net.image_size))  # the N(0, 1) input
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(net.depth):
+            z = maps.norm(maps.conv(m, net.channels))
+            m = maps.c2 * z
+            out[i] = math.sqrt(max(m.mean() - (maps.c1 * np.sqrt(z).mean()) ** 2, 0.0))
+    return out

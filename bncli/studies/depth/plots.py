@@ -1,0 +1,131 @@
+"""The depth study's plots: a metric against layer, and Brock et al.'s signal-propagation plot.
+
+    bncli plot results/sweeps/init_vs_norm --metric abs_max --facet norm
+
+`draw` and `auto_facet` are the depth study's own (bncli/studies/base.py, Study); the helpers
+they share with the other studies are in bncli/figures.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bncli import figures
+
+SPP = ["chan_sq_mean", "chan_var", "branch_var"]  # Brock et al.'s signal-propagation plot
+
+
+def draw(plt: Any, table: pd.DataFrame, metric: str | None, opts: figures.Options | None = None) -> Any:
+    """`metric` (default std) against layer, log-scaled when it spans decades; an x where a run
+    diverged; a panel per value of opts.facet, each with its own y scale. Conv and ResNet runs
+    (a `stage` column) default to Brock et al.'s signal propagation plot, a panel per statistic
+    (a row per facet value), with the stage boundaries marked."""
+    if "stage" in table.columns and table["stage"].notna().any():
+        return _draw_maps(plt, table, [metric] if metric else [m for m in SPP if table[m].notna().any()], opts)
+    metric = metric or "std"
+    styles = figures.line_styles(table)
+    panels = figures.panels(table, opts)
+    cols = min(len(panels), 3)
+    fig, axes = figures.subplots(
+        plt, -(-len(panels) // cols), cols, 10 if cols == 1 else 5, 5.5 if cols == 1 else 4.2, len(panels)
+    )
+    any_diverged = False
+    for ax, (name, rows) in zip(axes, panels, strict=True):
+        log = figures.use_log(rows[metric], opts)
+        for parts, g in figures.groups(rows):
+            done = g[g["status"].isin(("ok", "diverged"))]
+            if not done.empty:
+                any_diverged |= _draw_group(ax, done, metric, styles[parts], log)
+        ax.set_yscale("log" if log else "linear")
+        if not log and (rows[metric].dropna() >= 0).all():  # a std that holds at 0.58 reads flat,
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.15)  # not as noise magnified
+        figures.note_overlaps(ax)
+        if name is not None:
+            ax.set_title(name)
+        ax.set_xlabel("layer")
+        ax.set_ylabel(metric + (" (log scale)" if log else ""))
+        ax.grid(True, which="major", alpha=0.3)
+    figures.title(fig, axes, f"{metric} of each layer's output ({figures.seeds_note(table)})", opts)
+    extra: list[tuple[Any, str]] = []
+    if any_diverged:
+        from matplotlib.lines import Line2D
+
+        extra.append(
+            (
+                Line2D([], [], marker="x", ls="none", color="0.3", ms=8, mew=2),
+                "diverged (x at the first non-finite layer)",
+            )
+        )
+    figures.legend(axes[cols - 1], axes, extra)
+    return fig
+
+
+def auto_facet(table: pd.DataFrame, metric: str | None, columns: list[str]) -> str | None:
+    """A panel per value of the grid key that leaves the most stable configs in panels without
+    a wild one (diverging, or spanning over two decades), when one axis would span ten decades
+    or more: next to a config that explodes or vanishes, the ones that hold near 1 are flat
+    lines on top of each other on one log axis."""
+    if "stage" in table.columns and table["stage"].notna().any():
+        return None  # the signal-propagation plot compares its configs on one axis
+    metric = metric or "std"
+    done = table[table["status"].isin(("ok", "diverged"))]
+    if figures.decades(done[metric]) < 10:
+        return None
+    wild = {k: figures.decades(g[metric]) > 2 or (g["status"] == "diverged").any() for k, g in done.groupby("line")}
+    best, most = None, 0
+    for col in columns:
+        split = [set(g["line"]) for _, g in done.groupby(col, sort=False)]
+        readable = sum(len(lines) for lines in split if not any(wild[k] for k in lines))  # stable, unsquashed
+        if 1 < len(split) <= 6 and readable > most:
+            best, most = col, readable
+    return best
+
+
+def _draw_maps(plt: Any, table: pd.DataFrame, metrics: list[str], opts: figures.Options | None) -> Any:
+    """One panel per metric against block (layer), mean and +-1 sd over seeds, stage
+    boundaries dashed; a row of them per value of opts.facet."""
+    styles = figures.line_styles(table)
+    panels = figures.panels(table, opts)
+    fig, axes = figures.subplots(plt, len(panels), len(metrics), 5.2, 4.8)
+    for r, (name, rows) in enumerate(panels):
+        for ax, m in zip(axes[r * len(metrics) : (r + 1) * len(metrics)], metrics, strict=True):
+            log = figures.use_log(rows[m], opts)
+            for parts, g in figures.groups(rows):
+                done = g[g["status"].isin(("ok", "diverged"))]
+                if not done.empty:
+                    _draw_group(ax, done, m, styles[parts], log)
+            stages = rows.dropna(subset=["stage"]).groupby("stage")["layer"].min()
+            for x in stages.iloc[1:]:
+                ax.axvline(x - 0.5, color="0.5", lw=0.8, ls="--")
+            ax.set_yscale("log" if log else "linear")
+            ax.set_title(m if name is None else f"{m}: {name}")
+            ax.set_xlabel("block" if len(stages) > 1 else "layer")
+            ax.grid(True, which="major", alpha=0.3)
+    figures.title(fig, axes, f"signal propagation ({figures.seeds_note(table)}; dashed: a new stage)", opts)
+    figures.legend(axes[len(metrics) - 1], axes)
+    return fig
+
+
+def _draw_group(ax: Any, done: pd.DataFrame, metric: str, st: dict, log: bool) -> bool:
+    """One config's mean line and band; True when one of its runs diverged (and got an x)."""
+    x, mean, sd, n = figures.mean_sd(done, "layer", metric)
+    if log:
+        mean = np.where(mean > 0, mean, np.nan)  # underflow to 0 cannot sit on a log axis
+    ax.plot(x, mean, label=done["label"].iloc[0], lw=1.6, **st)
+    if n > 1:
+        lo, hi = mean - sd, mean + sd
+        if log:  # mean - sd can be <= 0, a hole on a log axis: mirror the upper edge in log space
+            lo = mean * mean / hi  # = mean - sd + O(sd^2 / mean), for a small sd
+        ax.fill_between(x, lo, hi, color=st["color"], alpha=0.15, lw=0)
+    diverged = False
+    for _, run in done[done["status"] == "diverged"].groupby("run" if "run" in done else "seed", sort=False):
+        finite = run[np.isfinite(run[metric].astype(float))]
+        if len(finite):
+            ax.plot(
+                run["layer"].iloc[-1], finite[metric].iloc[-1], marker="x", ms=8, mew=2, color=st["color"], ls="none"
+            )
+            diverged = True
+    return diverged

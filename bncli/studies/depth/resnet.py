@@ -1,0 +1,130 @@
+"""A pre-activation (v2) ResNet whose layers are residual blocks, in stages (He et al. 2016,
+"Identity mappings in deep residual networks").
+
+    bncli depth-study --arch resnet --stages 3 --blocks 8 --norm none --residual 0.2
+
+A block is h = act(norm(x)), f = conv(act(norm(conv(h)))), and x + alpha f; a transition block
+(the first of every stage after the first) has both paths at stride 2 and conv1x1(h) as its
+skip path, doubling the channels. A row of layers.csv is a block's output, on the skip path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bncli.runtime import torch_dtype
+from bncli.studies.depth import conv, theory
+from bncli.studies.depth.net import Net, Step, draw
+
+IDS = ["stage"]
+BRANCH = True  # a step returns (output, branch output): branch_var
+RESIDUAL = 1.0  # alpha: the identity skip, as in He et al.
+SMALLER = conv.SMALLER
+features, input_shape, rows, output_elements, activations = (
+    conv.features,
+    conv.input_shape,
+    conv.rows,
+    conv.output_elements,
+    conv.activations,
+)  # the input and the first stage are a conv stack's: the first stage holds the most values
+
+
+def check(net: Net, given: set[str]) -> dict[str, Any]:
+    """The depth is stages x blocks; the image must halve evenly at each transition."""
+    conv.check(net, given)
+    if net.image_size % 2 ** (net.stages - 1):
+        raise ValueError(
+            f"image_size must be divisible by 2^(stages - 1) = {2 ** (net.stages - 1)} "
+            f"(each stage after the first halves it), got {net.image_size}"
+        )
+    if net.stages * net.blocks > 100_000 or net.stages > 32:
+        raise ValueError("stages x blocks must be at most 100000, and stages at most 32")
+    if "depth" in given and net.depth != net.stages * net.blocks:
+        raise ValueError(
+            f"depth is stages x blocks ({net.stages * net.blocks}) for arch resnet; give stages and blocks instead"
+        )
+    return {"depth": net.stages * net.blocks}
+
+
+def stage_of(net: Net, layer: int) -> tuple[int, int, int]:
+    """(stage, channels, image size) of a block: each stage after the first doubles the
+    channels and halves H and W."""
+    s = layer // net.blocks
+    return s, net.channels * 2**s, net.image_size // 2**s
+
+
+def stage(net: Net, layer: int) -> int:
+    return stage_of(net, layer)[0]
+
+
+def make_weight(net: Net, layer: int, device: torch.device) -> tuple[Any, ...]:
+    """(conv1, conv2, the 1x1 skip conv or None) of block `layer`'s branch."""
+    s, c, _ = stage_of(net, layer)
+    k = net.kernel_size
+    c_in = c // 2 if s > 0 and layer % net.blocks == 0 else c  # a transition block widens
+    skip = draw(net, (c, c_in, 1, 1), 3 * layer + 2, device) if c_in != c else None
+    return draw(net, (c, c_in, k, k), 3 * layer, device), draw(net, (c, c, k, k), 3 * layer + 1, device), skip
+
+
+def step(net: Net, device: torch.device) -> Step:
+    """x, (conv1, conv2, skip) -> (x + alpha f, f), or in a transition block (conv1x1(h) + alpha f, f)."""
+    norm = net.norm.build(net, device, torch_dtype(net.dtype))
+    act = net.activation.build(net)
+    pad, alpha = net.kernel_size // 2, net.residual
+
+    def block(x: torch.Tensor, w: tuple[Any, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        conv1, conv2, skip = w
+        stride = 1 if skip is None else 2
+        h = act(norm(x))
+        f = F.conv2d(act(norm(F.conv2d(h, conv1, stride=stride, padding=pad))), conv2, padding=pad)
+        shortcut = x if skip is None else F.conv2d(h, skip, stride=stride)
+        return shortcut + alpha * f, f
+
+    return block
+
+
+def weight_elements(net: Net) -> int:
+    """The last stage's block: two convs and its skip."""
+    c, k2 = net.channels * 2 ** (net.stages - 1), net.kernel_size**2
+    return 2 * c * c * k2 + c * c // 2
+
+
+def layer_macs(net: Net) -> int:
+    return output_elements(net) * net.channels * net.kernel_size**2 * 2
+
+
+def sizes(net: Net) -> str:
+    return (
+        f"resnet: stages {net.stages}, blocks {net.blocks}, channels {net.channels}, image_size {net.image_size}, "
+        f"kernel_size {net.kernel_size}, batch_size {net.batch_size}"
+    )
+
+
+def held(net: Net) -> str:
+    return f"up to {weight_elements(net)} values"
+
+
+def theory_std(net: Net) -> np.ndarray:
+    """Predicted std of each block's output (docs/theory.md): a block adds its branch's map,
+    times alpha^2, to the skip path's (theory.Maps); nan for an activation that is not relu-like."""
+    maps = theory.Maps(net)
+    out = np.full(net.depth, np.nan)
+    if not maps.ok:
+        return out
+    m = np.ones((net.image_size, net.image_size))  # the N(0, 1) input
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(net.depth):
+            s, c, _ = stage_of(net, i)
+            transition = s > 0 and i % net.blocks == 0
+            c_in = c // 2 if transition else c
+            h = maps.c2 * maps.norm(m)
+            f = maps.conv(maps.c2 * maps.norm(maps.conv(h, c_in, stride=2 if transition else 1)), c)
+            skip = maps.conv(h, c_in, k=1, stride=2) if transition else m
+            m = skip + net.residual * net.residual * f
+            out[i] = math.sqrt(m.mean()) if np.isfinite(m.mean()) else math.inf
+    return out
