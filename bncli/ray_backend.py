@@ -68,86 +68,15 @@ def connect(opts: RayOptions) -> bool:
     return started
 
 
-# Runs beside the driver that started a local Ray instance and kills what Ray left when the
-# driver dies (Ray's own fate-sharing misses its agents, which outlive a driver killed with -9
-# by minutes). It knows Ray's processes two ways: every process seen below the driver while it
-# lived, and every process whose environment holds the mark the driver set while Ray started
-# them (GCS, raylet, agents and, through the raylet, workers): a process started just before
-# the driver died, whose parent Ray's fate-sharing had already ended, is known by its mark
-# (an agent, by the raylet's pid in its environment).
+# the environment variable that carries the watchdog's mark (bncli.ray_watchdog) into the
+# processes Ray starts
 MARK = "BNCLI_RAY_DRIVER"
-_WATCHDOG = """
-import os, sys, time, signal
-parent, me, mark = int(sys.argv[1]), os.getpid(), sys.argv[2].encode()
-
-def below(roots):
-    kids = {}
-    for d in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
-        except (OSError, ValueError, IndexError):
-            pass
-    out, todo = set(), list(roots)
-    while todo:
-        for k in kids.get(todo.pop(), []):
-            if k != me and k not in out:
-                out.add(k)
-                todo.append(k)
-    return out
-
-def marked(tokens):
-    out = set()
-    for d in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{d}/environ", "rb") as f:
-                if d.isdigit() and int(d) != me and tokens & set(f.read().split(b"\\0")):
-                    out.add(int(d))
-        except OSError:
-            pass
-    return out
-
-def started(pid):  # a pid and its start time name one process, whatever reuses the pid later
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-def signal_all(pids, sig):
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except OSError:
-            pass
-
-seen = {}  # pid -> start time, while the process lasts
-while True:
-    look = below([parent])
-    if started(parent) is None:  # gone, or a zombie: its children have already left its tree
-        break
-    seen = {p: t for p, t in seen.items() if started(p) == t}
-    seen.update({p: started(p) for p in look if p not in seen})
-    time.sleep(0.5)
-# stop them all (so they start nothing more), take in what is below them, then kill them
-# known by a mark: ours, or the raylet's pid its agents are given (they write their titles over
-# the start of their environment, ours with it)
-tokens = {mark} | {b"RAY_RAYLET_PID=%d" % p for p in seen}
-doomed = {p for p, t in seen.items() if started(p) == t} | marked(tokens)
-while True:
-    signal_all(doomed, signal.SIGSTOP)
-    more = below(doomed) - doomed
-    if not more:
-        break
-    doomed |= more
-signal_all(doomed, signal.SIGKILL)
-"""
 
 
 def _watch() -> str | None:
-    """Start the watchdog (Linux: it reads /proc), in its own session so a Ctrl-C spares it;
-    returns the mark (NAME=VALUE) Ray's processes must carry, None without /proc."""
+    """Start the watchdog (bncli.ray_watchdog: it kills what Ray left when this process dies;
+    Linux: it reads /proc), in its own session so a Ctrl-C spares it; returns the mark
+    (NAME=VALUE) Ray's processes must carry, None without /proc."""
     import os
     import subprocess
     import sys
@@ -156,7 +85,7 @@ def _watch() -> str | None:
         return None
     mark = f"{MARK}={os.getpid()}-{time.time_ns()}"
     subprocess.Popen(
-        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), mark],
+        [sys.executable, "-m", "bncli.ray_watchdog", str(os.getpid()), mark],
         start_new_session=True,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
