@@ -13,24 +13,24 @@ Importing this package is cheap: torch, pandas and matplotlib load only when a s
 
 __version__ = "0.1.0"
 
-import importlib  # noqa: E402
-
 from bncli import studies  # noqa: E402 - the registry only: no torch, no pydantic
 from bncli.errors import BncliError, RunError  # noqa: E402, F401 - re-exported
 
-# what `bncli.X` finds in bncli.api, which (with torch) loads on the first such use; and one
-# function per registered study (bncli.depth_study, ...)
+# what `bncli.X` finds in bncli.api, which (with torch) loads on the first such use (and is
+# api.__all__); and one function per registered study (bncli.depth_study, ...)
 API = [
     "Comparison",
     "Run",
     "SavedSweep",
     "compare",
     "execute",
+    "list_runs",
     "load",
     "open_run",
     "open_sweep",
     "plot_runs",
     "run",
+    "show",
     "sweep",
 ]
 
@@ -39,7 +39,9 @@ def _studies() -> list[str]:
     return [name.replace("-", "_") for name in studies.names()]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
+    import importlib
+
     if name not in API and name not in _studies():  # submodules are found by the import system
         raise AttributeError(f"module 'bncli' has no attribute {name!r}")
     return getattr(importlib.import_module("bncli.api"), name)

@@ -21,25 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bncli import comparison, config, plot, ray_backend, results, studies, sweeps
+from bncli import API, comparison, config, plot, ray_backend, results, studies, sweeps
 from bncli.comparison import Comparison
 from bncli.config import Config
-from bncli.errors import RunError
+from bncli.errors import BncliError, RunError
 from bncli.results import Run, SavedSweep, open_run, open_sweep
 
-__all__ = [
-    "Comparison",
-    "Run",
-    "SavedSweep",
-    "compare",
-    "execute",
-    "load",
-    "open_run",
-    "open_sweep",
-    "plot_runs",
-    "run",
-    "sweep",
-]
+__all__ = list(API)
 # and one function per registered study: bncli.depth_study, bncli.running_stats, ...
 
 
@@ -140,6 +128,32 @@ def sweep(
     if (plan.dir / "aggregate.csv").exists() and not outcome.unaggregated:  # else: nothing (new) to draw
         outcome.plot = plot.plot([plan.dir], plan.dir / studies.get(plan.study).PLOT)
     return outcome
+
+
+def list_runs(
+    out: Path | str = "results", *, study: str | None = None, status: str | None = None, where: Any = ()
+) -> list[dict[str, Any]]:
+    """The runs and sweeps under `out`, newest first, as `bncli runs` lists them (one dict each:
+    kind, study, name, status, started, wall_seconds, settings), only those of `study`, with
+    `status` and matching `where` (["init=normal"], or {"init": "normal"} or {"init": [...]})."""
+    if not Path(out).is_dir():
+        raise BncliError(f"OUT: {out} is not a directory (give a results directory, like results)")
+    return results.select(results.list_runs(out), study=study, status=status, where=where)
+
+
+def show(path: Path | str) -> Run | SavedSweep | list[dict[str, Any]]:
+    """What `bncli show PATH` shows, from the files alone: a Run (its table, meta and settings),
+    a SavedSweep (its summary: .configs(), .table) or, for a results directory, its listing."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BncliError(f"PATH: {path} is not a directory (give a run or sweep directory)")
+    if results.is_sweep(path):
+        return open_sweep(path)
+    if not (path / "meta.json").exists():
+        listed = results.list_runs(path)
+        if listed:
+            return listed
+    return open_run(path)
 
 
 def plot_runs(

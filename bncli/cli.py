@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import signal
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -23,7 +24,7 @@ from typer.core import TyperGroup
 
 from bncli import __version__
 from bncli.choices import Backend, Format
-from bncli.errors import BncliError, plural
+from bncli.errors import BncliError, first_line, plural
 
 
 class _Group(TyperGroup):
@@ -282,14 +283,16 @@ def _sigterm_as_interrupt():
 
 
 @contextmanager
-def _reading(path):
-    """Saved results that cannot be read (a damaged CSV, a missing column, meta.json fields of
-    the wrong type, a directory where a file belongs) are one line naming the path, not a traceback."""
+def _reading(path: Any) -> Iterator[None]:
+    """Saved results the system cannot read (a directory where a file belongs, no permission) are
+    one line naming the path. Files that are not as bncli writes them, bncli's readers find and
+    name themselves (errors.Damaged); anything else is a bug in bncli, and shows as one."""
+    from bncli.errors import Damaged
+
     try:
         yield
-    except (KeyError, ValueError, TypeError, IndexError, AttributeError, OSError) as e:
-        what = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
-        raise BncliError(f"{path}: these results are damaged or incomplete, and cannot be shown ({what})") from None
+    except OSError as e:
+        raise Damaged(path, first_line(e)) from None
 
 
 @contextmanager
@@ -715,9 +718,8 @@ def runs_cmd(
 
     if not out.is_dir():
         raise BncliError(f"OUT: {out} is not a directory (give a results directory, like results)")
-    wanted = results.parse_where(where or [])
     every = results.list_runs(out)
-    entries = [e for e in every if _listed(e, study, status, wanted)]
+    entries = results.select(every, study=study, status=status, where=where or [])
     console = _console()
     if format == Format.json:
         return _print_json(console, entries)
@@ -753,21 +755,6 @@ def runs_cmd(
     console.print(f"{len(entries)} of {len(every)} listed")
 
 
-def _listed(entry: dict, study: str | None, status: str | None, wanted: dict[str, list[str]]) -> bool:
-    from bncli import results
-
-    if study is not None and entry["study"] != study:
-        return False
-    if status is not None and status not in entry["status"].replace(",", " ").split():
-        return False
-    for key, values in wanted.items():
-        got = entry["settings"].get(key)
-        words = [results.word(v) for v in got] if isinstance(got, list) else [results.word(got)]
-        if got is None or not set(values) & set(words):
-            return False
-    return True
-
-
 @app.command("show", short_help="Re-render a saved run or sweep from its files.")
 def show_cmd(
     path: Annotated[Path, typer.Argument(help="A run or sweep directory.", show_default=False)],
@@ -785,21 +772,19 @@ def show_cmd(
 
     Example: bncli show results/sweeps/init_vs_norm
     """
-    from bncli import report, results, studies
+    from bncli import api, report, results, studies
 
     console = _console()
-    if not path.is_dir():
-        raise BncliError(f"PATH: {path} is not a directory (give a run or sweep directory)")
-    if not (path / "meta.json").exists() and not results.is_sweep(path) and results.list_runs(path):
-        return runs_cmd(path, None, None, None, format)  # a results directory: its listing
     with _reading(path):
-        if results.is_sweep(path):
-            sweep = results.open_sweep(path)
+        shown = api.show(path)
+        if isinstance(shown, list):  # a results directory: its listing
+            return runs_cmd(path, None, None, None, format)
+        if isinstance(shown, results.SavedSweep):
             if format != Format.table:
-                return _print_sweep_data(console, sweep, format)
-            _print_sweep(console, sweep)
+                return _print_sweep_data(console, shown, format)
+            _print_sweep(console, shown)
             return
-        run = results.open_run(path)
+        run = shown
         if format != Format.table:
             return _print_data(console, run.to_dict(), path / studies.get(run.study).CSV, format)
         parts = studies.get(run.study).render(run, every) if run.table is not None else []

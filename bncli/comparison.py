@@ -31,7 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bncli import report, results, studies
-from bncli.errors import BncliError, show
+from bncli.errors import BncliError, Damaged, show
 from bncli.results import Run
 
 RTOL = 1e-6  # float32 results summed in another order (another device, thread count) differ by ~1e-7
@@ -194,8 +194,8 @@ def _checked(run: Run, where: str, flag: str) -> Run:
     if run.table is None:
         raise BncliError(f"{flag}: {where} has no {mod.CSV} (status {run.status}): nothing to compare")
     lacking = [c for c in mod.ID_COLUMNS if c not in run.table.columns]
-    if lacking:  # a damaged or foreign CSV: the CLI's reader names the file
-        raise KeyError(f"{mod.CSV} has no column {', '.join(lacking)}")
+    if lacking:  # a table of some other making: open_run refuses such a CSV on disk
+        raise Damaged(where, f"its table has no column {', '.join(lacking)}")
     return run
 
 

@@ -24,6 +24,13 @@ class RunError(BncliError):
     exit_code = 1
 
 
+class Damaged(BncliError):
+    """Saved results that are not as bncli writes them: a file of the wrong kind, shape or types."""
+
+    def __init__(self, path: object, what: str) -> None:
+        super().__init__(f"{path}: these results are damaged or incomplete, and cannot be shown ({what})")
+
+
 class _Short(reprlib.Repr):
     """repr for error messages: bounded in length and depth, whatever a YAML file holds."""
 

@@ -30,17 +30,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
-from typing import Any
+import types
+from typing import Any, Union, get_args, get_origin
 
 import pandas as pd
 import torch
 
 from bncli import __version__, studies
 from bncli.config import read_yaml
-from bncli.errors import BncliError, RunError, first_line, show, word
+from bncli.errors import BncliError, Damaged, RunError, first_line, show, word
 from bncli.fields import Config
 from bncli.studies.base import Result, Summary
 
+STATUSES = ("running", "ok", "diverged", "failed", "interrupted")  # a run's, in meta.json
 DONE = ("ok", "diverged")  # statuses a resumed sweep does not redo
 FINISHED = ("ok", "diverged", "failed")  # runs that go into a sweep's summary.csv
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=,-]{0,199}$")
@@ -142,7 +144,7 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
@@ -150,7 +152,77 @@ def read_table(path: Path) -> pd.DataFrame:
     """A CSV as written: empty cells and nan read as NaN, floats exactly as written."""
     # pandas 3 parses round-trip by default; older pandas needs asking
     exact = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
-    return pd.read_csv(path, keep_default_na=False, na_values=["nan", ""], **exact)
+    try:
+        return pd.read_csv(path, keep_default_na=False, na_values=["nan", ""], **exact)
+    except (ValueError, UnicodeDecodeError) as e:  # pandas' parser and empty-data errors are ValueErrors
+        raise Damaged(Path(path).parent, f"{Path(path).name} is not a CSV table: {first_line(e)}") from None
+
+
+def check_table(table: pd.DataFrame, csv: Path, columns: list[str], ids: list[str], text: list[str]) -> pd.DataFrame:
+    """`table`, read from `csv`, if it has `columns`, numeric but for the `text` ones, and its
+    row ids (`ids`) filled, the numeric ones whole numbers; else Damaged (naming the run or
+    sweep directory, and what is wrong)."""
+    path = csv.parent
+    for c in columns:
+        if c not in table.columns:
+            raise Damaged(path, f"{csv.name} has no column {c!r}")
+        numeric = pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
+        if c not in text and not numeric and len(table):
+            raise Damaged(path, f"column {c!r} of {csv.name} holds values that are not numbers")
+        if c in ids and (table[c].isna().any() or (numeric and not (table[c] % 1 == 0).all())):
+            raise Damaged(path, f"column {c!r} of {csv.name} must hold a whole number in every row")
+    return table
+
+
+_NONE = type(None)
+META: dict[str, Any] = {  # the fields every run's meta.json has, and their types (a study's own: its INFO)
+    "study": str,
+    "status": str,
+    "bncli_version": str | _NONE,
+    "torch_version": str | _NONE,
+    "python_version": str | _NONE,
+    "device": str | _NONE,
+    "device_name": str | _NONE,
+    "dtype": str | _NONE,
+    "seed": int | _NONE,
+    "torch_threads": int | _NONE,
+    "started_at": str | _NONE,
+    "wall_seconds": float | _NONE,
+    "git_commit": str | _NONE,
+    "argv": list[str] | _NONE,
+    "error": str | _NONE,
+    "plot_error": str | _NONE,
+}
+
+
+def fits(v: Any, kind: Any) -> bool:
+    """Does JSON value `v` have type `kind` (int, float, str, bool, None, unions, list[...], dict[...])?"""
+    origin, args = get_origin(kind), get_args(kind)
+    if kind is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(fits(v, a) for a in args)
+    if kind is _NONE:
+        return v is None
+    if kind in (int, float):
+        return isinstance(v, (int, float) if kind is float else int) and not isinstance(v, bool)
+    if origin is list:
+        return isinstance(v, list) and all(fits(x, args[0]) for x in v)
+    if origin is dict:
+        return isinstance(v, dict) and all(fits(a, args[0]) and fits(b, args[1]) for a, b in v.items())
+    return isinstance(v, kind)
+
+
+def check_meta(meta: Any, path: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """meta.json's content if every field bncli and the study (`info`) know has its type; else Damaged."""
+    if not isinstance(meta, dict):
+        raise Damaged(path, f"meta.json holds a {type(meta).__name__}, not a mapping")
+    for key, kind in {**META, **info}.items():
+        if key in meta and not fits(meta[key], kind):
+            raise Damaged(path, f"meta.json: {key} is {show(meta[key])}, not of type {kind}")
+    if meta.get("status", "running") not in STATUSES:
+        raise Damaged(path, f"meta.json: status is {show(meta['status'])}, not one of {', '.join(STATUSES)}")
+    return meta
 
 
 @cache
@@ -416,7 +488,8 @@ def _study_of(value: Any, where: Path) -> str:
 
 
 def open_run(path: Path) -> Run:
-    """A saved run directory, from its files only (its table None when it has no CSV)."""
+    """A saved run directory, from its files only (its table None when it has no CSV); files
+    that are not as bncli writes them are Damaged."""
     path = Path(path)
     if not (path / "meta.json").is_file():
         raise BncliError(f"{path}: not a run or sweep directory (no meta.json or sweep.yaml)")
@@ -425,10 +498,15 @@ def open_run(path: Path) -> Run:
     except ValueError as e:
         raise BncliError(f"{path}/meta.json: not valid JSON: {e}") from None
     study = _study_of(meta.get("study") if isinstance(meta, dict) else None, path / "meta.json")
+    mod = studies.get(study)
+    meta = check_meta(meta, path, mod.INFO)
     settings = read_yaml(path / "config.yaml") or {}
     settings = {k: v for k, v in settings.items() if k != "study"} if isinstance(settings, dict) else {}
-    csv = path / studies.get(study).CSV
-    result = Result(read_table(csv), meta.get("status")) if csv.exists() else None
+    csv = path / mod.CSV
+    result = None
+    if csv.exists():
+        table = check_table(read_table(csv), csv, mod.columns(settings), mod.ID_COLUMNS, mod.TEXT_COLUMNS)
+        result = Result(table, meta.get("status", "running"))
     return Run(study, settings, meta, result, dir=path)
 
 
@@ -524,7 +602,18 @@ def open_sweep(path: Path) -> SavedSweep:
     data = data if isinstance(data, dict) else {}
     study = _study_of(data.get("study"), path / "sweep.yaml")
     keys = list(data.get("grid") or {}) if isinstance(data.get("grid"), dict) else []
-    return SavedSweep(path, study, keys, read_table(path / "summary.csv"))
+    csv = path / "summary.csv"
+    mod = studies.get(study)
+    table = read_table(csv)
+    grid = [setting_column(k, mod.COLUMNS) for k in keys]
+    return SavedSweep(
+        path,
+        study,
+        keys,
+        check_table(
+            table, csv, ["run", "status", *grid, *mod.ID_COLUMNS], [], ["run", "status", *grid, *mod.TEXT_COLUMNS]
+        ),
+    )
 
 
 # -- listing -------------------------------------------------------------------------------------
@@ -571,6 +660,32 @@ def list_runs(out: Path | str = "results") -> list[dict[str, Any]]:
     return sorted(found, key=lambda e: e["started"] or "", reverse=True)
 
 
+def select(
+    entries: list[dict[str, Any]], *, study: str | None = None, status: str | None = None, where: Any = ()
+) -> list[dict[str, Any]]:
+    """The entries of list_runs of `study`, with `status` (a sweep: holding a run with it), and
+    matching every `where` filter: KEY=VALUE strings (bncli runs --where) or a mapping of key to
+    one value or a list of them; a key given twice, or a list, matches either value."""
+    if isinstance(where, dict):
+        wanted = {k: [word(x) for x in (v if isinstance(v, (list, tuple)) else [v])] for k, v in where.items()}
+    else:
+        wanted = parse_where(list(where))
+
+    def keep(entry: dict[str, Any]) -> bool:
+        if study is not None and entry["study"] != study:
+            return False
+        if status is not None and status not in entry["status"].replace(",", " ").split():
+            return False
+        for key, values in wanted.items():
+            got = entry["settings"].get(key)
+            words = [word(v) for v in got] if isinstance(got, list) else [word(got)]
+            if got is None or not set(values) & set(words):
+                return False
+        return True
+
+    return [e for e in entries if keep(e)]
+
+
 def _run_entry(path: Path, out: Path) -> dict[str, Any]:
     entry = {
         "kind": "run",
@@ -590,7 +705,7 @@ def _run_entry(path: Path, out: Path) -> dict[str, Any]:
             wall_seconds=run.meta.get("wall_seconds"),
             settings=changed_settings(run),
         )
-    except (BncliError, OSError, ValueError, TypeError, AttributeError):
+    except (BncliError, OSError):  # damaged (BncliError) or unreadable: listed as unreadable
         pass
     return entry
 
@@ -607,7 +722,11 @@ def _sweep_entry(path: Path, out: Path) -> dict[str, Any]:
     }
     try:
         data = read_yaml(path / "sweep.yaml")
+        if not isinstance(data, dict):
+            raise Damaged(path / "sweep.yaml", f"it holds a {type(data).__name__}, not a sweep's mapping")
         grid = data.get("grid") or {}
+        if not isinstance(grid, dict) or not all(isinstance(vs, list) for vs in grid.values()):
+            raise Damaged(path / "sweep.yaml", "its grid is not a mapping of field: [values]")
         runs = [_run_entry(m.parent, path / "runs") for m in sorted((path / "runs").glob("*/meta.json"))]
         counts = {
             s: sum(r["status"] == s for r in runs) for s in ("ok", "diverged", "failed", "interrupted", "running")
@@ -618,8 +737,8 @@ def _sweep_entry(path: Path, out: Path) -> dict[str, Any]:
             started=min(starts, default=None),
             wall_seconds=round(sum(r["wall_seconds"] or 0 for r in runs), 6),
             status=", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no run yet",
-            settings={k: [word(v) for v in vs] for k, vs in grid.items()} if isinstance(grid, dict) else {},
+            settings={k: [word(v) for v in vs] for k, vs in grid.items()},
         )
-    except (BncliError, OSError, ValueError, TypeError, AttributeError):
+    except (BncliError, OSError):  # damaged (BncliError) or unreadable: listed as unreadable
         pass
     return entry

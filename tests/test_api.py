@@ -147,3 +147,74 @@ def test_the_readme_example_prints_what_the_readme_shows(tmp_path):
     shown = re.search(r"```text\n(.*?)```", section, re.S).group(1)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout == shown
+
+
+# -- listing, showing and a sweep's numbers ---------------------------------------------------------
+
+
+def test_list_runs_filters_as_bncli_runs_lists(cli, tmp_path):
+    out = tmp_path / "r"
+    for init in ("kaiming", "xavier", "normal"):
+        bncli.depth_study(depth=4, width=8, init=init, norm="none", device="cpu", out=out, name=init)
+    bncli.running_stats(out=out, name="rs")
+    every = bncli.list_runs(out)
+    assert sorted(e["name"] for e in every) == ["depth-study/kaiming", "depth-study/normal", "depth-study/xavier",
+                                                "running-stats/rs"]  # fmt: skip
+    assert [e["name"] for e in bncli.list_runs(out, study="running-stats")] == ["running-stats/rs"]
+    picked = bncli.list_runs(out, where=["init=xavier", "init=normal"])
+    assert sorted(e["name"] for e in picked) == ["depth-study/normal", "depth-study/xavier"]
+    assert bncli.list_runs(out, where={"init": ["xavier", "normal"]}) == picked  # a mapping says the same
+    assert bncli.list_runs(out, status="diverged") == [] and len(bncli.list_runs(out, status="ok")) == 4
+    import json
+
+    r = cli("runs", out, "--where", "init=xavier", "--where", "init=normal", "--format", "json")
+    assert json.loads(r.output) == picked  # the command prints what the API returns
+    with pytest.raises(BncliError, match="OUT: .* is not a directory"):
+        bncli.list_runs(tmp_path / "nope")
+
+
+def test_show_gives_a_run_a_sweep_or_a_listing(tmp_path):
+    out = tmp_path / "r"
+    r = bncli.depth_study(depth=5, width=8, device="cpu", out=out, name="a")
+    shown = bncli.show(r.dir)
+    assert isinstance(shown, bncli.Run) and shown.table.equals(pd.read_csv(r.dir / "layers.csv"))
+    assert shown.meta["status"] == "ok" and shown.settings["depth"] == 5
+    assert [e["name"] for e in bncli.show(out)] == ["depth-study/a"]  # a results directory: its listing
+    outcome = bncli.sweep(out=out, study="depth-study", base={"depth": 4, "width": 8}, grid={"norm": ["none"]})
+    assert isinstance(bncli.show(outcome.dir), bncli.SavedSweep)
+    with pytest.raises(BncliError, match="PATH: .* is not a directory"):
+        bncli.show(out / "nope")
+
+
+def test_a_sweeps_summary_is_numbers_in_its_json(cli, tmp_path):
+    """--format json of a sweep carries each config's summary as numbers, equal to the ones
+    computed here from the runs' own CSVs: the last layer's std over seeds, its sd, the count."""
+    import json
+
+    out = tmp_path / "o"
+    grid = ["--grid", "init=kaiming,normal", "--grid", "norm=batchnorm,none"]
+    args = ["sweep", "--study", "depth-study", "--set", "depth=80", "--set", "width=32", *grid, "--seeds", "0-2"]
+    r = cli(*args, "--out", out, "--no-progress", "--format", "json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout if hasattr(r, "stdout") else r.output)
+    assert doc["keys"] == ["init", "norm"] and len(doc["configs"]) == 4
+    runs = out / "sweeps" / doc["dir"].rsplit("/", 1)[-1] / "runs"
+    for c in doc["configs"]:
+        init, norm = c["settings"]["init"], c["settings"]["norm"]
+        tables = [pd.read_csv(runs / f"init={init},norm={norm},seed={s}" / "layers.csv") for s in range(3)]
+        status = [meta_of(runs / f"init={init},norm={norm},seed={s}")["status"] for s in range(3)]
+        last = [t["std"].iloc[-1] for t, st in zip(tables, status, strict=True) if st == "ok"]
+        summary = c["summary"]
+        assert c["seeds"] == 3 and c["failed"] == 0
+        assert summary["diverged"] == {"count": status.count("diverged"), "of": 3}
+        assert summary["last-layer std"]["n"] == len(last) and summary["last-layer std"]["of"] == 3
+        if len(last) >= 2:
+            assert summary["last-layer std"]["mean"] == pytest.approx(np.mean(last), rel=1e-12)
+            assert summary["last-layer std"]["sd"] == pytest.approx(np.std(last, ddof=1), rel=1e-12)
+        finite = np.concatenate([t["std"].to_numpy(float) for t in tables])
+        finite = finite[np.isfinite(finite)]
+        assert summary["min std"] == pytest.approx(finite.min(), rel=1e-12)
+        assert summary["max std"] == pytest.approx(finite.max(), rel=1e-12)
+    normal_none = next(c for c in doc["configs"] if c["settings"] == {"init": "normal", "norm": "none"})
+    assert normal_none["summary"]["diverged"]["count"] == 3  # N(0, 1) weights overflow float32 by layer 64
+    assert normal_none["summary"]["last-layer std"] == {"mean": None, "sd": None, "n": 0, "of": 3}

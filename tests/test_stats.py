@@ -17,6 +17,7 @@ from bncli.studies.depth.net import make_cotangent as _cotangent
 def make_cotangent(cfg, device):
     return _cotangent(Net.of(cfg), device, tuple(make_input(cfg).shape))
 
+
 run = run_depth  # (cfg, Result) on the CPU
 
 

@@ -40,11 +40,17 @@ OPTIONS = fields.NoOptions
 CSV = "toy.csv"
 COLUMNS = ["step", "std"]
 ID_COLUMNS = ["step"]
+TEXT_COLUMNS: list[str] = []
+INFO: dict[str, Any] = {}
 LABEL_KEYS = ["scale"]
 PLOT = "toy.png"
 RUN_PLOT = False
 SUMMARY = ["mean std"]
 COMPARE_METRIC = "std"
+
+
+def columns(settings: dict[str, Any]) -> list[str]:
+    return COLUMNS
 
 
 def label(cfg: ToyConfig) -> str:

@@ -89,11 +89,15 @@ class Study(Protocol):
     CSV: str  # the per-run table's file name
     COLUMNS: list[str]  # every column its table may have, in order
     ID_COLUMNS: list[str]  # the columns that identify a row within a run (x axis first)
+    TEXT_COLUMNS: list[str]  # the columns that hold text (every other one holds numbers)
+    INFO: dict[str, Any]  # the types of the study's own meta.json fields (Result.info), checked when read back
     LABEL_KEYS: list[str]  # settings that label a single run in a plot when none differ
     PLOT: str  # the default plot's file name (a sweep's plot, `bncli plot` of its runs)
     RUN_PLOT: bool  # does a single run's directory get the plot too
     SUMMARY: list[str]  # the names `summarize` gives its numbers: a sweep table's columns, one row per config
     COMPARE_METRIC: str  # the column `bncli compare` sets side by side unless --metric says
+
+    def columns(self, settings: dict[str, Any]) -> list[str]: ...  # a run's table's columns, given its settings
 
     def label(self, cfg: Any) -> str: ...  # the part of a default run name that tells runs apart
 

@@ -102,6 +102,8 @@ NAME = "convergence"
 CONFIG = ConvergenceConfig
 CSV = "convergence.csv"
 ID_COLUMNS = ["iteration", "estimator", "channel"]
+TEXT_COLUMNS = ["estimator"]
+INFO = {"iterations_done": int, "estimators": list[str], "steps_to_1pct": dict[str, int | None]}
 LABEL_KEYS = ["momentum", "batch_size", "input_std"]
 PLOT = "convergence.png"
 RUN_PLOT = True  # a single run's directory gets its error-against-iteration plot
@@ -110,6 +112,10 @@ SUMMARY = ["steps to 1%: precise", "steps to 1%: cumulative", "worst final mean_
 COMPARE_METRIC = "var_error"  # what `bncli compare` sets side by side unless --metric says
 COLUMNS = ["iteration", "estimator", "channel", "mean", "var", "mean_error", "var_error", "train_eval_gap"]
 WITHIN = 0.01  # "within 1% of the truth"
+
+
+def columns(settings: dict[str, Any]) -> list[str]:
+    return COLUMNS
 
 
 def label(cfg: ConvergenceConfig) -> str:

@@ -87,6 +87,8 @@ NAME = "running-stats"
 CONFIG = RunningStatsConfig
 CSV = "running_stats.csv"
 ID_COLUMNS = ["iteration", "channel"]
+TEXT_COLUMNS: list[str] = []
+INFO = {"shapes": dict[str, list[int]], "iterations_done": int}
 LABEL_KEYS = ["momentum", "dims", "input"]
 PLOT = "running_stats.png"
 RUN_PLOT = False
@@ -103,6 +105,10 @@ COLUMNS = [
     "expected_mean",
     "expected_var",
 ]
+
+
+def columns(settings: dict[str, Any]) -> list[str]:
+    return COLUMNS
 
 
 def label(cfg: RunningStatsConfig) -> str:

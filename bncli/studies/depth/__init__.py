@@ -127,11 +127,18 @@ OPTIONS = DepthOptions
 CSV = "layers.csv"
 COLUMNS = [s.name for s in stats.STATS]  # a conv or resnet row has all of them, an MLP's no stage or branch_var
 ID_COLUMNS = ["layer"]
+TEXT_COLUMNS: list[str] = []
+INFO = {"diverged_at": int | None, "layers_done": int, "grad_growth_theory": float}
 LABEL_KEYS = ["init", "norm", "activation"]
 PLOT = "std_by_layer.png"
 RUN_PLOT = False
 SUMMARY = ["last-layer std", "min std", "max std", "diverged"]
 COMPARE_METRIC = "std"  # what `bncli compare` sets side by side unless --metric says
+
+
+def columns(settings: dict[str, Any]) -> list[str]:
+    arch = settings.get("arch", DepthConfig.FIELDS["arch"].default)
+    return stats.columns(arch if arch in ARCHS else DepthConfig.FIELDS["arch"].default)
 
 
 def net(cfg: DepthConfig) -> Net:
