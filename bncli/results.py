@@ -25,12 +25,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
-import types
 from typing import Any, Union, get_args, get_origin
 
 import pandas as pd

@@ -15,9 +15,9 @@ import bncli
 from bncli import cli as climod
 from bncli import report, results, studies
 from bncli.choices import Backend, Format
+from bncli.errors import BncliError, not_a_field, not_one_of, plural
 from bncli.fields import DTYPES
 from bncli.studies.depth.components import INITS
-from bncli.errors import BncliError, not_a_field, not_one_of, plural
 
 ROOT = Path(__file__).resolve().parents[1]
 ENUMS = "Init|Arch|Norm|Activation|BNMode|Order|DType|FloatType|InputKind|Format|Backend|Choice"
