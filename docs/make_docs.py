@@ -68,8 +68,99 @@ def grad_rates() -> str:
     return "\n".join(rows) + "\n"
 
 
-def generate(text: str) -> str:
-    return GENERATED.sub(lambda m: m.group(1) + globals()[m.group(2)]() + m.group(3), text)
+def _accepted(f, hint) -> str:
+    """What a field accepts, in words: its type and bounds or its choices (with what each means),
+    then its help."""
+    import types
+    import typing
+
+    def without_none(t):
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        return (args[0], True) if typing.get_origin(t) in (typing.Union, types.UnionType) else (t, False)
+
+    kind, optional = without_none(hint)
+    listed = typing.get_origin(kind) is list
+    item = without_none(typing.get_args(kind)[0])[0] if listed else kind
+    bounds = f" {f.bounds()}" if f.bounds() else ""
+    if f.choices is not None and any(f.choice_help(w) for w in f.words()):
+        what = f"{f.help}. " + "; ".join(f"`{w}`: {f.choice_help(w)}" for w in f.words())
+    elif f.choices is not None:
+        what = "one of " + ", ".join(f"`{w}`" for w in f.words()) + f": {f.help}"
+    elif item is str:
+        what = f.help
+    else:
+        noun = {int: "integer", float: "number", bool: "true or false"}[item]
+        what = (f"{noun}s{bounds}, a list or one; comma-separated on the command line" if listed
+                else f"{noun}{bounds}") + f": {f.help}"
+    if f.none is not None:
+        what += f"; `none` (YAML `null`) for {f.none}"
+    elif optional and f.default is None and f.shown is None:
+        what += " (`null`: not given)"
+    return what
+
+
+def _default(f) -> str:
+    """The default as config.yaml writes it, or, for one that follows other fields, what it follows."""
+    if f.default is None:
+        return f.shown or "null"
+    values = f.default if isinstance(f.default, list) else [f.default]
+    return ", ".join(repr(v) if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v)
+                     for v in values)
+
+
+def config_fields() -> str:
+    """docs/configs.md: every field of every study, from its spec (bncli/fields.py)."""
+    import typing
+
+    from bncli import studies
+
+    out = []
+    for name in studies.names():
+        mod = studies.get(name)
+        out += [f"**{name}** (`bncli {name} --help`)", "", "| field | default | accepted |", "|---|---|---|"]
+        hints = typing.get_type_hints(mod.CONFIG)
+        for field, f in mod.CONFIG.FIELDS.items():
+            out.append(f"| `{field}` | {_default(f)} | {_accepted(f, hints[field])} |")
+        own = mod.OPTIONS.FIELDS
+        if own:
+            out.append("")
+            out.append(f"Its command's own options (not config fields): " + "; ".join(
+                f"`--{k.replace('_', '-')}`: {f.help}" for k, f in own.items()) + ".")
+        out.append("")
+    return "\n".join(out)
+
+
+def statistics_table() -> str:
+    """docs/statistics.md: the depth study's columns, from their records (studies/depth/stats.py)."""
+    from bncli.studies.depth import stats
+    from bncli.studies.depth.net import ARCHS, architecture
+
+    branch = [a for a in ARCHS if architecture(a).BRANCH]
+    rows = ["| column | on | definition | source |", "|---|---|---|---|"]
+    for s in stats.STATS:
+        if s.kind == "id":
+            continue
+        on = f"`--{s.on.replace('_', '-')}`" if s.on else "always"
+        if s.branch:
+            on = ", ".join(branch)
+        elif s.archs:
+            on += f" ({', '.join(s.archs)})"
+        rows.append(f"| `{s.name}` | {on} | {s.what} | {s.source} |".replace("|  |", "| |"))
+    return "\n".join(rows) + "\n"
+
+
+FAST = ("config_fields", "statistics_table")  # made from the specs and records alone: tests/test_docs.py checks them
+
+
+def generate(text: str, only: tuple[str, ...] | None = None) -> str:
+    """The text with every generated section (or those named in `only`) made again."""
+
+    def again(m: re.Match) -> str:
+        if only is not None and m.group(2) not in only:
+            return m.group(0)
+        return m.group(1) + globals()[m.group(2)]() + m.group(3)
+
+    return GENERATED.sub(again, text)
 
 
 def commands(block: str) -> list[tuple[str, str]]:

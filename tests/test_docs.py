@@ -121,3 +121,17 @@ def test_links_between_the_docs_resolve():
         for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", path.read_text()):
             if not target.startswith("http"):
                 assert (path.parent / target).exists(), (path.name, target)
+
+
+@pytest.mark.parametrize("name", ["docs/configs.md", "docs/statistics.md"])
+def test_the_tables_made_from_the_specs_are_current(name):
+    """docs/configs.md lists every field of every study, and docs/statistics.md every column of
+    layers.csv, as `make docs` makes them from the config specs and the statistics' records."""
+    text = (ROOT / name).read_text()
+    assert make_docs.generate(text, only=make_docs.FAST) == text, f"{name} is out of date: run make docs"
+    if name == "docs/configs.md":
+        from bncli import studies
+
+        for study in studies.names():
+            for field in studies.get(study).CONFIG.FIELDS:
+                assert f"| `{field}` |" in text, (study, field)

@@ -141,7 +141,7 @@ def columns(settings: dict[str, Any]) -> list[str]:
     return stats.columns(arch if arch in ARCHS else DepthConfig.FIELDS["arch"].default)
 
 
-def net(cfg: DepthConfig) -> Net:
+def network(cfg: DepthConfig) -> Net:
     return Net.of(cfg)
 
 
@@ -158,7 +158,7 @@ def label(cfg: DepthConfig) -> str:
 
 def progress_total(cfg: DepthConfig) -> int | None:
     """Long runs get a progress bar, one step a layer."""
-    n = net(cfg)
+    n = network(cfg)
     long = cfg.depth > 500 or cfg.depth * n.arch_module().layer_macs(n) > 5e10
     return cfg.depth if long else None
 
@@ -167,7 +167,7 @@ def estimate_bytes(cfg: DepthConfig) -> int:
     """Peak memory a run needs, before anything is allocated."""
     from bncli.studies.depth import engine
 
-    return engine.estimate_bytes(net(cfg), flags(cfg), cfg.keep_weights)
+    return engine.estimate_bytes(network(cfg), flags(cfg), cfg.keep_weights)
 
 
 def _gb(n: float) -> str:
@@ -175,7 +175,7 @@ def _gb(n: float) -> str:
 
 
 def describe_size(cfg: DepthConfig) -> str:
-    n = net(cfg)
+    n = network(cfg)
     held = cfg.depth if cfg.keep_weights or cfg.grads else 1
     return (
         f"{n.arch_module().sizes(n)}, {cfg.dtype} "
@@ -187,7 +187,7 @@ def preflight(cfg: DepthConfig) -> torch.device:
     device = resolve_device(cfg.device)
     need, have = estimate_bytes(cfg), capacity(device)
     if need > 0.9 * have:
-        n = net(cfg)
+        n = network(cfg)
         arch = n.arch_module()
         raise BncliError(
             f"too large: {arch.sizes(n)}{', keep_weights' if cfg.keep_weights else ''} needs about {_gb(need)} "
@@ -200,7 +200,7 @@ def run(cfg: DepthConfig, device: torch.device, progress: Callable[[int], None] 
     """Forward N(0,1) input through the network; stop at the first non-finite output (engine.run)."""
     from bncli.studies.depth import engine
 
-    return engine.run(net(cfg), flags(cfg), cfg.keep_weights, device, progress)
+    return engine.run(network(cfg), flags(cfg), cfg.keep_weights, device, progress)
 
 
 # -- rendering ----------------------------------------------------------------------------------
