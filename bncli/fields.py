@@ -280,9 +280,14 @@ def annotation(f: Field, hint: Any) -> Any:
     return Annotated[out, pydantic.BeforeValidator(f.parse)] if f.parse is not None else out
 
 
-@functools.cache
 def model(cls: type[Config]) -> type[pydantic.BaseModel]:
-    """The pydantic model that validates `cls`'s fields (their defaults too), built once."""
+    """The pydantic model that validates `cls`'s fields (their defaults too), built once for
+    each set of choices (a component registered later makes a new one)."""
+    return _model(cls, tuple(tuple(f.words() or ()) for f in cls.FIELDS.values()))
+
+
+@functools.cache
+def _model(cls: type[Config], choices: tuple[tuple[Any, ...], ...]) -> type[pydantic.BaseModel]:
     hints = typing.get_type_hints(cls)
     spec: dict[str, Any] = {name: (annotation(f, hints[name]), f.default) for name, f in cls.FIELDS.items()}
     return pydantic.create_model(

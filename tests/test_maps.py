@@ -28,11 +28,12 @@ def conv_norm(norm: str, c: int, hw: int):
         "groupnorm": lambda: nn.GroupNorm(4, c, dtype=torch.float64),
         "layernorm": lambda: nn.LayerNorm([c, hw, hw], dtype=torch.float64),
         "rmsnorm": lambda: nn.RMSNorm([c, hw, hw], dtype=torch.float64),
+        "instancenorm": lambda: nn.InstanceNorm2d(c, dtype=torch.float64),
         "none": nn.Identity,
     }[norm]()
 
 
-@pytest.mark.parametrize("norm", ["batchnorm", "groupnorm", "layernorm", "rmsnorm", "none"])
+@pytest.mark.parametrize("norm", ["batchnorm", "groupnorm", "layernorm", "rmsnorm", "instancenorm", "none"])
 def test_conv_stack_matches_nn_modules(norm):
     cfg, res = run_depth(arch="conv", depth=6, norm=norm, groups=4, activation="tanh", **SMALL)
     x = make_input(cfg, CPU)
@@ -193,6 +194,14 @@ def test_bad_map_settings_are_one_clean_line(kw, message):
     with pytest.raises(BncliError, match=message.replace("(", r"\(").replace(")", r"\)").replace("^", r"\^")):
         load("depth-study", **kw)
     assert load("depth-study", arch="resnet").depth == 24 and load("depth-study", arch="resnet").residual == 1.0
+
+
+def test_instancenorm_needs_feature_maps():
+    with pytest.raises(BncliError, match="norm instancenorm normalises each channel over its pixels: it needs feature "
+                       "maps, not arch mlp"):  # fmt: skip
+        load("depth-study", norm="instancenorm")
+    cfg, res = run_depth(arch="resnet", stages=2, blocks=2, norm="instancenorm", **SMALL)
+    assert res.status == "ok" and res.table["theory_std"].notna().all()
 
 
 def test_too_large_maps_are_refused_before_allocating():

@@ -87,7 +87,7 @@ class DepthConfig(Config):
     )
     grads: bool = field(False, help="one backward pass: grad_std and weight_grad_norm (keeps every weight)")
     erank: bool = field(False, help="effective rank of every layer's output (an SVD per layer)")
-    arch: str = field("mlp", choices={k: v[1] for k, v in ARCHS.items()}, help="architecture")
+    arch: str = field("mlp", choices=ARCHS, help="architecture")
     channels: int = field(64, ge=1, help="channels of the input and the first stage (conv, resnet)")
     image_size: int = field(16, ge=1, help="height = width of the input (conv, resnet)")
     kernel_size: int = field(3, ge=1, help="odd kernel size of the convs (conv, resnet)")
@@ -147,7 +147,7 @@ def network(cfg: DepthConfig) -> Net:
 
 def flags(cfg: DepthConfig) -> set[str]:
     """The statistics' flags that are set (grads, erank)."""
-    return {f for f in stats.FLAGS if getattr(cfg, f)}
+    return {f for f in stats.flags() if getattr(cfg, f)}
 
 
 def label(cfg: DepthConfig) -> str:

@@ -90,19 +90,28 @@ R = TypeVar("R", Init, Norm, Activation)
 
 
 class Registry(Mapping[str, R], Generic[R]):
-    """Records by name, in order. Built once, at import: a record missing a part (its theory),
-    or a name given twice, is refused here rather than when a run first needs it."""
+    """Records by name, in order: the choices of their config field. A record missing a part (its
+    theory), or a name given twice, is refused when it is registered (at import for bncli's
+    own), not when a run first needs it."""
 
     def __init__(self, *records: R) -> None:
         self._records: dict[str, R] = {}
         for r in records:
-            parts = {f.name: getattr(r, f.name) for f in fields(r)}
-            missing = [k for k, v in parts.items() if not isinstance(v, (str, int, float)) and not callable(v)]
-            if missing or not r.name.isidentifier() or not r.help:
-                raise TypeError(f"{type(r).__name__} {r.name!r}: needs a name, help and {', '.join(missing)}")
-            if r.name in self._records:
-                raise TypeError(f"{type(r).__name__} {r.name!r} is registered twice")
-            self._records[r.name] = r
+            self.register(r)
+
+    def register(self, r: R) -> R:
+        """Add a record (a researcher's own norm, say, from their code or a test); returns it."""
+        parts = {f.name: getattr(r, f.name) for f in fields(r)}
+        missing = [k for k, v in parts.items() if not isinstance(v, (str, int, float)) and not callable(v)]
+        if missing or not r.name.isidentifier() or not r.help:
+            raise TypeError(f"{type(r).__name__} {r.name!r}: needs a name, help and {', '.join(missing)}")
+        if r.name in self._records:
+            raise TypeError(f"{type(r).__name__} {r.name!r} is registered twice")
+        self._records[r.name] = r
+        return r
+
+    def unregister(self, name: str) -> None:
+        del self._records[name]
 
     def __getitem__(self, name: str) -> R:
         return self._records[name]

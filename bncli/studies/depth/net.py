@@ -28,11 +28,11 @@ else:
 
     torch = lazy("torch")
 
-# architecture -> (module in this package, what --help and docs/configs.md say of it)
-ARCHS: dict[str, tuple[str, str]] = {
-    "mlp": ("mlp", "Linear(bias=False) -> norm -> activation, the notebook's"),
-    "conv": ("conv", "Conv2d(C, C, k, padding k // 2, bias=False) -> norm -> activation on (batch, C, H, W) maps"),
-    "resnet": ("resnet", "pre-activation (v2) residual blocks in stages; transitions halve H, W and double C"),
+# architecture (its module in this package) -> what --help and docs/configs.md say of it
+ARCHS: dict[str, str] = {
+    "mlp": "Linear(bias=False) -> norm -> activation, the notebook's",
+    "conv": "Conv2d(C, C, k, padding k // 2, bias=False) -> norm -> activation on (batch, C, H, W) maps",
+    "resnet": "pre-activation (v2) residual blocks in stages; transitions halve H, W and double C",
 }
 
 Weight = Union["torch.Tensor", tuple[Any, ...]]  # a layer's weight, or a block's weights
@@ -115,7 +115,9 @@ class Arch(Protocol):
 
 def architecture(name: str) -> Arch:
     """The module of architecture `name`, imported on first use."""
-    return cast(Arch, importlib.import_module(f"{__package__}.{ARCHS[name][0]}"))
+    if name not in ARCHS:
+        raise KeyError(name)
+    return cast(Arch, importlib.import_module(f"{__package__}.{name}"))
 
 
 def draw(net: Net, shape: tuple[int, ...], index: int, device: torch.device) -> torch.Tensor:

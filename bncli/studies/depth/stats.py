@@ -182,8 +182,11 @@ STATS: list[Stat] = [
         "Poole et al. 2016; Yang et al. 2019",
     ),
 ]
-BY_NAME = {s.name: s for s in STATS}
-FLAGS = list(dict.fromkeys(s.on for s in STATS if s.on))  # the boolean fields that turn statistics on
+
+
+def flags() -> list[str]:
+    """The boolean config fields that turn statistics on (grads, erank)."""
+    return list(dict.fromkeys(s.on for s in STATS if s.on))
 
 
 def columns(arch: str) -> list[str]:
@@ -193,7 +196,7 @@ def columns(arch: str) -> list[str]:
 
 def computed(arch: str, on: Collection[str], branch: bool) -> list[Stat]:
     """The statistics a run of `arch` computes, with the flags `on` set and (`branch`) a residual branch."""
-    present = [BY_NAME[c] for c in columns(arch)]
+    present = [s for s in STATS if s.archs is None or arch in s.archs]
     return [s for s in present if (s.on is None or s.on in on) and (not s.branch or branch)]
 
 
