@@ -213,8 +213,7 @@ def _facet(table: pd.DataFrame, study: str, metric: str | None, facet: str | Non
                 f"--facet: no setting {facet!r} in these results; available: none, {', '.join(fields(table))}"
             )
         return SETTING + facet
-    auto = getattr(studies.get(study), "auto_facet", None)  # a study may pick its panels
-    return auto(table, metric, [SETTING + k for k in varying(table, grid)]) if auto else None
+    return studies.get(study).auto_facet(table, metric, [SETTING + k for k in varying(table, grid)])
 
 
 def prepare(

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from bncli import results
-from bncli.errors import BncliError
+from bncli.errors import BncliError, first_line
 
 INSTALL = 'pip install -c constraints.txt -e ".[ray]" (in your bncli checkout)'
 
@@ -156,7 +156,7 @@ def run(study: str, items: list[tuple[Any, Any]], store: Callable[[Any, results.
             try:
                 r = ray.get(done[0])
             except ray.exceptions.RayError as e:  # the task raised, or its worker died
-                r = results.failed(study, cfg, _first_line(e))
+                r = results.failed(study, cfg, _task_error(e))
             if store(key, r):
                 break
     finally:
@@ -164,9 +164,11 @@ def run(study: str, items: list[tuple[Any, Any]], store: Callable[[Any, results.
             ray.cancel(ref, force=True)  # a no-op for tasks already done
 
 
-def _first_line(e: BaseException) -> str:
+def _task_error(e: BaseException) -> str:
+    """What a failed Ray task records: its own exception's first line (Ray wraps it, as the
+    cause), else the last line of Ray's message (a worker that died says why there)."""
     cause = getattr(e, "cause", None)
     if cause is not None:
-        return f"{type(cause).__name__}: {cause}".splitlines()[0]
+        return first_line(cause)
     lines = [line for line in str(e).splitlines() if line.strip()]
     return f"{type(e).__name__}: {lines[-1] if lines else ''}"

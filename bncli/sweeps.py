@@ -621,10 +621,13 @@ def _alive(pid: int) -> bool:
 
 
 def _status(meta_path: Path) -> str | None:
+    """A run's status by its meta.json; None where there is none, or it is not JSON of a run."""
     try:
-        return results.read_json(meta_path).get("status")
-    except (OSError, ValueError, AttributeError):
+        meta = results.read_json(meta_path)
+    except (OSError, ValueError):
         return None
+    status = meta.get("status") if isinstance(meta, dict) else None
+    return status if isinstance(status, str) else None
 
 
 def _record(outcome: Outcome, name: str, r: Run) -> None:
