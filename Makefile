@@ -2,6 +2,7 @@
 # make test  - set up .venv (with the dev and ray extras) and run the whole test suite (what CI runs)
 # make test-min - the same suite in .venv-min, on the lowest versions pyproject.toml allows
 # make test-gpu  - the tests marked cuda (every command on the GPU); needs a CUDA device
+# make lint  - ruff check, ruff format --check and mypy (the configuration is in pyproject.toml)
 # make bench - speed, memory and start-up against side-by-side references -> benchmarks/results.md
 # make docs  - rerun every command README.md and docs/ show, and redraw their pictures (docs/make_docs.py)
 VENV ?= .venv
@@ -37,6 +38,8 @@ test-min: .venv-min/.installed
 
 lint: setup
 	$(BIN)/ruff check bncli tests benchmarks docs
+	$(BIN)/ruff format --check bncli tests benchmarks docs
+	$(BIN)/mypy bncli
 
 bench: setup
 	$(BIN)/python benchmarks/bench_depth.py

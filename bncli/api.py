@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,11 +157,11 @@ def show(path: Path | str) -> Run | SavedSweep | list[dict[str, Any]]:
 
 
 def plot_runs(
-    paths: list[Path | str],
+    paths: Sequence[Path | str],
     out: Path | str | None = None,
     metric: str | None = None,
     *,
-    where: list[str] = (),
+    where: Sequence[str] = (),
     logy: bool | None = None,
     title: str | None = None,
     facet: str | None = None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -52,22 +52,38 @@ class _Group(TyperGroup):
                 p.default = False
         return params
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         args = sys.argv[1:] if args is None else list(args)
         _refuse_nul(args)
         try:
-            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+            rv = super().main(
+                args=args,
+                prog_name=prog_name,
+                complete_var=complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
         except BncliError as e:
             _fail(str(e), e.exit_code)
         except typer.Abort:
             _fail("aborted", 130)
         except Exception as e:
             # click's usage errors (typer vendors click in recent releases, so match by shape)
-            if not (hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)):
+            exit_code = getattr(e, "exit_code", None)
+            if not (hasattr(e, "format_message") and isinstance(exit_code, int)):
                 raise
             ctx = getattr(e, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            _fail(_choice_error(e, args) or e.format_message() + hint, e.exit_code)
+            _fail(_choice_error(e, args) or e.format_message() + hint, exit_code)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -103,7 +119,9 @@ def _choice_error(e: Exception, args: list[str]) -> str | None:
 
     param = getattr(e, "param", None)
     choices = _choices(param)
-    given = _given(args, list(getattr(param, "opts", []))) if choices else None
+    if not choices:
+        return None
+    given = _given(args, list(getattr(param, "opts", [])))
     if given is None or given[1] in choices:
         return None
     return f"{given[0]}: {not_one_of(given[1], choices)}"
@@ -211,7 +229,7 @@ def _consoles():
     box lines for grep and awk to step over (rich adds no colour codes off a terminal). On a
     terminal too narrow for a table, its last columns are left out, with a note naming them,
     rather than folding numbers across lines."""
-    from rich.console import Console
+    from rich.console import Console, RenderableType
     from rich.measure import Measurement
     from rich.table import Table
 
@@ -235,7 +253,7 @@ def _consoles():
 
         def print(self, *objects, **kwargs):
             for o in objects:
-                left_out = []
+                left_out: list[RenderableType] = []
                 if isinstance(o, Table):
                     widths = [self._natural(c) for c in o.columns]
                     while len(widths) > 1 and sum(widths) + 1 > self.width:  # + 1: the left border
@@ -353,6 +371,7 @@ def _run(
     except KeyboardInterrupt:  # before the study's first step: there was nothing to keep
         _console().print("interrupted before the run started: nothing was saved")
         raise typer.Exit(130) from None
+    assert run.dir is not None  # given `out`, execute saves the run there
     fmt, quiet, options = output
     console, notes = _streams(fmt, quiet)
     if quiet:
@@ -871,9 +890,11 @@ def main():
     import os
 
     for stream in (sys.stdout, sys.stderr):  # `±`, `…` and box lines on an ASCII stream: replaced
+        reconfigure = getattr(stream, "reconfigure", None)  # io.TextIOWrapper's; a stream put in its place may lack it
         try:
-            stream.reconfigure(errors="replace")
-        except (AttributeError, ValueError):
+            if reconfigure is not None:
+                reconfigure(errors="replace")
+        except ValueError:
             pass
     if len(sys.argv) == 1:  # bare `bncli`: the help, as for --help, not a usage error
         sys.argv.append("--help")

@@ -199,15 +199,22 @@ def _checked(run: Run, where: str, flag: str) -> Run:
     return run
 
 
+def _table(run: Run) -> pd.DataFrame:
+    """The table of a run that _checked let through: it has one."""
+    assert run.table is not None
+    return run.table
+
+
 def metrics(runs: list[Run]) -> list[str]:
     """The numeric statistic columns every run has, holding a finite value in some run."""
     ids = studies.get(runs[0].study).ID_COLUMNS
+    tables = [_table(r) for r in runs]
     cols = [
         c
-        for c in runs[0].table.columns
-        if c not in ids and all(c in r.table.columns and pd.api.types.is_numeric_dtype(r.table[c]) for r in runs)
+        for c in tables[0].columns
+        if c not in ids and all(c in t.columns and pd.api.types.is_numeric_dtype(t[c]) for t in tables)
     ]
-    return [c for c in cols if any(np.isfinite(r.table[c].to_numpy(float)).any() for r in runs)]
+    return [c for c in cols if any(np.isfinite(t[c].to_numpy(float)).any() for t in tables)]
 
 
 def _names(runs: list[Run], reserved: list[str]) -> list[str]:
@@ -240,31 +247,31 @@ def compare(*runs: Path | str | Run, metric: str | None = None, rtol: float = RT
         raise BncliError(
             f"RUN: give at least two runs to compare (got {len(runs)}); a run against itself is the same path twice"
         )
-    runs = [_checked(r, f"run {k}", "RUN") if isinstance(r, Run) else load(r) for k, r in enumerate(runs, 1)]
-    kinds = list(dict.fromkeys(r.study for r in runs))
+    loaded = [_checked(r, f"run {k}", "RUN") if isinstance(r, Run) else load(r) for k, r in enumerate(runs, 1)]
+    kinds = list(dict.fromkeys(r.study for r in loaded))
     if len(kinds) > 1:
-        other = next(r for r in runs if r.study != kinds[0])
+        other = next(r for r in loaded if r.study != kinds[0])
         raise BncliError(
-            f"RUN: {_where(runs[0])} is a {kinds[0]} run but {_where(other)} is a {other.study} run; "
+            f"RUN: {_where(loaded[0])} is a {kinds[0]} run but {_where(other)} is a {other.study} run; "
             "compare runs of one study"
         )
     study, ids = kinds[0], studies.get(kinds[0]).ID_COLUMNS
     metric = metric or studies.get(study).COMPARE_METRIC
-    available = metrics(runs)
+    available = metrics(loaded)
     if metric not in available:
         raise BncliError(
             f"--metric: {metric!r} is not a numeric column of these runs; available: {', '.join(available) or 'none'}"
         )
-    names = _names(runs, [*ids, "differs", "missing"])
-    table, present = _side_by_side(runs, names, ids, metric)
+    names = _names(loaded, [*ids, "differs", "missing"])
+    table, present = _side_by_side(loaded, names, ids, metric)
     mode = _mode(table[names].to_numpy(float))
     changes = _changes(table, names, mode)
     return Comparison(
         study,
         names,
-        [r.dir for r in runs],
-        [r.status for r in runs],
-        _differing(runs),
+        [r.dir for r in loaded],
+        [r.status for r in loaded],
+        _differing(loaded),
         metric,
         ids,
         mode,
@@ -282,12 +289,14 @@ def _where(run: Run) -> str:
 def _side_by_side(runs: list[Run], names: list[str], ids: list[str], metric: str):
     """Every row id any run holds, in the order the runs hold them (run 1's first), with
     each run's value and whether it holds the row."""
-    parts = []
+    parts: list[pd.DataFrame] = []
     for run, name in zip(runs, names, strict=True):
-        part = run.table[ids].copy()
+        table = _table(run)
+        part = table[ids].copy()
         if parts and not len(part):  # an empty CSV reads its id columns as text
             part = part.astype(parts[0][ids].dtypes.to_dict())
-        parts.append(part.assign(**{name: run.table[metric].to_numpy(float), f"\0{name}": True}))
+        columns: dict[str, Any] = {name: table[metric].to_numpy(float), f"\0{name}": True}
+        parts.append(part.assign(**columns))
     # a left merge keeps the keys' order; an outer one would sort them (estimator names, alphabetically)
     merged = pd.concat([p[ids] for p in parts], ignore_index=True).drop_duplicates(ignore_index=True)
     for part in parts:
@@ -332,7 +341,7 @@ def render(cmp: Comparison, every: int | None = None) -> list:
         f"{n} = {d if d is not None else 'in memory'} ({s})"
         for n, d, s in zip(cmp.names, cmp.dirs, cmp.statuses, strict=True)
     )
-    parts = [Text(f"{len(cmp.names)} {cmp.study} runs: {runs}")]
+    parts: list[Text | Table] = [Text(f"{len(cmp.names)} {cmp.study} runs: {runs}")]
     if cmp.settings:
         t = report.table(["setting", *cmp.names], title="settings that differ", justify="left")
         for k, vs in cmp.settings.items():

@@ -36,7 +36,7 @@ class _Loader(yaml.SafeLoader):
     both lines, not silently resolved to the last one."""
 
     def construct_mapping(self, node, deep=False):
-        seen = {}
+        seen: dict[Any, int] = {}  # key -> the line it is first given at
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             try:

@@ -227,7 +227,7 @@ class Config:
         raise AttributeError(f"{type(self).__name__} is frozen: build a new one with the changed fields")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.settings() == other.settings()  # type: ignore[attr-defined]
+        return type(other) is type(self) and self.settings() == other.settings()
 
     def __hash__(self) -> int:
         return hash((type(self), *(tuple(v) if isinstance(v, list) else v for v in self.settings().values())))
@@ -324,7 +324,8 @@ def _choices(annotation: Any, depth: int = 0) -> list | None:
 
 
 def field_choices(cls: type[Config], loc: list[str]) -> list | None:
-    info = model(cls).model_fields.get(loc[0]) if loc else None
+    # a class is hashable; mypy checks its instances' __hash__ against Hashable (python/mypy#20409)
+    info = model(cls).model_fields.get(loc[0]) if loc else None  # type: ignore[arg-type]
     return None if info is None else _choices(info.annotation, len(loc) - 1)
 
 
@@ -363,7 +364,8 @@ def validate(cls: type[C], data: Any, flags: set[str] | frozenset[str] = frozens
     if bad:
         raise BncliError(f"{source or 'config'}: field names must be text, got {show(bad[0])}")
     try:
-        checked = model(cls).model_validate(data)
+        # a class is hashable; mypy checks its instances' __hash__ against Hashable (python/mypy#20409)
+        checked = model(cls).model_validate(data)  # type: ignore[arg-type]
     except pydantic.ValidationError as e:
         raise BncliError(config_error(e, cls, flags, source)) from None
     values = {k: getattr(checked, k) for k in cls.FIELDS}

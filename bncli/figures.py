@@ -9,8 +9,9 @@ the caller (results.write_plot), on the Agg backend.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -158,7 +159,7 @@ def note_overlaps(ax) -> None:
         ax.legend_ = None
 
 
-def legend(anchor, axes: list, extra: list = ()) -> None:
+def legend(anchor, axes: list, extra: Sequence[tuple[Any, str]] = ()) -> None:
     """One legend for all panels, right of `anchor`: each label once, then `extra` (handle, label)."""
     seen: dict = {}
     for ax in axes:

@@ -48,7 +48,8 @@ def _help(f: Field) -> str:
 def _choice_type(f: Field) -> type[Enum]:
     """The field's closed choices as the str Enum typer lists in --help."""
     words = [str(w) for w in f.words() or []]
-    return Choice(f.name, {w: w for w in words})  # type: ignore[return-value]
+    # Enum's functional API: mypy knows it only as `X = Enum("X", ...)` with literal names, and reads this as str()
+    return Choice(f.name, {w: w for w in words})  # type: ignore[call-overload]
 
 
 def option(f: Field, hint: Any, *, config: bool = True) -> tuple[Any, Any]:

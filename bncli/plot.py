@@ -15,6 +15,7 @@ seed (a re-run in another directory) stay separate lines.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,9 @@ def _sweep_frame(path: Path, name: str, i: int) -> tuple[str, pd.DataFrame, list
             f"{path}: these results are damaged or incomplete, and cannot be shown "
             f"(summary.csv has no column {missing[0]!r}, a key of the sweep's grid)"
         )
-    table = table.assign(**settings, source=name, line=[(i, tuple(s)) for s in zip(*settings.values(), strict=True)])
+    lines = [(i, tuple(s)) for s in zip(*settings.values(), strict=True)]
+    # pandas-stubs types a list column as scalars only; pandas takes one of tuples
+    table = table.assign(**settings, source=name, line=lines)  # type: ignore[arg-type]
     stats = [c for c in sw.table.columns if c not in {"run", "status", "seed", *columns.values()}]
     return sw.study, table, stats, sw.keys
 
@@ -90,7 +93,11 @@ def load(paths: list[Path]) -> tuple[str, pd.DataFrame, list[str]]:
     `source` (the sweep's name, or `runs`), `line` (the rows of one line) and, for the draw,
     `label`, `parts` and `seed`, `status`."""
     paths = list(dict.fromkeys(Path(p) for p in paths))
-    frames, runs, study, stats, grid = [], [], None, {}, {}
+    frames: list[pd.DataFrame] = []
+    runs: list[results.Run] = []
+    study: str | None = None
+    stats: dict[str, None] = {}  # the columns of every source, in order (a dict as an ordered set)
+    grid: dict[str, None] = {}  # the sweeps' grid keys, in order
     names = _names(paths)
     for path, name in zip(paths, names, strict=True):
         if not path.is_dir():
@@ -113,8 +120,8 @@ def load(paths: list[Path]) -> tuple[str, pd.DataFrame, list[str]]:
     if runs:
         frames.append(_runs_frame(runs, "runs" if frames else "", len(frames)))
     table = pd.concat(frames, ignore_index=True)
-    stats = [c for c in stats if not c.startswith(SETTING)]
-    return study, label(table, study, list(grid)), stats
+    assert study is not None  # set by the loop: with no paths, pd.concat has raised (no frames)
+    return study, label(table, study, list(grid)), [c for c in stats if not c.startswith(SETTING)]
 
 
 def fields(table: pd.DataFrame) -> list[str]:
@@ -122,14 +129,14 @@ def fields(table: pd.DataFrame) -> list[str]:
     return [c.removeprefix(SETTING) for c in table.columns if c.startswith(SETTING)]
 
 
-def varying(table: pd.DataFrame, first: list[str] = ()) -> list[str]:
+def varying(table: pd.DataFrame, first: Sequence[str] = ()) -> list[str]:
     """The settings that differ between the table's lines, `first` (a sweep's grid) first."""
     lines = table.drop_duplicates("line")
     found = [f for f in fields(table) if lines[SETTING + f].nunique() > 1]
     return [f for f in first if f in found] + [f for f in found if f not in first]
 
 
-def label(table: pd.DataFrame, study: str, grid: list[str] = (), facet: str | None = None) -> pd.DataFrame:
+def label(table: pd.DataFrame, study: str, grid: Sequence[str] = (), facet: str | None = None) -> pd.DataFrame:
     """`label` and `parts` (what the legend and the styles go by) of each line: the settings that
     differ between lines (the panel's own aside). With several sources, the source's name comes
     first, with the settings that tell sources apart (depth=60), and goes last in `parts`: the
@@ -220,7 +227,7 @@ def prepare(
     paths: list[Path],
     metric: str | None = None,
     *,
-    where: list[str] = (),
+    where: Sequence[str] = (),
     logy: bool | None = None,
     title: str | None = None,
     facet: str | None = None,
@@ -249,7 +256,7 @@ def plot(
     out: Path | None = None,
     metric: str | None = None,
     *,
-    where: list[str] = (),
+    where: Sequence[str] = (),
     logy: bool | None = None,
     title: str | None = None,
     facet: str | None = None,

@@ -15,6 +15,7 @@ from bncli.studies.base import Count, MeanSd, Number
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    from rich.console import JustifyMethod
 else:
     from bncli.lazy import lazy
 
@@ -36,7 +37,7 @@ def num(v: float) -> str:
     return f"{v:.3f}" if math.isfinite(v) and (v == 0 or 1e-2 <= abs(v) < 1e4) else fmt(float(v))
 
 
-def table(columns: list[str], title: str | None = None, justify: str = "right") -> Table:
+def table(columns: list[str], title: str | None = None, justify: JustifyMethod = "right") -> Table:
     t = Table(title=title, header_style="bold")
     for col in columns:
         t.add_column(col, justify=justify, overflow="fold")  # a narrow screen wraps a cell, never cuts it

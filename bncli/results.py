@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
@@ -131,7 +131,7 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         raise
 
 
-def write_csv(path: Path, table: pd.DataFrame, off: list[str] = ()) -> None:
+def write_csv(path: Path, table: pd.DataFrame, off: Sequence[str] = ()) -> None:
     """na_rep "nan": a diverged layer's statistics are written as nan; the `off` columns (not
     computed at all) as empty cells, so the two read differently."""
     if off:
@@ -151,7 +151,7 @@ def read_json(path: Path) -> Any:
 def read_table(path: Path) -> pd.DataFrame:
     """A CSV as written: empty cells and nan read as NaN, floats exactly as written."""
     # pandas 3 parses round-trip by default; older pandas needs asking
-    exact = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+    exact: dict[str, Any] = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
     try:
         return pd.read_csv(path, keep_default_na=False, na_values=["nan", ""], **exact)
     except (ValueError, UnicodeDecodeError) as e:  # pandas' parser and empty-data errors are ValueErrors
@@ -253,7 +253,7 @@ def make_dir(path: Path) -> Path:
     return path
 
 
-def new_run_dir(out: Path, study: str, name: str | None, default: str) -> Path:
+def new_run_dir(out: Path | str, study: str, name: str | None, default: str) -> Path:
     """<out>/<study>/<name>. Explicit names must be new; default names get a -2, -3... suffix."""
     parent = check_out(out) / study
     if name is not None:
@@ -271,6 +271,7 @@ def new_run_dir(out: Path, study: str, name: str | None, default: str) -> Path:
 
 
 def base_meta(study: str, cfg: Config, device: torch.device) -> dict:
+    settings = cfg.settings()  # every study's config has dtype, seed and device fields
     dev = str(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine()
     return {
@@ -281,8 +282,8 @@ def base_meta(study: str, cfg: Config, device: torch.device) -> dict:
         "python_version": platform.python_version(),
         "device": dev,
         "device_name": name,
-        "dtype": cfg.dtype,
-        "seed": cfg.seed,
+        "dtype": settings["dtype"],
+        "seed": settings["seed"],
         "torch_threads": torch.get_num_threads(),  # speed only: the numbers do not depend on it
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": None,
@@ -379,9 +380,10 @@ def _out_of_memory(e: BaseException) -> bool:
 def failed(study: str, cfg: Config, error: str) -> Run:
     """A run that failed before it could start (a Ray task whose worker died, a device missing
     on the node that took it): the device is the one asked for."""
+    settings = cfg.settings()
     meta = base_meta(study, cfg, torch.device("cpu"))
-    meta.update(status="failed", error=error, device=cfg.device, device_name=None, torch_threads=None)
-    return Run(study, cfg.settings(), meta, cfg=cfg)
+    meta.update(status="failed", error=error, device=settings["device"], device_name=None, torch_threads=None)
+    return Run(study, settings, meta, cfg=cfg)
 
 
 def compute(
@@ -431,8 +433,10 @@ def write_run(run: Run) -> None:
     """
     mod = studies.get(run.study)
     d = run.dir
+    assert d is not None  # the caller sets it first
     try:
         if run.status == "running" or not (d / "config.yaml").exists():
+            assert run.cfg is not None  # runs are written as computed (with their cfg), never as read back
             atomic_write(d / "config.yaml", run.cfg.to_yaml(run.study))  # `study:` first: a --config that says whose
             write_json(d / "meta.json", {**run.meta, "status": "running"})
         if run.status == "running":
@@ -442,7 +446,9 @@ def write_run(run: Run) -> None:
             if mod.RUN_PLOT and len(run.result.table):  # unlabelled: the one run's own lines
                 table = run.result.table
                 try:
-                    write_plot(d / mod.PLOT, run.study, table.assign(label="", parts=[()] * len(table), seed=0))
+                    # pandas-stubs types a list column as scalars only; pandas takes one of tuples
+                    unlabelled = table.assign(label="", parts=[()] * len(table), seed=0)  # type: ignore[list-item]
+                    write_plot(d / mod.PLOT, run.study, unlabelled)
                 except Exception as e:  # noqa: BLE001 - a plot that cannot be drawn loses no result
                     run.meta["plot_error"] = first_line(e)
         write_json(d / "meta.json", run.meta)
@@ -687,7 +693,7 @@ def select(
 
 
 def _run_entry(path: Path, out: Path) -> dict[str, Any]:
-    entry = {
+    entry: dict[str, Any] = {
         "kind": "run",
         "study": path.parent.name,
         "name": str(path.relative_to(out)),
@@ -711,7 +717,7 @@ def _run_entry(path: Path, out: Path) -> dict[str, Any]:
 
 
 def _sweep_entry(path: Path, out: Path) -> dict[str, Any]:
-    entry = {
+    entry: dict[str, Any] = {
         "kind": "sweep",
         "study": None,
         "name": str(path.relative_to(out)),

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, cast
 
 import numpy as np
 import pandas as pd
@@ -289,7 +289,7 @@ def spec(
     sf, text = _from_file(path, study, "--study" if flags else "study")
     sets, axes = _given(base, grid, flags)
     new_seeds = parse_seeds(seeds, "--seeds" if flags else "seeds") if seeds is not None else None
-    data = {
+    data: dict[str, Any] = {
         "study": sf.study,
         "name": name or sf.name,
         "base": {k: v for k, v in sf.base.items() if k not in axes} | sets,
@@ -328,7 +328,7 @@ def _default_name(study: str, grid: dict[str, list]) -> str:
     return results.short("-".join([study, *(_safe(k) for k in grid)]), 120)
 
 
-def _check_keys(sp: Spec, cls: type) -> None:
+def _check_keys(sp: Spec, cls: type[fields.Config]) -> None:
     """Every base and grid key a field of the study's config (seed in the seeds), and every
     value given by a flag valid for its field on its own: `--grid init: ... (got 'foo')`."""
     for part in ("grid", "base"):
@@ -346,9 +346,10 @@ def _check_keys(sp: Spec, cls: type) -> None:
                     _check_value(cls, key, value, label)
 
 
-def _check_value(cls: type, key: str, value: Any, label: str) -> None:
+def _check_value(cls: type[fields.Config], key: str, value: Any, label: str) -> None:
     try:
-        fields.model(cls).model_validate({key: value})
+        # a class is hashable; mypy checks its instances' __hash__ against Hashable (python/mypy#20409)
+        fields.model(cls).model_validate({key: value})  # type: ignore[arg-type]
     except ValidationError as e:  # a field's own error (a combination's is the run's, below)
         if all(err["loc"][:1] == (key,) for err in e.errors()):
             name = lambda loc: label + "".join(f"[{p}]" for p in loc[1:])  # noqa: E731
@@ -735,7 +736,8 @@ def aggregate_table(table: pd.DataFrame, study: str) -> pd.DataFrame:
     values = done[stats].astype(float).replace([np.inf, -np.inf], np.nan)
     grouped = pd.concat([done[config + ids], values], axis=1).groupby(config + ids, sort=False, dropna=False)
     agg = grouped[stats].agg(["mean", "std"])
-    agg.columns = [f"{s}_{'sd' if f == 'std' else f}" for s, f in agg.columns]
+    pairs = cast(pd.MultiIndex, agg.columns)  # (stat, mean or std) pairs; pandas-stubs says Index[str]
+    agg.columns = [f"{s}_{'sd' if f == 'std' else f}" for s, f in pairs]
     agg.insert(0, "seeds", grouped.size())
     return agg.reset_index()
 

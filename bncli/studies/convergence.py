@@ -192,6 +192,7 @@ def run(cfg: ConvergenceConfig, device: torch.device, progress: Callable[[int], 
                         y_train = bn(x)
                         bn.eval()
                         gaps.append(bn(x) - y_train)
+                        assert bn.running_mean is not None and bn.running_var is not None  # track_running_stats=True
                         ests.append((bn.running_mean.clone(), bn.running_var.clone()))
                     # precise: mean of batch means; E[biased batch var] + Var[batch means], made unbiased
                     x64 = x.double()
@@ -202,6 +203,7 @@ def run(cfg: ConvergenceConfig, device: torch.device, progress: Callable[[int], 
                     k, n = t + 1, (t + 1) * b
                     p_mean = s_mean / k
                     p_var = (s_var / k + s_sq / k - p_mean.square()) * (n / (n - 1))
+                    assert y_train is not None  # bns is never empty: the cumulative estimator is always there
                     y_eval = F.batch_norm(x, p_mean.to(dtype), p_var.to(dtype), training=False, eps=cfg.eps)
                     gaps.append(y_eval - y_train)
                     ests.append((p_mean.to(dtype), p_var.to(dtype)))
@@ -239,7 +241,7 @@ def run(cfg: ConvergenceConfig, device: torch.device, progress: Callable[[int], 
 def steps_within(table, tol: float = WITHIN) -> dict[str, int | None]:
     """Per estimator: the number of steps after which the mean and variance errors of every
     channel are below `tol` and stay there to the end of the run; None if never."""
-    out = {}
+    out: dict[str, int | None] = {}
     for name, g in table.groupby("estimator", sort=False):
         worst = g.groupby("iteration")[["mean_error", "var_error"]].max().max(axis=1)
         bad = worst.index[~(worst < tol)]

@@ -161,6 +161,8 @@ def run(cfg: RunningStatsConfig, device: torch.device, progress: Callable[[int],
     bn_cls = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[cfg.dims]
     bn = bn_cls(cfg.num_features, eps=cfg.eps, momentum=cfg.momentum, device=device, dtype=torch_dtype(cfg.dtype))
     bn.train()
+    # track_running_stats is on (the default): the buffers exist
+    assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None
     reduce = [0, *range(2, 2 + cfg.dims)]  # every axis but the channel axis
     n = cfg.batch_size * math.prod(cfg.feature_shape)
     exp_mean = torch.zeros(cfg.num_features, dtype=torch.float64)
@@ -259,7 +261,7 @@ def render(run: Any, every: int | None = None) -> list[Any]:
     n = int(table["iteration"].max()) + 1 if len(table) else 0
     every = every or max(1, math.ceil(n / SHOWN_ITERATIONS))
     keep = set(range(0, n, every)) | {n - 1}
-    parts = [value_table(table[table["iteration"].isin(keep)], dtype)]
+    parts: list[Table | Text] = [value_table(table[table["iteration"].isin(keep)], dtype)]
     if len(keep) < n:
         parts.append(
             Text(

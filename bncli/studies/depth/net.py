@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Union, cast
 
@@ -70,7 +70,7 @@ class Net:
         """The network of a config (any object with these fields: the depth study's config), the
         component names made records."""
         values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)} | changes
-        records = {"init": INITS, "norm": NORMS, "activation": ACTIVATIONS}
+        records: dict[str, Mapping[str, Any]] = {"init": INITS, "norm": NORMS, "activation": ACTIVATIONS}
         return cls(**{k: records[k][v] if k in records and isinstance(v, str) else v for k, v in values.items()})
 
     def arch_module(self) -> Arch:
@@ -83,8 +83,10 @@ class Arch(Protocol):
     IDS: list[str]  # the id columns after `layer` (a conv or resnet row's `stage`)
     BRANCH: bool  # does a step return (output, branch output): a residual branch's statistics
     SMALLER: str  # the flags that make a run smaller, for a too-large refusal
+    RESIDUAL: float  # the residual alpha when the config leaves it to the architecture
 
-    def check(self, net: Net) -> dict[str, Any]: ...  # refuse with ValueError; the fields it sets (resnet: depth)
+    # refuse with ValueError; the fields it sets (resnet: depth). `given`: the fields the user gave
+    def check(self, net: Net, given: set[str]) -> dict[str, Any]: ...
 
     def features(self, net: Net) -> tuple[int, str, int]: ...  # (channels, the field setting them, pixels)
 

@@ -139,7 +139,9 @@ def box(m: np.ndarray, k: int, stride: int = 1) -> np.ndarray:
     """
     h, pad = m.shape[0], k // 2
     padded = np.pad(m, pad)
-    out = sum(padded[i : i + h, j : j + h] for i in range(k) for j in range(k)) / (k * k)
+    total = sum(padded[i : i + h, j : j + h] for i in range(k) for j in range(k))
+    assert isinstance(total, np.ndarray)  # k >= 1: a sum of arrays, never the 0 of an empty sum
+    out = total / (k * k)
     return out[::stride, ::stride]
 
 
