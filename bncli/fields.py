@@ -283,7 +283,8 @@ def annotation(f: Field, hint: Any) -> Any:
 def model(cls: type[Config]) -> type[pydantic.BaseModel]:
     """The pydantic model that validates `cls`'s fields (their defaults too), built once for
     each set of choices (a component registered later makes a new one)."""
-    return _model(cls, tuple(tuple(f.words() or ()) for f in cls.FIELDS.values()))
+    choices = tuple(tuple(f.words() or ()) for f in cls.FIELDS.values())
+    return _model(cls, choices)  # type: ignore[arg-type]  # a class is hashable (python/mypy#20409)
 
 
 @functools.cache
@@ -325,7 +326,7 @@ def _choices(annotation: Any, depth: int = 0) -> list | None:
 
 def field_choices(cls: type[Config], loc: list[str]) -> list | None:
     # a class is hashable; mypy checks its instances' __hash__ against Hashable (python/mypy#20409)
-    info = model(cls).model_fields.get(loc[0]) if loc else None  # type: ignore[arg-type]
+    info = model(cls).model_fields.get(loc[0]) if loc else None
     return None if info is None else _choices(info.annotation, len(loc) - 1)
 
 
@@ -365,7 +366,7 @@ def validate(cls: type[C], data: Any, flags: set[str] | frozenset[str] = frozens
         raise BncliError(f"{source or 'config'}: field names must be text, got {show(bad[0])}")
     try:
         # a class is hashable; mypy checks its instances' __hash__ against Hashable (python/mypy#20409)
-        checked = model(cls).model_validate(data)  # type: ignore[arg-type]
+        checked = model(cls).model_validate(data)
     except pydantic.ValidationError as e:
         raise BncliError(config_error(e, cls, flags, source)) from None
     values = {k: getattr(checked, k) for k in cls.FIELDS}

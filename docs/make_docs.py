@@ -90,8 +90,9 @@ def _accepted(f, hint) -> str:
         what = f.help
     else:
         noun = {int: "integer", float: "number", bool: "true or false"}[item]
-        what = (f"{noun}s{bounds}, a list or one; comma-separated on the command line" if listed
-                else f"{noun}{bounds}") + f": {f.help}"
+        what = (
+            f"{noun}s{bounds}, a list or one; comma-separated on the command line" if listed else f"{noun}{bounds}"
+        ) + f": {f.help}"
     if f.none is not None:
         what += f"; `none` (YAML `null`) for {f.none}"
     elif optional and f.default is None and f.shown is None:
@@ -104,8 +105,9 @@ def _default(f) -> str:
     if f.default is None:
         return f.shown or "null"
     values = f.default if isinstance(f.default, list) else [f.default]
-    return ", ".join(repr(v) if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v)
-                     for v in values)
+    return ", ".join(
+        repr(v) if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v) for v in values
+    )
 
 
 def config_fields() -> str:
@@ -124,8 +126,11 @@ def config_fields() -> str:
         own = mod.OPTIONS.FIELDS
         if own:
             out.append("")
-            out.append(f"Its command's own options (not config fields): " + "; ".join(
-                f"`--{k.replace('_', '-')}`: {f.help}" for k, f in own.items()) + ".")
+            out.append(
+                "Its command's own options (not config fields): "
+                + "; ".join(f"`--{k.replace('_', '-')}`: {f.help}" for k, f in own.items())
+                + "."
+            )
         out.append("")
     return "\n".join(out)
 
