@@ -97,6 +97,19 @@ def test_every_study_declares_the_protocol(name):
     assert mod.CONFIG().settings()  # defaults are valid
 
 
+def test_a_study_module_lacking_part_of_the_protocol_is_refused(monkeypatch):
+    import types
+
+    lacking = types.ModuleType("bncli.studies.lacking")
+    for member in PROTOCOL:
+        if member not in ("draw", "SUMMARY"):
+            setattr(lacking, member, getattr(toy_study, member))
+    monkeypatch.setitem(sys.modules, "bncli.studies.lacking", lacking)
+    monkeypatch.setitem(studies.REGISTRY, "lacking", "lacking")
+    with pytest.raises(TypeError, match="bncli.studies.lacking lacks SUMMARY, draw"):
+        studies.get("lacking")
+
+
 @pytest.fixture
 def toy(monkeypatch):
     """tests/toy_study.py registered as bncli's study `toy`: one module, one registry line."""

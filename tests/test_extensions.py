@@ -102,3 +102,14 @@ def test_a_new_architecture_is_one_module_and_one_registry_line(extended, cli, t
     _, d = swept(cli, tmp_path, "--grid", "arch=mlp,tied")
     assert len(list((d / "runs").iterdir())) == 2
     assert "'tied'" in cli("depth-study", "--arch", "tide").output  # among the choices, with a did-you-mean
+
+
+def test_a_record_without_its_theory_or_help_is_refused_when_registered():
+    from bncli.studies.depth.components import Registry
+
+    with pytest.raises(TypeError, match="Norm 'half': needs a name, help and group"):
+        Registry(PIXELNORM, type(PIXELNORM)("half", "a norm with no theory", build=PIXELNORM.build, group=None))
+    with pytest.raises(TypeError, match="Init 'sparse' is registered twice"):
+        Registry(SPARSE, SPARSE)
+    with pytest.raises(TypeError, match="statistic half: a chunk statistic needs compute"):
+        stats.Stat("half", "chunk", "no way to compute it")
