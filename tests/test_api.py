@@ -164,6 +164,7 @@ def test_list_runs_filters_as_bncli_runs_lists(cli, tmp_path):
     picked = bncli.list_runs(out, where=["init=xavier", "init=normal"])
     assert sorted(e["name"] for e in picked) == ["depth-study/normal", "depth-study/xavier"]
     assert bncli.list_runs(out, where={"init": ["xavier", "normal"]}) == picked  # a mapping says the same
+    assert [e["name"] for e in bncli.list_runs(out, where={"init": "xavier"})] == ["depth-study/xavier"]
     assert bncli.list_runs(out, status="diverged") == [] and len(bncli.list_runs(out, status="ok")) == 4
     import json
 
