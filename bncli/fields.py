@@ -356,6 +356,14 @@ def is_text(s: str) -> bool:
     return True
 
 
+def plain(v: Any) -> Any:
+    """A value with every Enum in it as its value: a choice given as an enum member (the API's,
+    or a flag's) is its word, whatever pydantic's version makes of enum members in a Literal."""
+    if isinstance(v, Enum):
+        return v.value
+    return [plain(x) for x in v] if isinstance(v, list) else v
+
+
 def validate(cls: type[C], data: Any, flags: set[str] | frozenset[str] = frozenset(), source: str | None = None) -> C:
     """`cls` from a mapping, or BncliError with one line naming every bad field: first each
     field's own checks (the spec's types, bounds and choices), then `cls.resolve`'s across fields."""
@@ -366,7 +374,7 @@ def validate(cls: type[C], data: Any, flags: set[str] | frozenset[str] = frozens
         raise BncliError(f"{source or 'config'}: field names must be text, got {show(bad[0])}")
     try:
         # a class is hashable; mypy checks its instances' __hash__ against Hashable (python/mypy#20409)
-        checked = model(cls).model_validate(data)
+        checked = model(cls).model_validate({k: plain(v) for k, v in data.items()})
     except pydantic.ValidationError as e:
         raise BncliError(config_error(e, cls, flags, source)) from None
     values = {k: getattr(checked, k) for k in cls.FIELDS}

@@ -107,12 +107,12 @@ def parameters(cls: type[Config], config: bool = True) -> list[inspect.Parameter
 
 
 def config_values(cls: type[Config], given: dict[str, Any]) -> dict[str, Any]:
-    """The flags' values as config.load takes them: enum choices as their words, `none` numbers read."""
+    """The flags' values as config.load takes them: an Optional float's text read as a number or none."""
     hints = typing.get_type_hints(cls)
     out = {}
     for name, value in given.items():
         f = cls.FIELDS[name]
         if f.none is not None and _kind(hints[name])[0] is float:
             value = number_or_none(f, value)
-        out[name] = value.value if isinstance(value, Enum) else value
+        out[name] = value
     return out

@@ -349,7 +349,7 @@ def _check_keys(sp: Spec, cls: type[fields.Config]) -> None:
 def _check_value(cls: type[fields.Config], key: str, value: Any, label: str) -> None:
     try:
         # a class is hashable; mypy checks its instances' __hash__ against Hashable (python/mypy#20409)
-        fields.model(cls).model_validate({key: value})
+        fields.model(cls).model_validate({key: fields.plain(value)})
     except ValidationError as e:  # a field's own error (a combination's is the run's, below)
         if all(err["loc"][:1] == (key,) for err in e.errors()):
             name = lambda loc: label + "".join(f"[{p}]" for p in loc[1:])  # noqa: E731
