@@ -255,8 +255,8 @@ def _scalar(f: Field, kind: Any) -> Any:
     return kind  # bool, str: pydantic's own
 
 
-def _optional(hint: Any) -> tuple[Any, bool]:
-    """(the type without None, whether None is allowed)."""
+def without_none(hint: Any) -> tuple[Any, bool]:
+    """(a field's type without None, whether None is allowed): (float, True) for `float | None`."""
     if get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint):
         rest = [a for a in get_args(hint) if a is not type(None)]
         return (rest[0] if len(rest) == 1 else Union[tuple(rest)]), True
@@ -267,10 +267,10 @@ def annotation(f: Field, hint: Any) -> Any:
     """The pydantic annotation of field `f` declared as `hint` (int, float | None, list[int] | None, ...):
     strict numbers within the bounds (of each item, for a list), the closed choices as a Literal,
     None where the hint allows it, and first the field's parser of flag and file text."""
-    kind, optional = _optional(hint)
+    kind, optional = without_none(hint)
     optional = optional or f.default is None  # None until Config.resolve sets what it follows
     if get_origin(kind) is list:
-        item, item_optional = _optional(get_args(kind)[0])
+        item, item_optional = without_none(get_args(kind)[0])
         one = _scalar(f, item)
         out: Any = list[Union[one, None]] if item_optional else list[one]  # type: ignore[valid-type]
     else:
@@ -296,7 +296,8 @@ def _model(cls: type[Config], choices: tuple[tuple[Any, ...], ...]) -> type[pyda
     )
 
 
-def _flag(field: str) -> str:
+def flag_name(field: str) -> str:
+    """A field's flag: `--batch-size` for batch_size."""
     return "--" + field.replace("_", "-")
 
 
@@ -307,8 +308,8 @@ def study_name(cls: type[Config]) -> str | None:
 
 
 def _choices(annotation: Any, depth: int = 0) -> list | None:
-    """The closed values of an annotation (an Enum's members, a Literal's values) through
-    Annotated and Optional; `depth` steps into list items (a location like momentum[0])."""
+    """The closed values of an annotation (a Literal's) through Annotated and Optional; `depth`
+    steps into list items (a location like momentum[0])."""
     origin = get_origin(annotation)
     if origin is Annotated:
         return _choices(get_args(annotation)[0], depth)
@@ -317,15 +318,10 @@ def _choices(annotation: Any, depth: int = 0) -> list | None:
         return next((c for c in found if c), None)
     if depth:
         return _choices(get_args(annotation)[0], depth - 1) if origin is list and get_args(annotation) else None
-    if origin is Literal:
-        return list(get_args(annotation))
-    if isinstance(annotation, type) and issubclass(annotation, Enum):
-        return list(annotation)
-    return None
+    return list(get_args(annotation)) if origin is Literal else None
 
 
 def field_choices(cls: type[Config], loc: list[str]) -> list | None:
-    # a class is hashable; mypy checks its instances' __hash__ against Hashable (python/mypy#20409)
     info = model(cls).model_fields.get(loc[0]) if loc else None
     return None if info is None else _choices(info.annotation, len(loc) - 1)
 
@@ -340,7 +336,7 @@ def config_error(
 
     def name(loc: list[str]) -> str:
         field = loc[0] if loc[0].isidentifier() else show(loc[0])  # '' or odd characters: quoted
-        out = _flag(field) if field in flags else (f"{field} in {source}" if source else field)
+        out = flag_name(field) if field in flags else (f"{field} in {source}" if source else field)
         return out + ("[" + ",".join(loc[1:]) + "]" if len(loc) > 1 else "")
 
     return describe(
@@ -373,7 +369,6 @@ def validate(cls: type[C], data: Any, flags: set[str] | frozenset[str] = frozens
     if bad:
         raise BncliError(f"{source or 'config'}: field names must be text, got {show(bad[0])}")
     try:
-        # a class is hashable; mypy checks its instances' __hash__ against Hashable (python/mypy#20409)
         checked = model(cls).model_validate({k: plain(v) for k, v in data.items()})
     except pydantic.ValidationError as e:
         raise BncliError(config_error(e, cls, flags, source)) from None

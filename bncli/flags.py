@@ -13,28 +13,15 @@ from __future__ import annotations
 
 import inspect
 import math
-import types
 import typing
 from enum import Enum
-from typing import Annotated, Any, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Optional
 
 import typer
 
 from bncli.choices import Choice
 from bncli.errors import BncliError
-from bncli.fields import Config, Field
-
-
-def flag_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def _kind(hint: Any) -> tuple[Any, bool]:
-    """(the type without None, whether None is allowed)."""
-    if get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint):
-        rest = [a for a in get_args(hint) if a is not type(None)]
-        return rest[0], True
-    return hint, False
+from bncli.fields import Config, Field, flag_name, without_none
 
 
 def _help(f: Field) -> str:
@@ -56,7 +43,7 @@ def option(f: Field, hint: Any, *, config: bool = True) -> tuple[Any, Any]:
     """(the annotation of field `f`'s parameter, its default): a typer Option. A config field's
     flag defaults to None (not given); a command's own option (config=False) to its default,
     with its bounds checked by click, since no config checks it."""
-    kind, _ = _kind(hint)
+    kind, _ = without_none(hint)
     shown: Any = f.default_text() if f.shown is not None or f.default is not None else False
     decls = [f.flag or flag_name(f.name)]
     words = f.words()
@@ -112,7 +99,7 @@ def config_values(cls: type[Config], given: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name, value in given.items():
         f = cls.FIELDS[name]
-        if f.none is not None and _kind(hints[name])[0] is float:
+        if f.none is not None and without_none(hints[name])[0] is float:
             value = number_or_none(f, value)
         out[name] = value
     return out

@@ -71,12 +71,9 @@ def grad_rates() -> str:
 def _accepted(f, hint) -> str:
     """What a field accepts, in words: its type and bounds or its choices (with what each means),
     then its help."""
-    import types
     import typing
 
-    def without_none(t):
-        args = [a for a in typing.get_args(t) if a is not type(None)]
-        return (args[0], True) if typing.get_origin(t) in (typing.Union, types.UnionType) else (t, False)
+    from bncli.fields import without_none
 
     kind, optional = without_none(hint)
     listed = typing.get_origin(kind) is list
