@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bncli.errors import plural
-from bncli.studies.base import Count, MeanSd, Number
+from bncli.studies.base import Count, MeanSd, Median, Number
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,27 +61,35 @@ def growth(values, backwards: bool = False) -> float | None:
     return float(ratio ** (1 / (b - a)))
 
 
-def cell(v: MeanSd | Count | Number) -> str:
-    """A summary number as a sweep's table shows it: `0.583 ± 0.004` over seeds, `5/5`, `0.580`
-    (three decimals, Number "fixed") or `2.384e-07` (four significant digits, "sig"); `-` for none."""
+def cell(v: MeanSd | Median | Count | Number) -> str:
+    """A summary number as a sweep's table shows it: `0.583 ± 0.004` over seeds (`(4/5)` after it
+    when it is over some of them only), a median `912 (7/10)` with how many runs got a value (`-`
+    when half or more did not), `5/5`, `0.580` (three decimals, Number "fixed") or `2.384e-07`
+    (four significant digits, "sig"); `-` for none."""
     if isinstance(v, Count):
         return f"{v.k}/{v.n}"
     if isinstance(v, Number):
         return "-" if v.value is None else num(v.value) if v.digits == "fixed" else fmt(v.value)
+    if isinstance(v, Median):
+        value = "-" if v.median is None else fmt(v.median)
+        return value if v.reached == v.of else f"{value} ({v.reached}/{v.of})"
     if v.mean is None:
         return "-"
     mean = num(v.mean)
+    some = f" ({v.n}/{v.of})" if v.n < v.of else ""  # the mean of a subset says so
     if v.sd is None:
-        return mean
-    return f"{mean} ± " + (f"{v.sd:.3f}" if "e" not in mean and mean != "nan" else fmt(v.sd))  # same precision
+        return mean + some
+    return f"{mean} ± " + (f"{v.sd:.3f}" if "e" not in mean and mean != "nan" else fmt(v.sd)) + some
 
 
-def json_number(v: MeanSd | Count | Number) -> Any:
+def json_number(v: MeanSd | Median | Count | Number) -> Any:
     """A summary number as --format json gives it: a plain number, or its parts by name."""
     if isinstance(v, Number):
         return v.value
     if isinstance(v, Count):
         return {"count": v.k, "of": v.n}
+    if isinstance(v, Median):
+        return {"median": v.median, "reached": v.reached, "of": v.of}
     return {"mean": v.mean, "sd": v.sd, "n": v.n, "of": v.of}
 
 

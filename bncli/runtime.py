@@ -36,6 +36,7 @@ class Stream(IntEnum):
     BATCH = 3  # running-stats' batches, one index per iteration
     GRAD = 4  # the depth study's backward cotangent (--grads)
     STREAM = 5  # convergence's batches, one index per iteration
+    CHECK = 6  # running-stats' random batch, the check that can tell the unbiased variance from the biased
 
 
 def stream_seed(seed: int, stream: int, index: int = 0) -> int:

@@ -220,3 +220,23 @@ def test_a_sweeps_summary_is_numbers_in_its_json(cli, tmp_path):
     normal_none = next(c for c in doc["configs"] if c["settings"] == {"init": "normal", "norm": "none"})
     assert normal_none["summary"]["diverged"]["count"] == 3  # N(0, 1) weights overflow float32 by layer 64
     assert normal_none["summary"]["last-layer std"] == {"mean": None, "sd": None, "n": 0, "of": 3}
+
+
+def test_a_mean_over_the_seeds_that_did_not_diverge_says_how_many():
+    """The last-layer std is a mean over the seeds that did not diverge: where some did, its cell
+    says over how many of them, as its JSON does."""
+    from bncli import report
+    from bncli.studies import depth
+
+    def run(status, stds):
+        return pd.DataFrame({"layer": range(len(stds)), "std": stds, "status": status})
+
+    runs = [run("ok", [0.5, 0.6]), run("ok", [0.5, 0.8]), run("diverged", [0.5, float("nan")])]
+    got = depth.summarize(runs)
+    from bncli.studies.base import MeanSd
+
+    assert got["last-layer std"] == MeanSd(pytest.approx(0.7), pytest.approx(np.std([0.6, 0.8], ddof=1)), 2, 3)
+    assert report.cell(got["last-layer std"]) == "0.700 ± 0.141 (2/3)" and report.cell(got["diverged"]) == "1/3"
+    assert report.cell(depth.summarize(runs[:2])["last-layer std"]) == "0.700 ± 0.141"  # over all: said by seeds
+    assert report.json_number(got["last-layer std"]) == {"mean": 0.7, "sd": pytest.approx(0.1414, abs=1e-4), "n": 2,
+                                                         "of": 3}  # fmt: skip

@@ -1,5 +1,6 @@
 """Running stats: the notebook's oracle, torch.nn.BatchNorm*d, and the update formula."""
 
+import json
 import math
 
 import pytest
@@ -113,3 +114,38 @@ def test_same_bytes_on_any_number_of_threads():
             _, res = run(momentum=0.1, input="randn", iterations=4, batch_size=16, num_features=64)
         tables.append(res.table.to_csv())
     assert tables[0] == tables[1]
+
+
+class BiasedBatchNorm(torch.nn.BatchNorm1d):
+    """A BatchNorm with a bug bncli's check exists for: its running_var follows the biased batch variance."""
+
+    def forward(self, x):
+        dims = [0, *range(2, x.dim())]
+        mean, var = x.mean(dims), x.var(dims, unbiased=False)
+        m = self.momentum if self.momentum is not None else 1.0 / (int(self.num_batches_tracked) + 1)
+        with torch.no_grad():
+            self.running_mean.mul_(1 - m).add_(m * mean)
+            self.running_var.mul_(1 - m).add_(m * var)
+            self.num_batches_tracked += 1
+        shape = [1, -1, *[1] * (x.dim() - 2)]
+        return (x - mean.view(shape)) / (var.view(shape) + self.eps).sqrt()
+
+
+@pytest.mark.parametrize("momentum", [0.3, None])
+def test_the_random_batch_check_catches_a_biased_variance(monkeypatch, cli, momentum):
+    """The notebook's constant input cannot tell the biased variance from the unbiased (every batch
+    variance is 0), so the table's rows pass with a wrong BatchNorm; the random batch's check fails."""
+    real = rs.batchnorm
+    monkeypatch.setattr(
+        rs, "batchnorm", lambda cfg, device: BiasedBatchNorm(cfg.num_features, momentum=cfg.momentum).to(device)
+    )
+    flags = ["--momentum", "none" if momentum is None else momentum, "--device", "cpu", "--name", "wrong"]
+    r = cli("running-stats", *flags)
+    assert r.exit_code == 0, r.output
+    assert "torch matches the update formula on all 20 values" in r.output  # the rows cannot see it
+    assert "check on a random batch (2 values per channel" in r.output and "DIFFERS from the formula by" in r.output
+    check = json.loads((cli.out / "running-stats" / "wrong" / "meta.json").read_text())["random_check"]
+    assert check["matches"] is False and check["max_error"] > 0.01
+    monkeypatch.setattr(rs, "batchnorm", real)
+    ok = rs.random_check(load("running-stats", momentum=momentum, device="cpu"), CPU)
+    assert ok["matches"] is True and ok["max_error"] < 1e-6

@@ -58,6 +58,23 @@ class MeanSd:
 
 
 @dataclass(frozen=True)
+class Median:
+    """The median of `of` runs' values, where a run that never got one (the steps to within 1%
+    of a run that never got there) counts as more than any: a censored median. None where it
+    falls on such a run (half of them or more never got there); `reached` runs got a value."""
+
+    median: float | None
+    reached: int
+    of: int
+
+    @classmethod
+    def over(cls, values: Sequence[float | None]) -> Median:
+        v = np.asarray([np.inf if x is None or not math.isfinite(x) else x for x in values], dtype=float)
+        median = float(np.median(v)) if len(v) else math.inf
+        return cls(median if math.isfinite(median) else None, int(np.isfinite(v).sum()), len(v))
+
+
+@dataclass(frozen=True)
 class Count:
     """`k` of `n` runs (diverged, matching the formula)."""
 
@@ -77,7 +94,7 @@ class Number:
         object.__setattr__(self, "value", _finite(self.value))
 
 
-Summary = dict[str, "MeanSd | Count | Number"]  # a config's runs, summarised: column -> number
+Summary = dict[str, "MeanSd | Median | Count | Number"]  # a config's runs, summarised: column -> number
 
 
 class Study(Protocol):

@@ -88,7 +88,7 @@ CONFIG = RunningStatsConfig
 CSV = "running_stats.csv"
 ID_COLUMNS = ["iteration", "channel"]
 TEXT_COLUMNS: list[str] = []
-INFO = {"shapes": dict[str, list[int]], "iterations_done": int}
+INFO = {"shapes": dict[str, list[int]], "iterations_done": int, "random_check": dict[str, float | bool]}
 LABEL_KEYS = ["momentum", "dims", "input"]
 PLOT = "running_stats.png"
 RUN_PLOT = False
@@ -157,10 +157,37 @@ def make_batch(cfg: RunningStatsConfig, iteration: int, device: torch.device) ->
     return torch.randn(shape, generator=g, device=device, dtype=kind)
 
 
+def batchnorm(cfg: RunningStatsConfig, device: torch.device) -> torch.nn.Module:
+    """A fresh nn.BatchNorm{1,2,3}d of the run's size, in train mode (the one module the study checks)."""
+    cls = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[cfg.dims]
+    return cls(
+        cfg.num_features, eps=cfg.eps, momentum=cfg.momentum, device=device, dtype=torch_dtype(cfg.dtype)
+    ).train()
+
+
+def random_check(cfg: RunningStatsConfig, device: torch.device) -> dict[str, Any]:
+    """The check that can fail: one seeded N(0, 1) batch of two values per channel, fed to a fresh
+    BatchNorm, whose running stats are compared with the formula. With the notebook's constant
+    input every batch variance is 0, so a BatchNorm that kept the biased variance would pass
+    every row; at two values per channel the unbiased variance is twice the biased one."""
+    bn = batchnorm(cfg, device)
+    shape = (2, cfg.num_features, *[1] * cfg.dims)
+    x = torch.randn(shape, generator=generator(device, cfg.seed, Stream.CHECK), device=device, dtype=bn.weight.dtype)
+    with torch.no_grad():
+        bn(x)
+    x64 = x.to("cpu", torch.float64).flatten(2)
+    mean, var = x64.mean((0, 2)), x64.var((0, 2), unbiased=True)
+    m = cfg.momentum if cfg.momentum is not None else 1.0  # the cumulative average's first batch: all of it
+    table = pd.DataFrame({"running_mean": bn.running_mean.double().cpu().numpy(),  # type: ignore[union-attr]
+                          "expected_mean": (m * mean).numpy(),
+                          "running_var": bn.running_var.double().cpu().numpy(),  # type: ignore[union-attr]
+                          "expected_var": (1 - m + m * var).numpy()})  # fmt: skip
+    error = max(float(np.abs(table[f"running_{s}"] - table[f"expected_{s}"]).max()) for s in ("mean", "var"))
+    return {"matches": bool(agrees(table, cfg.dtype).all()), "max_error": error}
+
+
 def run(cfg: RunningStatsConfig, device: torch.device, progress: Callable[[int], None] | None = None) -> Result:
-    bn_cls = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[cfg.dims]
-    bn = bn_cls(cfg.num_features, eps=cfg.eps, momentum=cfg.momentum, device=device, dtype=torch_dtype(cfg.dtype))
-    bn.train()
+    bn = batchnorm(cfg, device)
     # track_running_stats is on (the default): the buffers exist
     assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None
     reduce = [0, *range(2, 2 + cfg.dims)]  # every axis but the channel axis
@@ -215,18 +242,20 @@ def run(cfg: RunningStatsConfig, device: torch.device, progress: Callable[[int],
         "bias": list(bn.bias.shape),
         "num_batches_tracked": list(bn.num_batches_tracked.shape),
     }
-    return Result(table, status, {"shapes": shapes, "iterations_done": len(per_iter)})
+    info = {"shapes": shapes, "iterations_done": len(per_iter), "random_check": random_check(cfg, device)}
+    return Result(table, status, info)
 
 
 # -- rendering ----------------------------------------------------------------------------------
 
 
-def agrees(table: pd.DataFrame, dtype: str = "float32") -> np.ndarray:
-    """Does torch's running stat match the formula, to the precision of `dtype`?"""
+def agrees(table: pd.DataFrame, dtype: str = "float32", stat: str | None = None) -> np.ndarray:
+    """Per row: do torch's running stats (or the one `stat`, mean or var) match the formula, to the
+    precision of `dtype`?"""
     rtol, atol = (1e-5, 1e-6) if dtype == "float32" else (1e-12, 1e-14)
-    return np.isclose(table["running_mean"], table["expected_mean"], rtol=rtol, atol=atol) & np.isclose(
-        table["running_var"], table["expected_var"], rtol=rtol, atol=atol
-    )
+    if stat is not None:
+        return np.isclose(table[f"running_{stat}"], table[f"expected_{stat}"], rtol=rtol, atol=atol)
+    return agrees(table, dtype, "mean") & agrees(table, dtype, "var")
 
 
 def value_table(table: pd.DataFrame, dtype: str = "float32") -> Table:
@@ -239,15 +268,30 @@ def value_table(table: pd.DataFrame, dtype: str = "float32") -> Table:
     return t
 
 
-def summary(table: pd.DataFrame, shapes: dict[str, Any], dtype: str = "float32") -> Text:
-    ok = agrees(table, dtype)
-    values = plural(len(table), "value")
-    verdict = (
-        f"torch matches the update formula on {'all ' if len(table) > 1 else ''}{values}"
-        if ok.all()
-        else f"torch differs from the update formula on {int((~ok).sum())} of {values}"
-    )
-    return Text(f"{verdict}\nshapes: ") + Text("  ".join(f"{k} {tuple(v)}" for k, v in shapes.items()))
+def summary(table: pd.DataFrame, meta: dict[str, Any], dtype: str = "float32") -> Text:
+    """The verdict over every value (a row holds two: running_mean and running_var), the random
+    batch's check, and the buffers' shapes."""
+    wrong = int((~agrees(table, dtype, "mean")).sum() + (~agrees(table, dtype, "var")).sum())
+    n = 2 * len(table)
+    channels, iterations = table["channel"].nunique(), table["iteration"].nunique()
+    what = f"running_mean and running_var, {plural(channels, 'channel')} x {plural(iterations, 'iteration')}"
+    lines = [
+        f"torch matches the update formula on {'all ' if n > 1 else ''}{plural(n, 'value')} ({what})"
+        if not wrong
+        else f"torch differs from the update formula on {wrong} of {plural(n, 'value')} ({what})"
+    ]
+    check = meta.get("random_check")
+    if check is not None:  # runs saved before the check existed have none
+        verdict = (
+            "matches the formula"
+            if check["matches"]
+            else f"DIFFERS from the formula by {report.fmt(check['max_error'])}"
+        )
+        lines.append(
+            f"check on a random batch (2 values per channel: the unbiased variance is twice the biased): {verdict}"
+        )
+    shapes = meta.get("shapes") or {}
+    return Text("\n".join(lines) + "\nshapes: ") + Text("  ".join(f"{k} {tuple(v)}" for k, v in shapes.items()))
 
 
 SHOWN_ITERATIONS = 20  # a screen's worth: the CSV holds every iteration
@@ -268,7 +312,7 @@ def render(run: Any, every: int | None = None) -> list[Any]:
                 f"showing {len(keep)} of {n} iterations (every {every}-th and the last); running_stats.csv has them all"
             )
         )
-    return [*parts, summary(table, run.meta.get("shapes") or {}, dtype)]
+    return [*parts, summary(table, run.meta, dtype)]
 
 
 def summarize(runs: list[pd.DataFrame]) -> Summary:
