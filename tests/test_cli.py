@@ -119,7 +119,7 @@ def test_an_existing_run_is_never_overwritten(cli):
 def test_running_stats_prints_and_writes(cli):
     r = cli("running-stats", "--momentum", 0.3, "--name", "nb")
     assert r.exit_code == 0, r.output
-    assert "torch matches the update formula on all 10 values" in r.output
+    assert "torch matches the update formula on all 20 values (running_mean and running_var, 5 channels" in r.output
     assert "running_mean (5,)" in r.output and "num_batches_tracked ()" in r.output
     run = cli.out / "running-stats" / "nb"
     t = pd.read_csv(run / "running_stats.csv")

@@ -39,7 +39,8 @@ def test_show_a_running_stats_run(cli):
     shown = cli("show", cli.out / "running-stats" / "r")
     assert shown.exit_code == 0, shown.output
     assert table_rows(shown.output) == table_rows(r.output)
-    assert "torch matches the update formula on all 12 values" in shown.output
+    assert "torch matches the update formula on all 24 values (running_mean and running_var, 6 channels" in shown.output
+    assert "check on a random batch" in shown.output and "matches the formula" in shown.output
     assert "running_mean (6,)" in shown.output
 
 
