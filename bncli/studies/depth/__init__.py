@@ -230,9 +230,10 @@ def layer_table(table: pd.DataFrame, every: int | None = None, diverged_at: int 
     return t
 
 
-def summary(table: pd.DataFrame, meta: dict[str, Any]) -> Text:
+def summary(table: pd.DataFrame, meta: dict[str, Any], batch_size: Any = None) -> Text:
     """`std over 100 layers: min 0.570, max 0.595, last 0.583`, the growth factors per layer
-    of std and (going backwards) grad_std, and, if so, where it diverged."""
+    of std and (going backwards) grad_std, with the mean field's (bncli's formula at the run's
+    batch size, and Yang et al.'s large-batch limit), and, if so, where it diverged."""
     lines = []
     diverged_at = meta.get("diverged_at")
     finite = table["std"][table["std"].map(math.isfinite)]
@@ -249,7 +250,12 @@ def summary(table: pd.DataFrame, meta: dict[str, Any]) -> Text:
         pred = meta.get("grad_growth_theory")
         lines.append(
             f"grad_std growth per layer, going backwards: x{g:.4f}"
-            + (f" (mean-field theory, Yang et al. 2019: x{pred:.4f})" if pred else "")
+            + (
+                f" (mean field: x{pred:.4f} at batch {batch_size}, bncli's finite-batch formula; "
+                f"x{math.sqrt(math.pi / (math.pi - 1)):.4f} as the batch grows, Yang et al. 2019)"
+                if pred
+                else ""
+            )
         )
     if diverged_at is not None:
         lines.append(f"diverged: non-finite output at layer {diverged_at}")
@@ -260,7 +266,8 @@ def summary(table: pd.DataFrame, meta: dict[str, Any]) -> Text:
 
 def render(run: Any, every: int | None = None) -> list[Any]:
     """The layers (every `every`-th) and the summary lines, after a run and in `bncli show`."""
-    return [layer_table(run.table, every, run.meta.get("diverged_at")), summary(run.table, run.meta)]
+    table = layer_table(run.table, every, run.meta.get("diverged_at"))
+    return [table, summary(run.table, run.meta, run.settings.get("batch_size"))]
 
 
 def summarize(runs: list[pd.DataFrame]) -> Summary:
