@@ -28,6 +28,7 @@ API = [
     "load",
     "open_run",
     "open_sweep",
+    "plan_sweep",
     "plot_runs",
     "run",
     "show",

@@ -122,12 +122,28 @@ def sweep(
     KEY=VALUE strings (["depth=50"], ["init=kaiming,xavier"]) and errors name the flags. Every
     grid point is checked before anything runs; the resolved sweep is saved as sweep.yaml.
     """
-    path = Path(file) if file is not None else None
-    plan = sweeps.plan(path, Path(out), name, study=study, base=base, grid=grid, seeds=seeds, flags=flags)
+    plan = plan_sweep(file, out, name, study=study, base=base, grid=grid, seeds=seeds, flags=flags)
     outcome = sweeps.run(plan, resume=resume, fail_fast=fail_fast, workers=workers, progress=progress, ray=ray)
     if (plan.dir / "aggregate.csv").exists() and not outcome.unaggregated:  # else: nothing (new) to draw
         outcome.plot = plot.plot([plan.dir], plan.dir / studies.get(plan.study).PLOT)
     return outcome
+
+
+def plan_sweep(
+    file: Path | str | None = None,
+    out: Path | str = "results",
+    name: str | None = None,
+    *,
+    study: str | None = None,
+    base: Any = None,
+    grid: Any = None,
+    seeds: Any = None,
+    flags: bool = False,
+) -> sweeps.Plan:
+    """The sweep `sweep` would run, checked, with nothing run or written: its name, directory and
+    points (.points: each run's name, grid values and validated config); `bncli sweep --dry-run`."""
+    path = Path(file) if file is not None else None
+    return sweeps.plan(path, Path(out), name, study=study, base=base, grid=grid, seeds=seeds, flags=flags)
 
 
 def list_runs(

@@ -552,6 +552,9 @@ def sweep_cmd(
         ),
     ] = Format.table,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the sweep directory.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the sweep's runs (the grid expanded) and their count; run none.")
+    ] = False,
 ):
     """Run a study over a grid of settings times seeds; write summary.csv, aggregate.csv and a plot.
 
@@ -569,6 +572,18 @@ def sweep_cmd(
 
     from bncli import api
 
+    if dry_run:
+        plan = api.plan_sweep(file, out, name, study=study, base=set_, grid=grid, seeds=seeds, flags=True)
+        configs = len(plan.points) // len(plan.data["seeds"])  # the grid's product: each config times every seed
+        console = _console()
+        console.print(
+            f"sweep {_plain(plan.name)}: {plural(len(plan.points), 'run')} ({plural(configs, 'config')} x "
+            f"{plural(len(plan.data['seeds']), 'seed')}) into {_plain(str(plan.dir))}",
+            markup=False,
+        )
+        for p in plan.points:
+            console.print(_plain(p.name), markup=False, highlight=False)
+        return
     ray = _ray_options(backend, address, cpus_per_run, gpus_per_run)
     with _sigterm_as_interrupt(), _progress(0, "sweep", progress, TextColumn("{task.fields[current]}")) as cb:
         outcome = api.sweep(

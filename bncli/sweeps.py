@@ -16,6 +16,7 @@ pool worker or a Ray task) and results.write_run (always here, in the parent).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import multiprocessing as mp
@@ -53,6 +54,40 @@ def _none_is_empty(v: Any) -> Any:
     return {} if v is None else v
 
 
+_RANGE = re.compile(r"\s*range\(([^()]*)\)\s*")
+
+
+def expand_range(text: str) -> list[int | float] | None:
+    """Hydra's `range(start, stop, step)` (or `range(stop)`, `range(start, stop)`) as its values,
+    stop left out as in Python's range; floats too (`range(0, 1, 0.25)`). None for other text.
+    A step of 0, an empty range or one over MAX_RUNS values is refused (ValueError)."""
+    m = _RANGE.fullmatch(text)
+    if m is None:
+        return None
+    try:
+        args = [float(a) if any(c in a for c in ".eE") else int(a) for a in m[1].split(",")]
+    except ValueError:
+        raise ValueError(f"{text.strip()}: range takes numbers, like range(10, 50, 10)") from None
+    if not 1 <= len(args) <= 3:
+        raise ValueError(f"{text.strip()}: range takes 1 to 3 numbers, like range(10, 50, 10)")
+    start, stop, step = (0, args[0], 1) if len(args) == 1 else (*args[:2], args[2] if len(args) == 3 else 1)
+    if step == 0 or not all(math.isfinite(a) for a in (start, stop, step)):
+        raise ValueError(f"{text.strip()}: the step must be a finite number other than 0")
+    count = math.ceil((stop - start) / step)
+    if count <= 0 or count > MAX_RUNS:
+        raise ValueError(f"{text.strip()}: a range of {max(count, 0)} values; give 1 to {MAX_RUNS}")
+    if all(isinstance(a, int) for a in (start, stop, step)):
+        return list(range(int(start), int(stop), int(step)))
+    return [round(start + i * step, 12) for i in range(count)]  # 0.1 * 3 is 0.30000000000000004
+
+
+def _ranges(grid: Any) -> Any:
+    """A sweep file's grid with each `range(...)` value expanded."""
+    if not isinstance(grid, dict):
+        return grid
+    return {k: expand_range(v) or v if isinstance(v, str) else v for k, v in grid.items()}
+
+
 def _registered(v: str) -> str:
     if v not in studies.REGISTRY:
         raise ValueError(not_one_of(v, studies.names()))
@@ -67,7 +102,9 @@ class SweepFile(BaseModel):
     study: Annotated[str, AfterValidator(_registered)]
     name: Optional[str] = None  # default: the file's stem
     base: Annotated[dict[str, Any], BeforeValidator(_none_is_empty)] = {}
-    grid: Annotated[dict[str, Annotated[list[Any], Field(min_length=1)]], BeforeValidator(_none_is_empty)] = {}
+    grid: Annotated[
+        dict[str, Annotated[list[Any], Field(min_length=1)]], BeforeValidator(_ranges), BeforeValidator(_none_is_empty)
+    ] = {}
     seeds: Annotated[list[Any], Field(min_length=1)] = [0]
 
 
@@ -190,11 +227,18 @@ def parse_set(items: list[str], flag: str = "--set") -> dict[str, Any]:
 
 def parse_grid(items: list[str], flag: str = "--grid") -> dict[str, list[Any]]:
     """`--grid KEY=V1,V2,...` flags as grid axes; each value read as YAML reads it.
-    `KEY=[...]` is one YAML list, for values that hold commas: `--grid "momentum=[[0.1, 0.3], [0.9]]"`."""
+    `KEY=[...]` is one YAML list, for values that hold commas: `--grid "momentum=[[0.1, 0.3], [0.9]]"`;
+    `KEY=range(10,50,10)` is Hydra's range (expand_range)."""
     grid = {}
     for key, text in _pairs(items, flag, "init=kaiming,xavier").items():
         what = f"{flag} {key}"
-        if text.lstrip().startswith("["):
+        try:
+            expanded = expand_range(text)
+        except ValueError as e:
+            raise BncliError(f"{what}: {e}") from None
+        if expanded is not None:
+            values: Any = expanded
+        elif text.lstrip().startswith("["):
             values = cfgmod.loads(text, what, show(text))
         else:
             parts = [p.strip() for p in text.split(",")]
@@ -296,11 +340,12 @@ def spec(
         "grid": {k: axes.get(k, v) for k, v in sf.grid.items() if k not in sets} | axes,
         "seeds": sf.seeds if new_seeds is None else new_seeds,
     }
-    data["name"] = data["name"] or (path.stem if path else _default_name(sf.study, data["grid"]))
+    what = "base" if not flags else "--set"  # how an unwritable value is named
+    data["name"] = data["name"] or (path.stem if path else _default_name(data, what))
     given = {f"base.{k}" for k in sets} | {f"grid.{k}" for k in axes} | ({"seeds"} if new_seeds is not None else set())
     return Spec(
         data,
-        text if path and not given else cfgmod.dump_yaml(data, "base" if not flags else "--set"),
+        text if path and not given else cfgmod.dump_yaml(data, what),
         given,
         *_labels(path, flags, data, given),
     )
@@ -323,9 +368,13 @@ def _labels(path: Path | None, flags: bool, data: dict[str, Any], given: set[str
     return {k: label(k) for k in keys}, source or (f"--study {data['study']}" if flags else f"study {data['study']}")
 
 
-def _default_name(study: str, grid: dict[str, list]) -> str:
-    """A flag-built sweep's name: the study and the grid's keys, like depth-study-init-norm."""
-    return results.short("-".join([study, *(_safe(k) for k in grid)]), 120)
+def _default_name(data: dict[str, Any], what: str = "base") -> str:
+    """A flag-built sweep's name: the study, the grid's keys and a hash of what the sweep runs
+    (its base, grid and seeds, as _canonical writes them), like depth-study-init-norm-3f09a1:
+    two sweeps of one study with other grids or --set values get two names, and the same
+    flags, in any order, name the same sweep again (--resume)."""
+    digest = hashlib.sha1("".join(_canonical(data, what).values()).encode()).hexdigest()[:6]
+    return results.short("-".join([data["study"], *(_safe(k) for k in data["grid"]), digest]), 120)
 
 
 def _check_keys(sp: Spec, cls: type[fields.Config]) -> None:
@@ -402,11 +451,11 @@ def plan(path: Path | str | None, out: Path, name: str | None = None, **given: A
     return Plan(study, sweep_name, out / SWEEPS / sweep_name, sp.text, list(sp.data["grid"]), points, sp.data)
 
 
-def _canonical(data: dict[str, Any]) -> dict[str, str]:
+def _canonical(data: dict[str, Any], what: str = "config") -> dict[str, str]:
     """What makes two sweeps the same runs, each part as YAML text (so 1 and 1.0 differ):
     the study, the base settings in any order, the grid in order, the seeds in order."""
     parts = {**data, "base": dict(sorted(data["base"].items()))}
-    return {k: cfgmod.dump_yaml(parts[k]) for k in ("study", "base", "grid", "seeds")}
+    return {k: cfgmod.dump_yaml(parts[k], what) for k in ("study", "base", "grid", "seeds")}
 
 
 def _differs(saved: Path, plan: Plan) -> str | None:

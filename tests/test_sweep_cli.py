@@ -22,11 +22,15 @@ FLAGS = [
 ]
 RESOLVED = {
     "study": "depth-study",
-    "name": "depth-study-init-norm",
+    "name": "depth-study-init-norm-a00000",  # the hash of its base, grid and seeds: below
     "base": {"depth": 3, "width": 8, "batch_size": 4},
     "grid": {"init": ["kaiming", "xavier"], "norm": ["batchnorm", "none"]},
     "seeds": [0, 1],
 }
+RESOLVED["name"] = sweeps.spec(study="depth-study", base=RESOLVED["base"], grid=RESOLVED["grid"], seeds=[0, 1]).data[
+    "name"
+]
+NAME = RESOLVED["name"]
 GRID_RUNS = [
     f"init={i},norm={n},seed={s}" for i in ("kaiming", "xavier") for n in ("batchnorm", "none") for s in (0, 1)
 ]
@@ -44,7 +48,7 @@ def test_flags_alone_run_the_grid_times_seeds_and_save_the_resolved_sweep(cli, t
     out = tmp_path / "out"
     r = sweep_cli(cli, *FLAGS, "--out", out)
     assert r.exit_code == 0, r.output
-    d = out / "sweeps" / "depth-study-init-norm"
+    d = out / "sweeps" / NAME
     assert runs_of(d) == sorted(GRID_RUNS)
     assert [p.name for p in sweeps.plan(d / "sweep.yaml", tmp_path / "x").points] == GRID_RUNS  # in grid order
     assert yaml.safe_load((d / "sweep.yaml").read_text()) == RESOLVED
@@ -62,10 +66,10 @@ def test_flags_alone_run_the_grid_times_seeds_and_save_the_resolved_sweep(cli, t
 def test_a_flag_sweep_equals_the_same_sweep_from_a_file_and_reruns_from_its_sweep_yaml(cli, tmp_path):
     flags, filed, rerun = tmp_path / "flags", tmp_path / "file", tmp_path / "rerun"
     assert sweep_cli(cli, *FLAGS, "--out", flags).exit_code == 0
-    path = sweep_file(tmp_path, "depth-study-init-norm", base=RESOLVED["base"], grid=RESOLVED["grid"], seeds=[0, 1])
+    path = sweep_file(tmp_path, NAME, base=RESOLVED["base"], grid=RESOLVED["grid"], seeds=[0, 1])
     r = sweep_cli(cli, path, "--out", filed)
     assert r.exit_code == 0, r.output
-    a, b = flags / "sweeps" / "depth-study-init-norm", filed / "sweeps" / "depth-study-init-norm"
+    a, b = flags / "sweeps" / NAME, filed / "sweeps" / NAME
     fa, fb = file_bytes(a), file_bytes(b)
     assert yaml.safe_load(fa.pop("sweep.yaml")) == yaml.safe_load(fb.pop("sweep.yaml")) | {"name": a.name}
     assert fa == fb and len(fa) == 2 * 8 + 2  # layers.csv and config.yaml per run, summary and aggregate
@@ -211,7 +215,8 @@ def test_resume_of_a_flag_sweep_takes_the_same_flags_and_refuses_others(cli, tmp
     out = tmp_path / "out"
     args = ["--study", "depth-study", *SMALL, "--grid", "init=kaiming,xavier", "--seeds", "0,1"]
     assert sweep_cli(cli, *args, "--out", out).exit_code == 0
-    d = out / "sweeps" / "depth-study-init"
+    (d,) = (out / "sweeps").iterdir()
+    assert d.name.startswith("depth-study-init-")
     before = file_bytes(d)
     r = sweep_cli(cli, *args, "--out", out)
     assert r.exit_code == 2 and "--resume" in r.output
@@ -239,8 +244,10 @@ def test_resume_of_a_flag_sweep_takes_the_same_flags_and_refuses_others(cli, tmp
         (["--set", "depth=3", "--seeds", "0-2"], "seeds"),
         (["--set", "depth=4"], "base"),
         (["--set", "depth=3", "--set", "init_std=2.0"], "base"),
-    ]:
-        r = sweep_cli(cli, *common, *other, "--out", out, "--resume")
+    ]:  # another sweep of the study: its own default name, never the first one's
+        r = sweep_cli(cli, *common, *other, "--out", out, "--dry-run")
+        assert r.exit_code == 0 and d.name not in r.output, r.output
+        r = sweep_cli(cli, *common, *other, "--out", out, "--resume", "--name", d.name)  # named: refused
         assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
         assert r.output.startswith(f"Error: --resume: {d / 'sweep.yaml'} differs from the sweep given (in {key}:")
     assert file_bytes(d) == before
@@ -259,15 +266,15 @@ def test_resume_of_a_file_sweep_ignores_comments_but_not_settings(cli, tmp_path)
     assert r.exit_code == 2 and "differs from the sweep given (in base:" in r.output, r.output
 
 
-def test_without_a_grid_the_name_is_the_study_and_the_runs_are_the_seeds(cli, tmp_path):
+def test_without_a_grid_the_name_is_the_study_and_a_hash_and_the_runs_are_the_seeds(cli, tmp_path):
     out = tmp_path / "out"
     r = sweep_cli(cli, "--study", "running-stats", "--set", "iterations=2", "--seeds", "3", "--out", out)
     assert r.exit_code == 0, r.output
-    d = out / "sweeps" / "running-stats"
-    assert runs_of(d) == ["seed=3"]
+    (d,) = (out / "sweeps").iterdir()
+    assert d.name.startswith("running-stats-") and runs_of(d) == ["seed=3"]
     assert yaml.safe_load((d / "sweep.yaml").read_text()) == {
         "study": "running-stats",
-        "name": "running-stats",
+        "name": d.name,
         "base": {"iterations": 2},
         "grid": {},
         "seeds": [3],
@@ -281,7 +288,7 @@ def test_the_api_takes_the_same_sweep_as_keyword_arguments(tmp_path):
         base={"depth": 3, "width": 8, "batch_size": 4},
         grid={"init": ["kaiming", "xavier"], "norm": ["batchnorm", "none"]},
         seeds="0-1",
-        name="depth-study-init-norm",
+        name=NAME,
     )
     assert outcome.total == 8 and outcome.failed == 0
     assert yaml.safe_load((outcome.dir / "sweep.yaml").read_text()) == RESOLVED
@@ -341,3 +348,40 @@ def test_sweep_formats_and_quiet_for_scripts(cli, tmp_path):
     assert doc["study"] == "depth-study" and doc["keys"] == ["norm"] and len(doc["rows"]) == len(summary)
     assert [row["std"] for row in doc["rows"]] == summary["std"].tolist()
     assert json.loads(cli("show", out / "sweeps" / "j", "--format", "json").output) == doc
+
+
+def test_default_names_tell_sweeps_apart_and_find_the_same_one_again(cli, tmp_path):
+    """Two flag-built sweeps of one study with other grids or --set values get two names (neither
+    is refused as existing); the same flags, in another order, name the first one again."""
+    out = tmp_path / "out"
+    one = ["--study", "depth-study", *SMALL, "--grid", "init=kaiming,xavier"]
+    assert sweep_cli(cli, *one, "--out", out).exit_code == 0
+    for other in (["--study", "depth-study", *SMALL, "--grid", "init=kaiming,normal"],
+                  ["--study", "depth-study", *SMALL, "--set", "init_std=2.0", "--grid", "init=kaiming,xavier"]):  # fmt: skip
+        r = sweep_cli(cli, *other, "--out", out)
+        assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in (out / "sweeps").iterdir())
+    assert len(names) == 3 and all(n.startswith("depth-study-init-") for n in names)
+    again = ["--grid", "init=kaiming,xavier", "--study", "depth-study", *reversed_pairs(SMALL)]
+    r = sweep_cli(cli, *again, "--out", out, "--resume")
+    assert r.exit_code == 0 and "resumed: 2 of 2 runs were already done" in r.output, r.output
+
+
+def reversed_pairs(flags):
+    pairs = [flags[i : i + 2] for i in range(0, len(flags), 2)]
+    return [x for pair in reversed(pairs) for x in pair]
+
+
+def test_a_grid_takes_hydras_range(cli, tmp_path):
+    r = sweep_cli(cli, "--study", "depth-study", *SMALL[2:], "--grid", "depth=range(1,7,2)", "--out", tmp_path,
+                  "--dry-run")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[1:] == [f"depth={d},seed=0" for d in (1, 3, 5)]  # stop left out, as Python's
+    assert "3 runs (3 configs x 1 seed)" in r.output and not (tmp_path / "sweeps").exists()  # a dry run writes nothing
+    path = sweep_file(tmp_path, "r", base={"width": 8, "batch_size": 4}, grid={"init_std": "range(0.5, 2, 0.5)"})
+    plan = sweeps.plan(path, tmp_path)
+    assert [p.values["init_std"] for p in plan.points] == [0.5, 1.0, 1.5]
+    for bad, message in [("range(5,1)", "a range of 0 values"), ("range(1,2,0)", "the step must be"),
+                         ("range(x)", "range takes numbers")]:  # fmt: skip
+        r = sweep_cli(cli, "--study", "depth-study", "--grid", f"depth={bad}", "--out", tmp_path, "--dry-run")
+        assert r.exit_code == 2 and r.output.startswith(f"Error: --grid depth: {bad}: {message}"), r.output
