@@ -158,8 +158,12 @@ def test_list_runs_filters_as_bncli_runs_lists(cli, tmp_path):
         bncli.depth_study(depth=4, width=8, init=init, norm="none", device="cpu", out=out, name=init)
     bncli.running_stats(out=out, name="rs")
     every = bncli.list_runs(out)
-    assert sorted(e["name"] for e in every) == ["depth-study/kaiming", "depth-study/normal", "depth-study/xavier",
-                                                "running-stats/rs"]  # fmt: skip
+    assert sorted(e["name"] for e in every) == [
+        "depth-study/kaiming",
+        "depth-study/normal",
+        "depth-study/xavier",
+        "running-stats/rs",
+    ]
     assert [e["name"] for e in bncli.list_runs(out, study="running-stats")] == ["running-stats/rs"]
     picked = bncli.list_runs(out, where=["init=xavier", "init=normal"])
     assert sorted(e["name"] for e in picked) == ["depth-study/normal", "depth-study/xavier"]
@@ -238,5 +242,9 @@ def test_a_mean_over_the_seeds_that_did_not_diverge_says_how_many():
     assert got["last-layer std"] == MeanSd(pytest.approx(0.7), pytest.approx(np.std([0.6, 0.8], ddof=1)), 2, 3)
     assert report.cell(got["last-layer std"]) == "0.700 ± 0.141 (2/3)" and report.cell(got["diverged"]) == "1/3"
     assert report.cell(depth.summarize(runs[:2])["last-layer std"]) == "0.700 ± 0.141"  # over all: said by seeds
-    assert report.json_number(got["last-layer std"]) == {"mean": 0.7, "sd": pytest.approx(0.1414, abs=1e-4), "n": 2,
-                                                         "of": 3}  # fmt: skip
+    assert report.json_number(got["last-layer std"]) == {
+        "mean": 0.7,
+        "sd": pytest.approx(0.1414, abs=1e-4),
+        "n": 2,
+        "of": 3,
+    }

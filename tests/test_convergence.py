@@ -161,8 +161,21 @@ def test_a_sweeps_steps_to_one_percent_is_a_censored_median_over_every_seed(cli,
 
     out = tmp_path / "o"
     base = ["--set", "momentum=0.1", "--set", "batch_size=512", "--set", "num_features=2", "--set", "device=cpu"]
-    r = cli("sweep", "--study", "convergence", *base, "--grid", "iterations=40,150", "--seeds", "0-9",
-            "--out", out, "--no-progress", "--format", "json")  # fmt: skip
+    r = cli(
+        "sweep",
+        "--study",
+        "convergence",
+        *base,
+        "--grid",
+        "iterations=40,150",
+        "--seeds",
+        "0-9",
+        "--out",
+        out,
+        "--no-progress",
+        "--format",
+        "json",
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout if hasattr(r, "stdout") else r.output)
     runs = next((out / "sweeps").iterdir()) / "runs"

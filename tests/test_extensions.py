@@ -36,8 +36,21 @@ def extended(monkeypatch):
 
 
 def swept(cli, tmp_path, *args):
-    r = cli("sweep", "--study", "depth-study", "--set", "depth=6", "--set", "width=24", "--set", "device=cpu",
-            *args, "--out", tmp_path / "sw", "--no-progress")  # fmt: skip
+    r = cli(
+        "sweep",
+        "--study",
+        "depth-study",
+        "--set",
+        "depth=6",
+        "--set",
+        "width=24",
+        "--set",
+        "device=cpu",
+        *args,
+        "--out",
+        tmp_path / "sw",
+        "--no-progress",
+    )
     assert r.exit_code == 0, r.output
     return r, next((tmp_path / "sw" / "sweeps").iterdir())
 

@@ -197,8 +197,10 @@ def test_bad_map_settings_are_one_clean_line(kw, message):
 
 
 def test_instancenorm_needs_feature_maps():
-    with pytest.raises(BncliError, match="norm instancenorm normalises each channel over its pixels: it needs feature "
-                       "maps, not arch mlp"):  # fmt: skip
+    with pytest.raises(
+        BncliError,
+        match="norm instancenorm normalises each channel over its pixels: it needs feature maps, not arch mlp",
+    ):
         load("depth-study", norm="instancenorm")
     cfg, res = run_depth(arch="resnet", stages=2, blocks=2, norm="instancenorm", **SMALL)
     assert res.status == "ok" and res.table["theory_std"].notna().all()

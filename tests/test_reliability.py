@@ -726,7 +726,10 @@ def test_long_running_stats_show_a_screenful_and_keep_every_value(cli):
     r = cli("running-stats", "--iterations", 200, "--name", "long")
     assert r.exit_code == 0, r.output
     assert "showing 21 of 200 iterations (every 10-th and the last)" in r.output
-    assert "torch matches the update formula on all 2000 values (running_mean and running_var, 5 channels x 200" in r.output
+    assert (
+        "torch matches the update formula on all 2000 values (running_mean and running_var, 5 channels x 200"
+        in r.output
+    )
     assert len(pd.read_csv(cli.out / "running-stats" / "long" / "running_stats.csv")) == 1000
 
 

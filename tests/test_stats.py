@@ -296,8 +296,10 @@ def test_cli_grads_erank_columns_summary_and_plots(cli):
     from bncli.studies.depth import theory
 
     # the finite-batch rate is bncli's own formula; only the large-batch limit is Yang et al.'s
-    said = (f"(mean field: x{theory.bn_relu_grad_rate(16):.4f} at batch 16, bncli's finite-batch formula; "
-            f"x{math.sqrt(math.pi / (math.pi - 1)):.4f} as the batch grows, Yang et al. 2019)")  # fmt: skip
+    said = (
+        f"(mean field: x{theory.bn_relu_grad_rate(16):.4f} at batch 16, bncli's finite-batch formula; "
+        f"x{math.sqrt(math.pi / (math.pi - 1)):.4f} as the batch grows, Yang et al. 2019)"
+    )
     assert said in " ".join(r.output.split())
     run_dir = cli.out / "depth-study" / "g"
     import pandas as pd

@@ -356,8 +356,10 @@ def test_default_names_tell_sweeps_apart_and_find_the_same_one_again(cli, tmp_pa
     out = tmp_path / "out"
     one = ["--study", "depth-study", *SMALL, "--grid", "init=kaiming,xavier"]
     assert sweep_cli(cli, *one, "--out", out).exit_code == 0
-    for other in (["--study", "depth-study", *SMALL, "--grid", "init=kaiming,normal"],
-                  ["--study", "depth-study", *SMALL, "--set", "init_std=2.0", "--grid", "init=kaiming,xavier"]):  # fmt: skip
+    for other in (
+        ["--study", "depth-study", *SMALL, "--grid", "init=kaiming,normal"],
+        ["--study", "depth-study", *SMALL, "--set", "init_std=2.0", "--grid", "init=kaiming,xavier"],
+    ):
         r = sweep_cli(cli, *other, "--out", out)
         assert r.exit_code == 0, r.output
     names = sorted(p.name for p in (out / "sweeps").iterdir())
@@ -373,15 +375,19 @@ def reversed_pairs(flags):
 
 
 def test_a_grid_takes_hydras_range(cli, tmp_path):
-    r = sweep_cli(cli, "--study", "depth-study", *SMALL[2:], "--grid", "depth=range(1,7,2)", "--out", tmp_path,
-                  "--dry-run")  # fmt: skip
+    r = sweep_cli(
+        cli, "--study", "depth-study", *SMALL[2:], "--grid", "depth=range(1,7,2)", "--out", tmp_path, "--dry-run"
+    )
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[1:] == [f"depth={d},seed=0" for d in (1, 3, 5)]  # stop left out, as Python's
     assert "3 runs (3 configs x 1 seed)" in r.output and not (tmp_path / "sweeps").exists()  # a dry run writes nothing
     path = sweep_file(tmp_path, "r", base={"width": 8, "batch_size": 4}, grid={"init_std": "range(0.5, 2, 0.5)"})
     plan = sweeps.plan(path, tmp_path)
     assert [p.values["init_std"] for p in plan.points] == [0.5, 1.0, 1.5]
-    for bad, message in [("range(5,1)", "a range of 0 values"), ("range(1,2,0)", "the step must be"),
-                         ("range(x)", "range takes numbers")]:  # fmt: skip
+    for bad, message in [
+        ("range(5,1)", "a range of 0 values"),
+        ("range(1,2,0)", "the step must be"),
+        ("range(x)", "range takes numbers"),
+    ]:
         r = sweep_cli(cli, "--study", "depth-study", "--grid", f"depth={bad}", "--out", tmp_path, "--dry-run")
         assert r.exit_code == 2 and r.output.startswith(f"Error: --grid depth: {bad}: {message}"), r.output

@@ -157,7 +157,7 @@ def make_batch(cfg: RunningStatsConfig, iteration: int, device: torch.device) ->
     return torch.randn(shape, generator=g, device=device, dtype=kind)
 
 
-def batchnorm(cfg: RunningStatsConfig, device: torch.device) -> torch.nn.Module:
+def batchnorm(cfg: RunningStatsConfig, device: torch.device) -> torch.nn.modules.batchnorm._BatchNorm:
     """A fresh nn.BatchNorm{1,2,3}d of the run's size, in train mode (the one module the study checks)."""
     cls = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}[cfg.dims]
     return cls(
@@ -178,10 +178,14 @@ def random_check(cfg: RunningStatsConfig, device: torch.device) -> dict[str, Any
     x64 = x.to("cpu", torch.float64).flatten(2)
     mean, var = x64.mean((0, 2)), x64.var((0, 2), unbiased=True)
     m = cfg.momentum if cfg.momentum is not None else 1.0  # the cumulative average's first batch: all of it
-    table = pd.DataFrame({"running_mean": bn.running_mean.double().cpu().numpy(),  # type: ignore[union-attr]
-                          "expected_mean": (m * mean).numpy(),
-                          "running_var": bn.running_var.double().cpu().numpy(),  # type: ignore[union-attr]
-                          "expected_var": (1 - m + m * var).numpy()})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "running_mean": bn.running_mean.double().cpu().numpy(),  # type: ignore[union-attr]
+            "expected_mean": (m * mean).numpy(),
+            "running_var": bn.running_var.double().cpu().numpy(),  # type: ignore[union-attr]
+            "expected_var": (1 - m + m * var).numpy(),
+        }
+    )
     error = max(float(np.abs(table[f"running_{s}"] - table[f"expected_{s}"]).max()) for s in ("mean", "var"))
     return {"matches": bool(agrees(table, cfg.dtype).all()), "max_error": error}
 
