@@ -314,28 +314,18 @@ def _reading(path: Any) -> Iterator[None]:
 
 
 @contextmanager
-def _progress(total: int, label: str, enabled: bool, *columns):
+def _progress(total: int, label: str, enabled: bool) -> Iterator[Any]:
     """A transient progress bar on a terminal (into a pipe or a file, rich would leave a blank
-    line where it was); yields the callback a study calls with units done. `columns` follow the
-    ETA, each task's field `current` filled by the callback's second argument."""
+    line where it was); yields the callback a study calls with units done (and, a sweep, the run
+    it is on)."""
     console = _console()
     if not enabled or not console.is_terminal:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        *columns,
-        transient=True,
-        console=console,
-    )
+    bar = progress_bar(console)
     task = None
 
-    def update(done: int, total: int = total, current: str | None = None):
+    def update(done: int, total: int = total, current: str | None = None) -> None:
         nonlocal task
         if task is None:  # shown from the first step: a refusal before it prints one clean line
             bar.start()  # runs already done on --resume do not count towards the ETA
@@ -347,6 +337,44 @@ def _progress(total: int, label: str, enabled: bool, *columns):
     finally:
         if task is not None:
             bar.stop()
+
+
+def progress_bar(console: Any) -> Any:
+    """The bar, its count, the time elapsed, the rate and the time left, then what it is on (a
+    sweep's run): that last text is what gives way, ellipsised, on a narrow terminal; the
+    numbers keep their width."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Column
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?/s" if speed is None else f"{speed:.3g}/s", style="progress.data.speed")
+
+    def whole() -> Column:  # a number: never cut
+        return Column(no_wrap=True)
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}", table_column=whole()),
+        BarColumn(bar_width=12, table_column=whole()),
+        MofNCompleteColumn(table_column=whole()),
+        TimeElapsedColumn(table_column=whole()),
+        Rate(table_column=whole()),
+        TextColumn("eta", table_column=whole()),
+        TimeRemainingColumn(table_column=whole()),
+        TextColumn("{task.fields[current]}", table_column=Column(overflow="ellipsis", ratio=1)),
+        transient=True,
+        console=console,
+    )
 
 
 def _run(
@@ -568,8 +596,6 @@ def sweep_cmd(
     Examples: bncli sweep configs/sweeps/init_vs_norm.yaml --workers 2;
     bncli sweep --study depth-study --set depth=50 --grid init=kaiming,xavier --grid norm=batchnorm,none --seeds 0-4
     """
-    from rich.progress import TextColumn
-
     from bncli import api
 
     if dry_run:
@@ -585,7 +611,7 @@ def sweep_cmd(
             console.print(_plain(p.name), markup=False, highlight=False)
         return
     ray = _ray_options(backend, address, cpus_per_run, gpus_per_run)
-    with _sigterm_as_interrupt(), _progress(0, "sweep", progress, TextColumn("{task.fields[current]}")) as cb:
+    with _sigterm_as_interrupt(), _progress(0, "sweep", progress) as cb:
         outcome = api.sweep(
             file,
             out,

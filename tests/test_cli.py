@@ -384,3 +384,27 @@ def test_shell_completion_completes_commands_and_choices():
         "--install-completion"
         in subprocess.run([sys.executable, "-m", "bncli", "--help"], capture_output=True, text=True).stdout
     )
+
+
+@pytest.mark.parametrize("width", [60, 80, 140])
+def test_the_progress_bar_has_its_count_elapsed_time_rate_and_eta_whole_on_a_narrow_terminal(width):
+    """What gives way on a narrow terminal is the run's name (ellipsised), never a number."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from bncli.cli import progress_bar
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=width, color_system=None)
+    bar = progress_bar(console)
+    name = "init=kaiming_uniform,norm=batchnorm,activation=leaky_relu,seed=3"
+    task = bar.add_task("sweep", total=48, completed=0, current=name)
+    for done in (1, 2, 3):
+        bar.update(task, completed=done, current=name)
+    console.print(bar.get_renderable())
+    line = out.getvalue().rstrip("\n")
+    assert "\n" not in line and len(line) <= width
+    assert re.search(r" 3/48 \d:\d\d:\d\d [\d.e+]+/s eta (\d:\d\d:\d\d|-:--:--) ", line + " "), line
+    assert ("…" in line) == (width < 90), line  # the name, cut only when it must be
