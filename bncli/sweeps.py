@@ -722,10 +722,10 @@ def summary(plan: Plan) -> pd.DataFrame:
 
 def aggregate_table(table: pd.DataFrame, study: str) -> pd.DataFrame:
     """Mean and sd (ddof 1) across seeds, per config per layer, over ok and diverged runs, of
-every statistic (the study's text columns aside).
+    every statistic (the study's text columns aside).
 
-    `seeds` counts the runs that reached the layer; non-finite values (a diverging layer)
-    are left out of the mean and sd.
+        `seeds` counts the runs that reached the layer; non-finite values (a diverging layer)
+        are left out of the mean and sd.
     """
     mod = studies.get(study)
     ids = mod.ID_COLUMNS

@@ -107,7 +107,7 @@ def moments(x: torch.Tensor, axis: int, zeros: Zeros, exact: bool = False) -> to
     dims = tuple(d for d in range(x.dim()) if d != axis)
     per = n // x.shape[axis]  # values per channel
     lo, hi = torch.aminmax(x)
-    abs_max = torch.maximum(-lo, hi).to(torch.float64)
+    abs_max = torch.maximum(lo.abs(), hi.abs()).to(torch.float64)  # not -lo: an all-zero output is 0, not -0
     flat = x.reshape(-1) if x.is_contiguous() else x.contiguous().view(-1)
     zero_fraction = zeros.count(flat) / n
     if exact or x.device.type != "cpu":
