@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
@@ -197,8 +198,8 @@ def columns(settings: dict[str, Any]) -> list[str]:
 
 def label(cfg: ProbeConfig) -> str:
     spec = parse_model(cfg.model)
-    name = spec.name if spec.source not in ("file", "module") else f"{spec.name.rsplit('/', 1)[-1]}-{spec.function}"
-    parts = [name.removesuffix(".py"), *(cfg.init,) * (cfg.init != "model")]
+    name = spec.name if spec.source not in ("file", "module") else f"{PurePath(spec.name).stem}-{spec.function}"
+    parts = [name, *(cfg.init,) * (cfg.init != "model")]
     if cfg.swap_norm:
         parts.append(cfg.swap_norm.replace(":", "-"))
     return "-".join(parts)

@@ -183,7 +183,7 @@ def _backward(model: nn.Module, args: Sequence[Any], out: Any, seed: int) -> Non
     y = hit[1]
     g = generator(y.device, seed, Stream.PROBE_GRAD)
     ct = torch.randn(y.shape, generator=g, device=y.device, dtype=torch.float32).to(y.dtype)
-    inputs = [p for p in model.parameters() if p.requires_grad]
+    inputs: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
     inputs += [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     if inputs:
         torch.autograd.grad(y, inputs, ct, allow_unused=True)
@@ -216,9 +216,10 @@ def make_input(cfg: Any, model: nn.Module, device: torch.device) -> tuple[tuple[
         shape = [cfg.seq_len]
         x = torch.randint(0, vocab, (cfg.batch_size, cfg.seq_len), generator=g, device=device)
     else:
-        shape = cfg.input_shape or models.default_input_shape(spec, model)
-        if shape is None:
+        given = cfg.input_shape or models.default_input_shape(spec, model)
+        if given is None:
             raise ValueError(f"--input-shape: give one sample's shape for {cfg.model}, like 3,32,32 or 64")
+        shape = list(given)
         x = torch.randn((cfg.batch_size, *shape), generator=g, device=device, dtype=torch.float32)
         x = x.to(torch_dtype(cfg.dtype))
         if cfg.grads:

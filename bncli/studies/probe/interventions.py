@@ -93,15 +93,18 @@ class SwappedNorm(nn.Module):
     replaced one normalised (1 for BatchNorm, GroupNorm and LayerNorm2d; the last for LayerNorm
     and RMSNorm), at init (weight 1, bias 0), on the replaced one's device and dtype."""
 
+    running_mean: torch.Tensor | None  # buffers: batchnorm's running statistics, None for the other kinds
+    running_var: torch.Tensor | None
+
     def __init__(self, kind: str, channels: int, axis: int, eps: float, like: torch.Tensor | None) -> None:
         super().__init__()
         self.kind, self.channels, self.axis, self.eps = kind, channels, axis, eps
-        kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
-        self.weight = nn.Parameter(torch.ones(channels, **kw))
-        self.bias = nn.Parameter(torch.zeros(channels, **kw)) if kind != "rmsnorm" else None
-        if kind == "batchnorm":
-            self.register_buffer("running_mean", torch.zeros(channels, **kw))
-            self.register_buffer("running_var", torch.ones(channels, **kw))
+        device, dtype = (None, None) if like is None else (like.device, like.dtype)
+        self.weight = nn.Parameter(torch.ones(channels, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(channels, device=device, dtype=dtype)) if kind != "rmsnorm" else None
+        stats = kind == "batchnorm"  # batch norm's running statistics; None for the others, as in F.batch_norm's
+        self.register_buffer("running_mean", torch.zeros(channels, device=device, dtype=dtype) if stats else None)
+        self.register_buffer("running_var", torch.ones(channels, device=device, dtype=dtype) if stats else None)
         self.groups = math.gcd(32, channels)
 
     def extra_repr(self) -> str:
