@@ -291,6 +291,7 @@ def test_the_default_taps_are_the_repeated_blocks_innermost():
     assert taps.blocks(flat) == ["1", "2", "3.0"]  # a stage of one block counts: the class repeats
     nested = nn.Sequential(Stage(4, 2), Stage(4, 1))  # stages repeat, and hold repeated blocks: those
     assert taps.blocks(nested) == ["0.blocks.0", "0.blocks.1", "1.blocks.0"]
+    assert taps.blocks(nn.Sequential(Block(4), Block(4), nn.Linear(4, 2))) == ["0", "1"]  # twice is repeated
     plain = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
     assert taps.select(plain, [], []) == ["0", "1", "2"]  # nothing repeated: every leaf
 
