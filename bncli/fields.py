@@ -50,6 +50,7 @@ class Field:
     (`--momentum none`). A default of None on a field not typed Optional follows other fields:
     the config's `resolve` sets it (depth-study's residual follows arch).
     `shown` is the default as --help and the docs say it, where the value alone would not.
+    A `positional` field is the command's argument, named by its metavar (probe's MODEL), not a flag.
     """
 
     def __init__(
@@ -66,11 +67,13 @@ class Field:
         shown: str | None = None,
         flag: str | None = None,
         metavar: str | None = None,
+        positional: bool = False,
         name: str = "",
     ) -> None:
         self.default, self.help, self.ge, self.gt, self.le = default, help, ge, gt, le
         self.choices = choices
         self.parse, self.none, self.shown, self.flag, self.metavar, self.name = parse, none, shown, flag, metavar, name
+        self.positional = positional
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -301,6 +304,12 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def cli_name(cls: type[Config], field: str) -> str:
+    """How the command line names a field of `cls`: its flag, or a positional field's metavar (MODEL)."""
+    f = cls.FIELDS.get(field)
+    return (f.metavar or field.upper()) if f is not None and f.positional else flag_name(field)
+
+
 def study_name(cls: type[Config]) -> str | None:
     """The study whose CONFIG is `cls`: its module's NAME (None for a model of no study)."""
     module = sys.modules.get(cls.__module__)
@@ -336,7 +345,7 @@ def config_error(
 
     def name(loc: list[str]) -> str:
         field = loc[0] if loc[0].isidentifier() else show(loc[0])  # '' or odd characters: quoted
-        out = flag_name(field) if field in flags else (f"{field} in {source}" if source else field)
+        out = cli_name(cls, field) if field in flags else (f"{field} in {source}" if source else field)
         return out + ("[" + ",".join(loc[1:]) + "]" if len(loc) > 1 else "")
 
     return describe(

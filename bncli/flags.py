@@ -4,9 +4,12 @@
 
 Each field is one option, typed as the field is: an int or float (click checks the type, the
 config the bounds), a --x/--no-x switch for a bool, the closed choices for a field that has
-them, and text for a list (the field's parser reads `2,2` or `0.01,0.1`). An Optional float
-whose None means something (`none=` in the spec) takes a number or the word none. Every flag
-defaults to None, so a flag given wins over --config and one not given does not.
+them, text for a list of numbers (the field's parser reads `2,2` or `0.01,0.1`), and a
+repeatable flag for a list of text (`--model-arg a=1 --model-arg b=2`). An Optional float
+whose None means something (`none=` in the spec) takes a number or the word none. A field the
+spec marks `positional` is the command's argument instead (`bncli probe MODEL`), optional to
+click so that --config may give it. Every flag defaults to None, so a flag given wins over
+--config and one not given does not.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ def option(f: Field, hint: Any, *, config: bool = True) -> tuple[Any, Any]:
     with its bounds checked by click, since no config checks it."""
     kind, _ = without_none(hint)
     shown: Any = f.default_text() if f.shown is not None or f.default is not None else False
+    if f.positional:
+        arg = typer.Argument(help=_help(f), show_default=False, metavar=f.metavar or f.name.upper())
+        return Annotated[Optional[str], arg], None
     decls = [f.flag or flag_name(f.name)]
     words = f.words()
     extra: dict[str, Any] = {}
@@ -55,6 +61,8 @@ def option(f: Field, hint: Any, *, config: bool = True) -> tuple[Any, Any]:
         py: Any = bool
     elif words is not None and all(isinstance(w, str) for w in words):
         py = _choice_type(f)
+    elif typing.get_origin(kind) is list and without_none(typing.get_args(kind)[0])[0] is str:
+        py = list[str]  # repeated: each KEY=VALUE may hold commas
     elif kind in (int, float) and f.none is None:
         py = kind
         if not config and f.ge is not None:

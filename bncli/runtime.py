@@ -36,7 +36,11 @@ class Stream(IntEnum):
     BATCH = 3  # running-stats' batches, one index per iteration
     GRAD = 4  # the depth study's backward cotangent (--grads)
     STREAM = 5  # convergence's batches, one index per iteration
-    CHECK = 6  # running-stats' random batch, the check that can tell the unbiased variance from the biased
+    MODEL = 6  # probe: torch's global generator while the model is built with its own init (and runs dropout)
+    PROBE_INPUT = 7  # probe: the N(0, 1) input or the token ids
+    PROBE_WEIGHT = 8  # probe's --init, one index per weight in the model's order
+    PROBE_GRAD = 9  # probe's backward cotangent (--grads)
+    CHECK = 10  # running-stats' random batch, the check that can tell the unbiased variance from the biased
 
 
 def stream_seed(seed: int, stream: int, index: int = 0) -> int:

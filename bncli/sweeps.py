@@ -770,18 +770,21 @@ def summary(plan: Plan) -> pd.DataFrame:
 
 
 def aggregate_table(table: pd.DataFrame, study: str) -> pd.DataFrame:
-    """Mean and sd (ddof 1) across seeds, per config per layer, over ok and diverged runs.
+    """Mean and sd (ddof 1) across seeds, per config per layer, over ok and diverged runs, of
+    every statistic (the study's text columns aside).
 
-    `seeds` counts the runs that reached the layer; non-finite values (a diverging layer)
-    are left out of the mean and sd.
+        `seeds` counts the runs that reached the layer; non-finite values (a diverging layer)
+        are left out of the mean and sd.
     """
-    ids = studies.get(study).ID_COLUMNS
+    mod = studies.get(study)
+    ids = mod.ID_COLUMNS
     done = table[table["status"].isin(results.DONE)] if len(table) else table
     if done.empty:
         return pd.DataFrame()
     settings = results.setting_columns(study, table.columns)
     config = [c for f, c in settings.items() if f != "seed"]
-    stats = [c for c in table.columns if c not in {"run", "status", *ids, *settings.values()}]
+    skip = {"run", "status", *ids, *mod.TEXT_COLUMNS, *settings.values()}  # text (module names) has no mean
+    stats = [c for c in table.columns if c not in skip]
     values = done[stats].astype(float).replace([np.inf, -np.inf], np.nan)
     grouped = pd.concat([done[config + ids], values], axis=1).groupby(config + ids, sort=False, dropna=False)
     agg = grouped[stats].agg(["mean", "std"])

@@ -5,7 +5,10 @@
 A ```console block whose lines start with `$ bncli ` is run: its commands in order, each
 file's in one scratch directory holding a copy of configs/, and each command's output is
 written under it as a 130-column terminal shows it (a command ending in `| cat`: as piped
-into a program). The pictures in IMAGES are drawn by the commands beside them.
+into a program). The pictures in IMAGES are drawn by the commands beside them; those in VISION_IMAGES (bncli probe
+on torchvision and timm models) by theirs, run in the vision venv: BNCLI_VISION_PYTHON, else
+.venv-vision/bin/python (`make docs` builds it first). Without one they are left as they are,
+and a line says how to draw them.
 An output that differs from the one shown only in its numbers and timestamps is kept as it
 is, unless --force. tests/test_docs.py runs the README's blocks again: every command must exit as shown (an
 output ending in an `Error:` line means a non-zero exit) and print what is shown, numbers
@@ -19,13 +22,22 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = ["README.md", "docs/sweeps.md", "docs/configs.md", "docs/statistics.md", "docs/reference.md", "docs/theory.md"]
+FILES = [
+    "README.md",
+    "docs/sweeps.md",
+    "docs/configs.md",
+    "docs/statistics.md",
+    "docs/reference.md",
+    "docs/theory.md",
+    "docs/probe.md",
+]
 COLUMNS = "130"
 # picture -> (the command that draws it, in a scratch directory; the file it draws)
 IMAGES = {
@@ -36,6 +48,19 @@ IMAGES = {
     "docs/img/resnet_norms.png": (
         "sweep configs/sweeps/resnet_norms.yaml --no-progress",
         "results/sweeps/resnet_norms/std_by_layer.png",
+    ),
+}
+# picture -> (the commands that draw it, in the vision venv, in one scratch directory; the file they draw)
+VISION_IMAGES = {
+    "docs/img/probe_resnets.png": (
+        [
+            "sweep --study probe --set model=torchvision:resnet50 --set batch_size=8 --set device=cpu "
+            "--grid swap_norm=none,batchnorm:none --seeds 0-2 --name resnet50 --no-progress -q",
+            "sweep --study probe --set model=timm:nf_resnet50 --set batch_size=8 --set device=cpu "
+            "--seeds 0-2 --name nf_resnet50 --no-progress -q",
+            "plot results/sweeps/resnet50 results/sweeps/nf_resnet50 --out probe_resnets.png",
+        ],
+        "probe_resnets.png",
     ),
 }
 BLOCK = re.compile(r"^```console\n(\$ bncli .*?)^```$", re.M | re.S)
@@ -151,7 +176,20 @@ def statistics_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-FAST = ("config_fields", "statistics_table")  # made from the specs and records alone: tests/test_docs.py checks them
+def probe_columns() -> str:
+    """docs/probe.md: probe.csv's columns, from their records (studies/probe/stats.py: the depth study's, where
+    the definitions are the same)."""
+    from bncli.studies.probe import stats
+
+    rows = ["| column | on | definition |", "|---|---|---|"]
+    for s in stats.STATS:
+        on = f"`--{s.on.replace('_', '-')}`" if s.on else "always"
+        rows.append(f"| `{s.name}` | {on} | {s.what} |")
+    return "\n".join(rows) + "\n"
+
+
+# made from the specs and records alone: tests/test_docs.py checks them
+FAST = ("config_fields", "statistics_table", "probe_columns")
 
 
 def generate(text: str, only: tuple[str, ...] | None = None) -> str:
@@ -254,6 +292,27 @@ def images() -> None:
         print(f"drew {target}")
 
 
+def vision_python() -> Path | None:
+    """The vision venv's python (torchvision, timm, transformers), where there is one."""
+    given = os.environ.get("BNCLI_VISION_PYTHON")
+    path = Path(given) if given else ROOT / ".venv-vision" / "bin" / "python"
+    return path if path.exists() else None
+
+
+def vision_images() -> None:
+    python = vision_python()
+    if python is None:
+        print(f"left {', '.join(VISION_IMAGES)} as they are: no vision venv (make docs builds .venv-vision)")
+        return
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # built from configs, never downloaded
+    for target, (commands, drawn) in VISION_IMAGES.items():
+        with scratch() as tmp:
+            for command in commands:
+                subprocess.run([str(python), "-m", "bncli", *shlex.split(command)], check=True, env=env)
+            shutil.copyfile(tmp / drawn, ROOT / target)
+        print(f"drew {target} ({python})")
+
+
 def main() -> None:
     for name in FILES:
         path = ROOT / name
@@ -268,6 +327,7 @@ def main() -> None:
             print(f"{name}: unchanged")
     if "--no-images" not in sys.argv:
         images()
+        vision_images()
 
 
 if __name__ == "__main__":

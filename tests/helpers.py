@@ -108,3 +108,42 @@ def column(output, name):
     i = next(k for k, cells in enumerate(rows) if name in cells)
     j = rows[i].index(name)
     return [cells[j] for cells in rows[i + 1 :] if len(cells) == len(rows[i])]
+
+
+# -- probe: statistics and hooks written by hand -------------------------------------------------
+
+
+def moments64(x: torch.Tensor, axis: int) -> dict[str, float]:
+    """The statistics as the depth study defines them, written out in float64."""
+    rows = x.double().movedim(axis, -1).reshape(-1, x.shape[axis])
+    return {
+        "mean": rows.mean().item(),
+        "std": rows.std().item(),
+        "abs_max": rows.abs().max().item(),
+        "zero_fraction": (rows == 0).double().mean().item(),
+        "chan_sq_mean": rows.mean(0).square().mean().item(),
+        "chan_var": rows.var(0, unbiased=False).mean().item(),
+    }
+
+
+def by_hand(model, x, names):
+    """Each named module's output, cloned inside a hand-written forward hook."""
+    seen, handles = {}, []
+
+    def keep(name):
+        def hook(m, args, out):  # returns None: a hook's return value would replace the output
+            seen[name] = out.detach().clone()
+
+        return hook
+
+    for name in names:
+        handles.append(model.get_submodule(name).register_forward_hook(keep(name)))
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return seen
+
+
+def hook_count(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())

@@ -230,6 +230,9 @@ def test_every_flag_of_a_config_field_is_made_from_its_spec():
             if f is None:
                 continue
             assert p.help == flags._help(f) and p.default is None, (study, p.name)
+            if f.positional:  # probe's MODEL: the command's argument, named by its metavar
+                assert p.param_type_name == "argument" and p.metavar == f.metavar, (study, p.name)
+                continue
             assert p.opts[0] == (f.flag or flags.flag_name(p.name)).split("/")[0], (study, p.name)
             if p.show_default is not False:
                 assert p.show_default == f.default_text(), (study, p.name)

@@ -35,7 +35,10 @@ settings.register_profile(
 )
 FUZZ = settings.get_profile("bncli-fuzz")
 
-STUDIES = sorted(CONFIGS)
+# probe's MODEL is code (a file, a module, a package's model): fuzzed values would build arbitrary models, so
+# its fields' checks are tested by name in tests/test_probe.py instead
+NOT_FUZZED = {"probe"}
+STUDIES = sorted(set(CONFIGS) - NOT_FUZZED)
 COMMAND = {"depth-study": ["depth-study"], "running-stats": ["running-stats"], "convergence": ["convergence"]}
 # under every generated file: keeps valid examples tiny (generated keys override these)
 SMALL = {"depth-study": {"depth": 3, "width": 8, "batch_size": 4}, "convergence": {"iterations": 3, "batch_size": 4}}
@@ -43,7 +46,7 @@ CSV = {"depth-study": "layers.csv", "running-stats": "running_stats.csv", "conve
 
 
 def test_every_study_is_fuzzed():
-    assert set(COMMAND) == set(CONFIGS) == set(CSV)
+    assert set(COMMAND) | NOT_FUZZED == set(CONFIGS) and set(COMMAND) == set(CSV)
 
 
 # -- strategies ---------------------------------------------------------------------------------
@@ -350,7 +353,8 @@ any_float = st.one_of(
 
 
 def test_every_numeric_field_is_fuzzed():
-    assert set(NUMERIC) == set(CONFIGS) and all(set(f) <= set(CONFIGS[s].FIELDS) for s, f in NUMERIC.items())
+    assert set(NUMERIC) | NOT_FUZZED == set(CONFIGS)
+    assert all(set(f) <= set(CONFIGS[s].FIELDS) for s, f in NUMERIC.items())
 
 
 @pytest.mark.parametrize("study", STUDIES)

@@ -25,6 +25,7 @@ REGISTRY = {
     "depth-study": "depth",
     "running-stats": "running_stats",
     "convergence": "convergence",
+    "probe": "probe",
 }
 ALIASES = {"running-stats-convergence": "convergence"}  # names runs were saved under before
 
