@@ -37,6 +37,14 @@ IMAGES = {
         "sweep configs/sweeps/resnet_norms.yaml --no-progress",
         "results/sweeps/resnet_norms/std_by_layer.png",
     ),
+    "docs/img/nf_resnet.png": (
+        "sweep configs/sweeps/nf_resnet.yaml --no-progress",
+        "results/sweeps/nf_resnet/std_by_layer.png",
+    ),
+    "docs/img/transformer_norms.png": (
+        "sweep configs/sweeps/transformer_norms.yaml --no-progress",
+        "results/sweeps/transformer_norms/std_by_layer.png",
+    ),
 }
 BLOCK = re.compile(r"^```console\n(\$ bncli .*?)^```$", re.M | re.S)
 # <!-- generated: NAME --> ... <!-- end -->: made by the function NAME below (a table of numbers)

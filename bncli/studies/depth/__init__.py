@@ -110,16 +110,18 @@ class DepthConfig(Config):
     tokens: int = field(64, ge=1, help="tokens per sample: the input is (batch_size, tokens, width) (transformer)")
     heads: int = field(4, ge=1, help="attention heads; must divide width (transformer)")
     mlp_ratio: int = field(4, ge=0, help="the MLP's hidden width over width; 0: attention only (transformer)")
-    causal: bool = field(False, help="causal attention mask: a token sees itself and the tokens before it (transformer)")
+    causal: bool = field(
+        False, help="causal attention mask: a token sees itself and the tokens before it (transformer)"
+    )
     norm_position: str = field("pre", choices=NORM_POSITIONS, help="where the norm sits in a block (transformer)")
     ws: str = field("none", choices=WS, help="weight standardization of every conv weight (resnet)")
     nf_beta: bool = field(
         False,
-        help="each branch sees x / beta, beta^2 = 1 + k alpha^2 the predicted variance after k blocks of a stage (resnet)",
+        help="each branch sees x / beta, beta^2 = 1 + k alpha^2 its input's variance k blocks into a stage (resnet)",
     )
     skipinit: bool = field(
         False,
-        help="SkipInit (De and Smith 2020): keep the skip connection with its branch scaled by 0, each block the identity",
+        help="SkipInit (De and Smith 2020): the skip connection kept, each branch scaled by 0: blocks are the identity",
     )
 
     def resolve(self, given: set[str]) -> dict[str, Any]:

@@ -249,9 +249,7 @@ def _forward(
                 row = stash[i - flushed]
                 row.view(rows.shape).copy_(rows)
                 if per_layer:  # the statistics computed a layer at a time (erank: an SVD)
-                    layer = stats.Layer(row, branch, arch.matrices(net, row))
-                    for j, s in per_layer:
-                        buf[i, j] = s.compute(layer)  # type: ignore[misc]
+                    _layer_stats(per_layer, stats.Layer(row, branch, arch.matrices(net, row)), buf[i])
                 if outs is not None:
                     outs.append(x)
                 done = i + 1
@@ -268,9 +266,12 @@ def _forward(
     return done
 
 
-def _grads(
-    net: Net, device: torch.device, outs: list[torch.Tensor], kept: list[Weight], n: int
-) -> np.ndarray | None:
+def _layer_stats(per_layer: list[tuple[int, stats.Stat]], layer: stats.Layer, row: torch.Tensor) -> None:
+    for j, s in per_layer:
+        row[j] = s.compute(layer)  # type: ignore[misc]
+
+
+def _grads(net: Net, device: torch.device, outs: list[torch.Tensor], kept: list[Weight], n: int) -> np.ndarray | None:
     """(len(outs), 2) float64 array of [grad_std, weight_grad_norm]; rows past n are nan.
 
     The network's output (Arch.readout of layer n - 1's) is contracted with a fixed seeded

@@ -119,14 +119,16 @@ def token_cos(x: torch.Tensor) -> torch.Tensor:
     the m (m - 1) ordered pairs of different rows, or of each matrix of a (k, m, channels) stack
     averaged over the k.
 
-    In float64, with each row divided by its norm: |sum of the unit rows|^2 less their own
-    squares is the sum over pairs, so no m x m matrix is built. A zero row counts as
-    orthogonal to every other; one row alone (m = 1) gives nan, and so does a non-finite matrix.
+    In float64, with each row divided by its norm: |sum of the unit rows|^2 less the number of
+    them (each has |u|^2 = 1) is the sum over pairs, so no m x m matrix is built. A zero row
+    counts as orthogonal to every other; one row alone (m = 1) gives nan, and so does a
+    non-finite matrix.
     """
-    xs = x.double()
+    xs = x.to(torch.float64, copy=True)
     xs = xs[None] if xs.dim() == 2 else xs
-    u = xs / torch.linalg.vector_norm(xs, dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
-    pairs = u.sum(1).square().sum(-1) - u.square().sum(-1).sum(-1)
+    norms = torch.linalg.vector_norm(xs, dim=-1, keepdim=True)
+    u = xs.div_(norms.clamp_min(torch.finfo(torch.float64).tiny))  # in place: xs is this function's copy
+    pairs = u.sum(1).square().sum(-1) - (norms[..., 0] > 0).sum(-1)
     m = xs.shape[1]
     return (pairs / (m * (m - 1)) if m > 1 else pairs * float("nan")).mean()
 

@@ -86,11 +86,14 @@ def step(net: Net, device: torch.device) -> Step:
     def mlp(y: torch.Tensor, w: tuple[Any, ...]) -> torch.Tensor:
         return F.linear(act(F.linear(y, w[4])), w[5])
 
+    def add(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return x + out if alpha == 1.0 else x + alpha * out  # alpha 1: one pass fewer, the same sum
+
     def sublayer(x: torch.Tensor, f: Any, w: tuple[Any, ...]) -> torch.Tensor:
         if pre:
             out = f(per_token(x), w)
-            return x + alpha * out if skip else out
-        return per_token(x + alpha * f(x, w) if skip else f(x, w))
+            return add(x, out) if skip else out
+        return per_token(add(x, f(x, w)) if skip else f(x, w))
 
     def block(x: torch.Tensor, w: tuple[Any, ...]) -> torch.Tensor:
         x = sublayer(x, attention, w)
