@@ -12,8 +12,8 @@ Each layer's row also has Brock et al.'s chan_sq_mean and chan_var and the mean-
 prediction theory_std; --erank and --grads add the effective rank and the gradients.
 
 Example: bncli depth-study --init normal --norm none --depth 50 --grads
-Example: bncli depth-study --arch resnet --norm none --residual 0.2 --ws scaled --nf-beta
-Example: bncli depth-study --arch transformer --norm layernorm --norm-position post --depth 24 --grads
+Example: bncli depth-study --arch resnet --norm none --ws scaled --nf-beta
+Example: bncli depth-study --arch transformer --norm-position post --grads
 """
 
 # The study is this package: this module declares it (its config, columns and names) and loads
