@@ -30,8 +30,8 @@ for v in old new; do
   } > "$work/$v.txt"
 done
 sed -i 's#old/#new/#g' "$work/old.txt"
-fields() {  # the depth study's config fields in the bncli at $1
-  PYTHONPATH=$1 $py -c "from bncli.studies.depth import DepthConfig; print(' '.join(DepthConfig.FIELDS))"
+fields() {  # the depth study's config fields in the bncli at $1 (run from $work: the cwd comes first on sys.path)
+  (cd "$work" && PYTHONPATH=$1 $py -c "from bncli.studies.depth import DepthConfig; print(' '.join(DepthConfig.FIELDS))")
 }
 added=$(comm -13 <(fields "$old" | tr ' ' '\n' | sort) <(fields "$new" | tr ' ' '\n' | sort) | tr '\n' ' ')
 same_but_added() {  # same_but_added OLD_FILE NEW_FILE: equal once the added fields are left out?
