@@ -146,7 +146,7 @@ def lower_bound(cfg, device):
     """
     net = Net.of(cfg)
     step = net.arch_module().step(net, device)
-    drawing, computing = engine.split_threads(device, net)
+    drawing, computing = engine.split_threads(device)
     with torch.no_grad(), torch_threads(computing):
         x = make_input(net, device)
         for w in engine.draw_weights(net, device, drawing):

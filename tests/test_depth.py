@@ -164,9 +164,9 @@ def test_weights_do_not_depend_on_the_drawing_threads(threads):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_streamed_runs_do_not_depend_on_the_drawing_threads(threads, monkeypatch):
     before, computing = torch.get_num_threads(), engine.split_threads(CPU)[1]
-    monkeypatch.setattr(engine, "split_threads", lambda device, net=None: (0, computing))
+    monkeypatch.setattr(engine, "split_threads", lambda device: (0, computing))
     _, serial = run(depth=40, width=32)
-    monkeypatch.setattr(engine, "split_threads", lambda device, net=None: (threads, computing))
+    monkeypatch.setattr(engine, "split_threads", lambda device: (threads, computing))
     _, ahead = run(depth=40, width=32)
     assert torch.get_num_threads() == before  # the computing threads are put back
     assert serial.table.to_csv() == ahead.table.to_csv()

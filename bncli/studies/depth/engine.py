@@ -38,26 +38,17 @@ def chunk_layers(net: Net, device: torch.device) -> int:
     return max(1, min(CHUNK, net.depth, limit // (net.arch_module().output_elements(net) * 8)))
 
 
-DRAW_SHARE = 1024  # multiply-adds per weight value above which drawing is a small share of a layer
-
-
-def split_threads(device: torch.device, net: Net | None = None) -> tuple[int, int]:
-    """(drawing, computing) threads for a streamed run of `net`.
+def split_threads(device: torch.device) -> tuple[int, int]:
+    """(drawing, computing) threads for a streamed run.
 
     A weight comes from one serial generator, so its draw cannot be shared out; instead half
     the torch threads draw the next layers while the others compute the current one (on 2
-    cores this is 1.5x faster than drawing and computing in turn at the notebook's MLP). With
-    one thread, on CUDA, where draws are asynchronous kernels, or where a layer does over
-    DRAW_SHARE multiply-adds per weight value (a transformer's 1024 tokens, a conv's pixels),
-    so that half the threads would sit out most of the compute, the computing threads draw too.
+    cores this is 1.5x faster than drawing and computing in turn). With one thread, or on
+    CUDA, where draws are asynchronous kernels, the computing thread draws too.
     """
     n = torch.get_num_threads()
     if device.type != "cpu" or n < 2:
         return 0, n
-    if net is not None:
-        arch = net.arch_module()
-        if arch.layer_macs(net) >= DRAW_SHARE * arch.weight_elements(net):
-            return 0, n
     return n // 2, n - n // 2
 
 
@@ -182,7 +173,7 @@ def _weights(
     Every op here gives the same bits on any number of threads (components._bn_train), so the
     threads only decide speed. Kept weights are drawn first, on every thread.
     """
-    drawing, computing = split_threads(device, net)
+    drawing, computing = split_threads(device)
     if net.init.name == "orthogonal":  # its QR sets torch's (process-wide) threads: not in a pool
         drawing = 0
     if not keep:
