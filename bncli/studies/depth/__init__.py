@@ -18,8 +18,9 @@ Example: bncli depth-study --arch transformer --norm-position post --grads
 
 # The study is this package: this module declares it (its config, columns and names) and loads
 # nothing heavy, so `bncli depth-study --help` is instant; the network code (net.py, the
-# architectures mlp.py, conv.py, resnet.py, transformer.py, and components.py), the statistics (stats.py), the
-# run (engine.py), the theory (theory.py) and the plots (plots.py) load when a run needs them.
+# architectures mlp.py, conv.py, resnet.py, transformer.py, and components.py), the statistics
+# (stats.py), the run (engine.py), the theory (theory.py) and the plots (plots.py) load when a
+# run needs them.
 
 from __future__ import annotations
 
@@ -69,15 +70,17 @@ BN_MODES = {
 
 
 class DepthConfig(Config):
-    """A deep MLP, Linear(bias=False) -> norm -> activation, fed N(0,1) input (or a conv stack, or a ResNet)."""
+    """A deep MLP, Linear(bias=False) -> norm -> activation, on N(0,1) input (or conv, ResNet, transformer stacks)."""
 
-    depth: int = field(100, ge=1, help="number of layers (resnet: stages x blocks)")
+    depth: int = field(100, ge=1, help="number of layers (resnet: stages x blocks; transformer: blocks)")
     width: int = field(256, ge=1, help="features per layer")
     batch_size: int = field(16, ge=1, help="rows of the N(0,1) input")
     init: str = field("kaiming", choices=INITS, help="weight init scheme")
     init_std: float = field(1.0, gt=0, help="std of the normal and trunc_normal inits")
-    norm: str = field("batchnorm", choices=NORMS, help="normalization after each linear map")
-    activation: str = field("relu", choices=ACTIVATIONS, help="activation after the norm")
+    norm: str = field(
+        "batchnorm", choices=NORMS, help="normalization after each linear map (transformer: see norm_position)"
+    )
+    activation: str = field("relu", choices=ACTIVATIONS, help="activation after the norm (transformer: the MLP's)")
     seed: int = fields.seed()
     device: str = fields.device()
     dtype: str = fields.dtype()
@@ -163,7 +166,7 @@ class DepthOptions(Config):
 
 OPTIONS = DepthOptions
 CSV = "layers.csv"
-COLUMNS = [s.name for s in stats.STATS]  # a conv or resnet row has all of them, an MLP's no stage or branch_var
+COLUMNS = [s.name for s in stats.STATS]  # every architecture's; stats.columns(arch) gives one's
 ID_COLUMNS = ["layer"]
 TEXT_COLUMNS: list[str] = []
 INFO = {"diverged_at": int | None, "layers_done": int, "grad_growth_theory": float}

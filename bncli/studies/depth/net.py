@@ -3,9 +3,9 @@ architecture implements, and the registry of architectures.
 
     net = Net.of(cfg); arch = net.arch_module(); step = arch.step(net, device)
 
-An architecture is one module (mlp.py, conv.py, resnet.py, transformer.py) and one line in ARCHS. It knows
-the shapes of its input and weights, one layer's step, its memory and MAC estimates, its id
-columns and its theory; nothing else in the study switches on its name. Modules load on first
+An architecture is one module (mlp.py, conv.py, resnet.py, transformer.py) and one line in
+ARCHS. It knows the shapes of its input and weights, one layer's step, its memory and MAC
+estimates, its id columns and its theory; nothing else in the study switches on its name. Modules load on first
 use, so the registry's names and help cost nothing to import.
 """
 
