@@ -49,6 +49,14 @@ IMAGES = {
         "sweep configs/sweeps/resnet_norms.yaml --no-progress",
         "results/sweeps/resnet_norms/std_by_layer.png",
     ),
+    "docs/img/nf_resnet.png": (
+        "sweep configs/sweeps/nf_resnet.yaml --no-progress",
+        "results/sweeps/nf_resnet/std_by_layer.png",
+    ),
+    "docs/img/transformer_norms.png": (
+        "sweep configs/sweeps/transformer_norms.yaml --no-progress",
+        "results/sweeps/transformer_norms/std_by_layer.png",
+    ),
 }
 # picture -> (the commands that draw it, in the vision venv, in one scratch directory; the file they draw)
 VISION_IMAGES = {

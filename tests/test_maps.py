@@ -82,7 +82,7 @@ def test_resnet_matches_an_nn_module_resnet_v2(norm):
     x = make_input(cfg, CPU)
     with torch.no_grad():
         for i in range(cfg.depth):
-            conv1, conv2, skip = make_weight(cfg, i, CPU)
+            conv1, conv2, skip, _ = make_weight(cfg, i, CPU)
             block = PreActBlock(conv1.shape[1], conv1.shape[0], 2 if skip is not None else 1, make)
             block.c1.weight.copy_(conv1)
             block.c2.weight.copy_(conv2)

@@ -490,6 +490,7 @@ def test_out_of_memory_names_the_sizes_and_records_failed(cli, monkeypatch, stud
         (["depth-study", "--width", 10**6], "width 1000000"),
         (["depth-study", "--depth", 10**12, "--width", 8], "depth 1000000000000"),
         (["depth-study", "--batch-size", 10**13], "batch_size 10000000000000"),
+        (["depth-study", "--arch", "transformer", "--tokens", 10**6, "--width", 8, "--heads", 1], "tokens 1000000"),
         (["running-stats", "--batch-size", 10**12], "batch_size 1000000000000"),
         (
             ["running-stats", "--dims", 3, "--feature-shape", "100000,100000,100000"],

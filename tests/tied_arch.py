@@ -14,13 +14,15 @@ from bncli.studies.depth import mlp
 
 HELP = "an MLP whose layers share one weight (an unrolled RNN cell)"
 IDS, BRANCH, RESIDUAL, SMALLER = mlp.IDS, mlp.BRANCH, mlp.RESIDUAL, mlp.SMALLER
-check, features, input_shape, step, stage, rows = (
+check, features, input_shape, step, stage, rows, matrices, readout = (
     mlp.check,
     mlp.features,
     mlp.input_shape,
     mlp.step,
     mlp.stage,
     mlp.rows,
+    mlp.matrices,
+    mlp.readout,
 )
 output_elements, weight_elements, layer_macs, activations = (
     mlp.output_elements,

@@ -1,22 +1,26 @@
-"""Std of every layer's output in a deep MLP, conv stack or ResNet.
+"""Std of every layer's output in a deep MLP, conv stack, ResNet or transformer.
 
 Stops at the first non-finite layer. Linear(bias=False) -> norm -> activation, `depth` times, on N(0,1) input of shape
 (batch_size, width). --arch conv uses Conv2d(C, C, k) on (batch_size, C, H, W) maps;
 --arch resnet stacks pre-activation residual blocks in stages (a row per block, with the
-branch's channel variance). Writes layers.csv, config.yaml and meta.json under
-OUT/depth-study/NAME/.
+branch's channel variance), with Brock et al.'s normalizer-free options (--ws scaled,
+--nf-beta); --arch transformer stacks self-attention and MLP blocks on (batch_size, tokens,
+width) token matrices (a row per block, with the tokens' mean cosine). Writes layers.csv,
+config.yaml and meta.json under OUT/depth-study/NAME/.
 
 Each layer's row also has Brock et al.'s chan_sq_mean and chan_var and the mean-field
 prediction theory_std; --erank and --grads add the effective rank and the gradients.
 
 Example: bncli depth-study --init normal --norm none --depth 50 --grads
-Example: bncli depth-study --arch resnet --norm none --residual 0.2
+Example: bncli depth-study --arch resnet --norm none --ws scaled --nf-beta
+Example: bncli depth-study --arch transformer --norm-position post --grads
 """
 
 # The study is this package: this module declares it (its config, columns and names) and loads
 # nothing heavy, so `bncli depth-study --help` is instant; the network code (net.py, the
-# architectures mlp.py, conv.py, resnet.py, and components.py), the statistics (stats.py), the
-# run (engine.py), the theory (theory.py) and the plots (plots.py) load when a run needs them.
+# architectures mlp.py, conv.py, resnet.py, transformer.py, and components.py), the statistics
+# (stats.py), the run (engine.py), the theory (theory.py) and the plots (plots.py) load when a
+# run needs them.
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bncli import fields, report
-from bncli.errors import BncliError, plural
+from bncli.errors import BncliError, plural, word
 from bncli.fields import Config, field
 from bncli.runtime import capacity, resolve_device
 from bncli.studies.base import Count, MeanSd, Number, Result, Summary
@@ -48,6 +52,17 @@ else:
     np = lazy("numpy")
 
 ORDERS = {"linear-norm-act": "act(norm(x W^T)), the notebook's", "linear-act-norm": "norm(act(x W^T))"}
+NORM_POSITIONS = {
+    "pre": "x + alpha f(norm(x)) for each of attention and MLP (pre-LN)",
+    "post": "norm(x + alpha f(x)) (post-LN, the original transformer's)",
+}
+WS = {
+    "none": "the init's weights as drawn",
+    "scaled": "Brock et al.'s Scaled WS: per output channel zero mean and std gamma / sqrt(fan_in), "
+    "gamma the activation's (1 / its std on N(0, 1))",
+}
+# fields that change only these architectures: another with a non-default value is refused
+ONLY = {"ws": ("resnet",), "nf_beta": ("resnet",), "causal": ("transformer",), "norm_position": ("transformer",)}
 BN_MODES = {
     "train": "batch statistics, as during training",
     "eval": "running statistics, 0 and 1 at init: almost the identity",
@@ -55,15 +70,17 @@ BN_MODES = {
 
 
 class DepthConfig(Config):
-    """A deep MLP, Linear(bias=False) -> norm -> activation, fed N(0,1) input (or a conv stack, or a ResNet)."""
+    """A deep MLP, Linear(bias=False) -> norm -> activation, on N(0,1) input (or conv, ResNet, transformer stacks)."""
 
-    depth: int = field(100, ge=1, help="number of layers (resnet: stages x blocks)")
+    depth: int = field(100, ge=1, help="number of layers (resnet: stages x blocks; transformer: blocks)")
     width: int = field(256, ge=1, help="features per layer")
     batch_size: int = field(16, ge=1, help="rows of the N(0,1) input")
     init: str = field("kaiming", choices=INITS, help="weight init scheme")
     init_std: float = field(1.0, gt=0, help="std of the normal and trunc_normal inits")
-    norm: str = field("batchnorm", choices=NORMS, help="normalization after each linear map")
-    activation: str = field("relu", choices=ACTIVATIONS, help="activation after the norm")
+    norm: str = field(
+        "batchnorm", choices=NORMS, help="normalization after each linear map (transformer: see norm_position)"
+    )
+    activation: str = field("relu", choices=ACTIVATIONS, help="activation after the norm (transformer: the MLP's)")
     seed: int = fields.seed()
     device: str = fields.device()
     dtype: str = fields.dtype()
@@ -81,9 +98,9 @@ class DepthConfig(Config):
     residual: float = field(
         None,
         ge=0,
-        shown="0.0, 1.0 for resnet",
+        shown="0.0, 1.0 for resnet and transformer",
         metavar="ALPHA",
-        help="residual stack: each layer (block) is x + ALPHA * f(x); 0 is a plain stack",
+        help="residual stack: each layer (block) is x + ALPHA * f(x); 0: no skip connection (see skipinit)",
     )
     grads: bool = field(False, help="one backward pass: grad_std and weight_grad_norm (keeps every weight)")
     erank: bool = field(False, help="effective rank of every layer's output (an SVD per layer)")
@@ -93,11 +110,35 @@ class DepthConfig(Config):
     kernel_size: int = field(3, ge=1, help="odd kernel size of the convs (conv, resnet)")
     stages: int = field(3, ge=1, help="stages; each after the first halves H and W and doubles the channels (resnet)")
     blocks: int = field(8, ge=1, help="residual blocks per stage (resnet)")
+    tokens: int = field(64, ge=1, help="tokens per sample: the input is (batch_size, tokens, width) (transformer)")
+    heads: int = field(4, ge=1, help="attention heads; must divide width (transformer)")
+    mlp_ratio: int = field(4, ge=0, help="the MLP's hidden width over width; 0: attention only (transformer)")
+    causal: bool = field(
+        False, help="causal attention mask: a token sees itself and the tokens before it (transformer)"
+    )
+    norm_position: str = field("pre", choices=NORM_POSITIONS, help="where the norm sits in a block (transformer)")
+    ws: str = field("none", choices=WS, help="weight standardization of every conv weight (resnet)")
+    nf_beta: bool = field(
+        False,
+        help="each branch sees x / beta, beta^2 = 1 + k alpha^2 its input's variance k blocks into a stage (resnet)",
+    )
+    skipinit: bool = field(
+        False,
+        help="SkipInit (De and Smith 2020): the skip connection kept, each branch scaled by 0: blocks are the identity",
+    )
 
     def resolve(self, given: set[str]) -> dict[str, Any]:
         """The norm's and the architecture's checks; residual and (resnet) depth follow arch."""
         arch = architecture(self.arch)
-        residual = arch.RESIDUAL if self.residual is None else self.residual
+        for name, archs in ONLY.items():
+            if self.arch not in archs and getattr(self, name) != self.FIELDS[name].default:
+                value = word(getattr(self, name))
+                raise ValueError(f"{name} {value} is for arch {' or '.join(archs)}, not arch {self.arch}")
+        if self.skipinit and self.residual:
+            raise ValueError(
+                f"skipinit scales each branch by 0 at init: residual must be 0 or left out with it, got {self.residual}"
+            )
+        residual = 0.0 if self.skipinit else arch.RESIDUAL if self.residual is None else self.residual
         net = Net.of(self, residual=residual)
         features, name, pixels = arch.features(net)
         problem = net.norm.check(net, features, name, pixels)
@@ -125,7 +166,7 @@ class DepthOptions(Config):
 
 OPTIONS = DepthOptions
 CSV = "layers.csv"
-COLUMNS = [s.name for s in stats.STATS]  # a conv or resnet row has all of them, an MLP's no stage or branch_var
+COLUMNS = [s.name for s in stats.STATS]  # every architecture's; stats.columns(arch) gives one's
 ID_COLUMNS = ["layer"]
 TEXT_COLUMNS: list[str] = []
 INFO = {"diverged_at": int | None, "layers_done": int, "grad_growth_theory": float}

@@ -39,12 +39,20 @@ Fn = Callable[["torch.Tensor"], "torch.Tensor"]
 @dataclass(frozen=True)
 class Init:
     """A weight init scheme. `fill(w, g, net)` fills a (fan_out, ...) weight in place from
-    generator g; `variance(net, fan_in)` is one entry's variance sigma_w^2 (docs/theory.md)."""
+    generator g; `variance(net, n)` is one entry's variance sigma_w^2 (docs/theory.md), with
+    n = `fan(fan_in, fan_out)`: fan_in for most, the mean of the two for xavier's, the larger for
+    orthogonal's (a tall matrix has orthonormal columns). They differ only where a weight is not
+    square (a transformer's MLP)."""
 
     name: str
     help: str
     fill: Callable[[torch.Tensor, torch.Generator, Net], torch.Tensor]
-    variance: Callable[[Net, int], float]
+    variance: Callable[[Net, float], float]
+    fan: Callable[[int, int], float] = lambda fan_in, fan_out: fan_in
+
+    def weight_variance(self, net: Net, fan_in: int, fan_out: int) -> float:
+        """sigma_w^2 of one entry of a (fan_out, fan_in) weight."""
+        return self.variance(net, self.fan(fan_in, fan_out))
 
 
 @dataclass(frozen=True)
@@ -53,9 +61,15 @@ class Norm:
     function x -> norm(x). Its theory: `group(net, features, pixels)` is (m, centred), the number
     of values each output is normalised over and whether their mean is taken out, or None for a
     norm that does not normalise at init (none, eval-mode BatchNorm); `scale(net)` multiplies
-    the variance where it does not. `check(net, features, field, pixels)` returns what is wrong
+    the variance where it does not; `across_samples(net)` says whether its statistics mix the
+    samples (train-mode BatchNorm), which a theory of one sample at a time (a transformer's
+    tokens) cannot follow. `check(net, features, field, pixels)` returns what is wrong
     with using it in `net`, or None. Both are given the channels of `net`'s layers, the field
-    that sets them (width, channels) and the values per channel of one sample (pixels)."""
+    that sets them (width, channels) and the values per channel of one sample (pixels).
+
+    The input is (samples, channels) or (samples, channels, pixels...): axis 1 is the channel
+    axis, as torch's norms take it. A transformer hands its norm the (batch x tokens, width)
+    matrix of its tokens, so each token is a sample and its features the channels."""
 
     name: str
     help: str
@@ -63,6 +77,7 @@ class Norm:
     group: Callable[[Net, int, int], tuple[int, bool] | None]
     scale: Callable[[Net], float] = lambda net: 1.0
     check: Callable[[Net, int, str, int], str | None] = lambda net, features, field, pixels: None
+    across_samples: Callable[[Net], bool] = lambda net: False
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,12 @@ class Activation:
         if closed is not None:
             return closed[0] * math.sqrt(var), closed[1] * var
         return theory.gauss_moments(self.build(net), var)
+
+    def gamma(self, net: Net) -> float:
+        """Brock et al.'s gamma: 1 / std of act(z), z ~ N(0, 1), so that gamma act(z) has unit
+        variance (sqrt(2 / (1 - 1/pi)) = 1.7139 for relu)."""
+        mu, s = self.moments(net, 1.0)
+        return 1 / math.sqrt(s - mu * mu)
 
 
 R = TypeVar("R", Init, Norm, Activation)
@@ -150,18 +171,22 @@ def _orthogonal(w: torch.Tensor, g: torch.Generator, net: Net) -> torch.Tensor:
         return torch.nn.init.orthogonal_(w, gain=net.init_gain, generator=g)
 
 
-def _trunc_variance(net: Net, n: int) -> float:
+def _trunc_variance(net: Net, n: float) -> float:
     # N(0, s^2) cut at +-2s keeps variance s^2 (1 - 2a phi(a) / (2 Phi(a) - 1)), a = 2
     a = 2.0
     phi = math.exp(-a * a / 2) / math.sqrt(2 * math.pi)
     return net.init_std * net.init_std * (1 - 2 * a * phi / math.erf(a / math.sqrt(2)))
 
 
-def _gain_variance(net: Net, n: int) -> float:
+def _mean_fan(fan_in: int, fan_out: int) -> float:  # xavier: gain^2 * 2 / (fan_in + fan_out)
+    return (fan_in + fan_out) / 2
+
+
+def _gain_variance(net: Net, n: float) -> float:
     return net.init_gain * net.init_gain / n
 
 
-def _he_variance(net: Net, n: int) -> float:
+def _he_variance(net: Net, n: float) -> float:
     gain = net.activation.gain(net)
     return gain * gain / n  # products, not **: 1e200 ** 2 raises, 1e200 * 1e200 is inf
 
@@ -179,12 +204,14 @@ INITS: Registry[Init] = Registry(
         "xavier_normal_ with gain init_gain",
         lambda w, g, net: torch.nn.init.xavier_normal_(w, gain=net.init_gain, generator=g),
         _gain_variance,
+        fan=_mean_fan,
     ),
     Init(
         "xavier_uniform",
         "xavier_uniform_ with gain init_gain",
         lambda w, g, net: torch.nn.init.xavier_uniform_(w, gain=net.init_gain, generator=g),
         _gain_variance,
+        fan=_mean_fan,
     ),
     Init(
         "normal",
@@ -207,7 +234,7 @@ INITS: Registry[Init] = Registry(
         lambda w, g, net: torch.nn.init.normal_(w, 0.0, net.init_gain / math.sqrt(fan_in(w)), generator=g),
         _gain_variance,
     ),
-    Init("orthogonal", "orthogonal_ with gain init_gain", _orthogonal, _gain_variance),
+    Init("orthogonal", "orthogonal_ with gain init_gain", _orthogonal, _gain_variance, fan=max),
     # nn.Linear.reset_parameters: kaiming_uniform_(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     Init(
         "default",
@@ -292,6 +319,7 @@ NORMS: Registry[Norm] = Registry(
         lambda net, c, px: (net.batch_size * px, True) if net.bn_mode == "train" else None,
         scale=lambda net: 1 / (1 + EPS) if net.bn_mode == "eval" else 1.0,
         check=_bn_check,
+        across_samples=lambda net: net.bn_mode == "train",
     ),
     # over every feature of a sample: the MLP's width, or a feature map's C, H and W
     Norm(

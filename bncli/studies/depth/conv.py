@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from bncli.runtime import torch_dtype
 from bncli.studies.depth import theory
-from bncli.studies.depth.net import Net, Step, draw, layer
+from bncli.studies.depth.net import Net, Step, draw, layer, plain_readout, whole
 
 IDS = ["stage"]  # 0 for every layer: the column a ResNet's rows share
 BRANCH = False
@@ -58,6 +58,10 @@ def rows(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
 
 
+readout = plain_readout
+matrices = whole  # erank of the (N H W, C) matrix
+
+
 def output_elements(net: Net) -> int:
     return net.batch_size * net.channels * net.image_size**2
 
@@ -91,7 +95,7 @@ def theory_std(net: Net) -> np.ndarray:
     linear-act-norm order."""
     maps = theory.Maps(net)
     out = np.full(net.depth, np.nan)
-    if not maps.ok or net.residual or net.order != "linear-norm-act":
+    if not maps.ok or net.skip or net.order != "linear-norm-act":
         return out
     m = np.ones((net.image_size, net.image_size))  # the N(0, 1) input
     with np.errstate(over="ignore", invalid="ignore"):

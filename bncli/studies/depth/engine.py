@@ -23,7 +23,7 @@ import torch
 from bncli.runtime import itemsize, torch_threads
 from bncli.studies.base import Result
 from bncli.studies.depth import stats, theory
-from bncli.studies.depth.net import Arch, Net, Weight, make_cotangent, make_input
+from bncli.studies.depth.net import Arch, Net, Weight, make_cotangent, make_input, weights
 
 CHUNK = 16  # layers whose statistics are computed together (and checked for divergence, on CPU)
 CHUNK_BYTES = {"cpu": 2**20, "cuda": 64 * 2**20}  # a chunk's float64 temporaries: in cache on CPU
@@ -66,14 +66,14 @@ def estimate_bytes(net: Net, on: Collection[str], keep_weights: bool) -> int:
     draw = 8 if net.dtype == "float64" else 4
     w2 = arch.weight_elements(net)
     ahead = 1 + draw_ahead(net, torch.get_num_threads())  # drawn ahead and in use, when streaming
-    weights = (net.depth if keep_weights or grads else ahead) * w2 * elt * (2 if grads else 1)  # + their gradients
+    held = (net.depth if keep_weights or grads else ahead) * w2 * elt * (2 if grads else 1)  # + their gradients
     draw_tmp = ahead * w2 * draw * (4 if net.init.name == "orthogonal" else 1)  # QR needs workspace
     acts = arch.activations(net) * arch.output_elements(net) * max(elt, 4)
     if grads:  # autograd keeps every layer's intermediates, ~6 activations each (~12 a block)
         acts = int(acts * (1 + 1.5 * net.depth))
     chunk = chunk_layers(net, torch.device("cuda"))  # the larger of the two devices' chunks
     kept = chunk * arch.output_elements(net) * (elt + 2 * 8)  # a chunk and its float64 passes
-    return int(weights + draw_tmp + acts + kept + net.depth * len(stats.STATS) * 8)
+    return int(held + draw_tmp + acts + kept + net.depth * len(stats.STATS) * 8)
 
 
 def draw_weights(net: Net, device: torch.device, threads: int = 0) -> Iterator[Weight]:
@@ -123,7 +123,7 @@ def run(
     # squares would overflow a float32 cell long before the outputs themselves do
     buf = torch.empty(net.depth, len(cols), device=device, dtype=torch.float64)
     keep = keep_weights or grads
-    weights, draws, computing = _weights(net, device, keep, grads)
+    kept, draws, computing = _weights(net, device, keep, grads)
     outs: list[torch.Tensor] | None = [] if grads else None
     status = "ok"
     try:
@@ -146,8 +146,8 @@ def run(
     table.insert(0, "layer", range(len(table)))
     info: dict[str, Any] = {"diverged_at": diverged_at, "layers_done": len(table)}
     if grads:
-        assert weights is not None and outs is not None
-        g = _grads(net, device, outs, weights, len(table) if diverged_at is None else diverged_at)
+        assert kept is not None and outs is not None
+        g = _grads(net, device, outs, kept, len(table) if diverged_at is None else diverged_at)
         if g is None:
             status = "interrupted"
             table["grad_std"] = table["weight_grad_norm"] = float("nan")
@@ -179,13 +179,12 @@ def _weights(
     if not keep:
         return None, draw_weights(net, device, drawing), computing
     with torch_threads(computing):
-        weights = list(draw_weights(net, device, drawing + computing if drawing else 0))
+        kept = list(draw_weights(net, device, drawing + computing if drawing else 0))
     if grads:
-        for w in weights:
-            for t in w if isinstance(w, tuple) else (w,):
-                if t is not None:
-                    t.requires_grad_(True)
-    return weights, iter(weights), computing
+        for w in kept:
+            for t in weights(w):
+                t.requires_grad_(True)
+    return kept, iter(kept), computing
 
 
 def _forward(
@@ -240,8 +239,8 @@ def _forward(
                     stash = torch.empty(k, *shape, device=device, dtype=rows.dtype)
                 row = stash[i - flushed]
                 row.view(rows.shape).copy_(rows)
-                for j, s in per_layer:  # the statistics computed a layer at a time (erank: an SVD)
-                    buf[i, j] = s.compute(row, branch)  # type: ignore[misc]
+                if per_layer:  # the statistics computed a layer at a time (erank: an SVD)
+                    _layer_stats(per_layer, stats.Layer(row, branch, arch.matrices(net, row)), buf[i])
                 if outs is not None:
                     outs.append(x)
                 done = i + 1
@@ -258,22 +257,28 @@ def _forward(
     return done
 
 
-def _grads(
-    net: Net, device: torch.device, outs: list[torch.Tensor], weights: list[Weight], n: int
-) -> np.ndarray | None:
+def _layer_stats(per_layer: list[tuple[int, stats.Stat]], layer: stats.Layer, row: torch.Tensor) -> None:
+    for j, s in per_layer:
+        row[j] = s.compute(layer)  # type: ignore[misc]
+
+
+def _grads(net: Net, device: torch.device, outs: list[torch.Tensor], kept: list[Weight], n: int) -> np.ndarray | None:
     """(len(outs), 2) float64 array of [grad_std, weight_grad_norm]; rows past n are nan.
 
-    The output of layer n - 1 is contracted with a fixed seeded N(0, 1) cotangent and one
-    backward pass gives the gradient with respect to every layer's output and weight.
+    The network's output (Arch.readout of layer n - 1's) is contracted with a fixed seeded
+    N(0, 1) cotangent and one backward pass gives the gradient with respect to every layer's
+    output and weight.
     """
     out = np.full((len(outs), 2), np.nan)
     if n == 0:
         return out
     try:
         ct = make_cotangent(net, device, tuple(outs[n - 1].shape))
-        # a ResNet block's weights are a tuple: its gradient norm is over all of them
-        parts = [[t for t in (w if isinstance(w, tuple) else (w,)) if t is not None] for w in weights[:n]]
-        g = torch.autograd.grad(outs[n - 1], outs[:n] + [t for p in parts for t in p], ct)
+        with torch.enable_grad():
+            y = net.arch_module().readout(net, device)(outs[n - 1])
+        # a ResNet or transformer block's weights are a tuple: its gradient norm is over all of them
+        parts = [weights(w) for w in kept[:n]]
+        g = torch.autograd.grad(y, outs[:n] + [t for p in parts for t in p], ct)
         go, gw = g[:n], iter(g[n:])
 
         def up(t: torch.Tensor) -> torch.Tensor:

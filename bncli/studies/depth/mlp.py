@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from bncli.runtime import torch_dtype
 from bncli.studies.depth import theory
-from bncli.studies.depth.net import Net, Step, draw, layer
+from bncli.studies.depth.net import Net, Step, draw, layer, plain_readout, whole
 
 IDS: list[str] = []
 BRANCH = False
@@ -51,6 +51,10 @@ def rows(x: torch.Tensor) -> torch.Tensor:
     return x  # (batch, width): a sample per row already
 
 
+readout = plain_readout
+matrices = whole  # erank of the (batch, width) matrix
+
+
 def output_elements(net: Net) -> int:
     return net.batch_size * net.width
 
@@ -78,8 +82,8 @@ def held(net: Net) -> str:
 def theory_std(net: Net) -> np.ndarray:
     """Predicted std of each layer's output, layers 0 .. depth-1 (inf once it overflows).
 
-    Each output h = x + alpha * f(x) (alpha = 0: h = f(x)) is tracked through its mean m and
-    second moment q per entry; the pre-activation z = W x has variance n sigma_w^2 q.
+    Each output h = x + alpha * f(x) (no skip connection: h = f(x)) is tracked through its mean m
+    and second moment q per entry; the pre-activation z = W x has variance n sigma_w^2 q.
     """
     act = net.activation.build(net)
     n, s2w, alpha = net.width, net.init.variance(net, net.width), net.residual
@@ -104,7 +108,7 @@ def theory_std(net: Net) -> np.ndarray:
                 mu, s = (mu / math.sqrt(s) if s > 0 else 0.0), 1.0
             else:
                 mu, s = mu * math.sqrt(shrink), s * shrink
-        if alpha:
+        if net.skip:
             m, q = m + alpha * mu, q + 2 * alpha * m * mu + alpha * alpha * s
         else:
             m, q = mu, s

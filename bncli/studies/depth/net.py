@@ -3,9 +3,9 @@ architecture implements, and the registry of architectures.
 
     net = Net.of(cfg); arch = net.arch_module(); step = arch.step(net, device)
 
-An architecture is one module (mlp.py, conv.py, resnet.py) and one line in ARCHS. It knows
-the shapes of its input and weights, one layer's step, its memory and MAC estimates, its id
-columns and its theory; nothing else in the study switches on its name. Modules load on first
+An architecture is one module (mlp.py, conv.py, resnet.py, transformer.py) and one line in
+ARCHS. It knows the shapes of its input and weights, one layer's step, its memory and MAC
+estimates, its id columns and its theory; nothing else in the study switches on its name. Modules load on first
 use, so the registry's names and help cost nothing to import.
 """
 
@@ -33,9 +33,12 @@ ARCHS: dict[str, str] = {
     "mlp": "Linear(bias=False) -> norm -> activation, the notebook's",
     "conv": "Conv2d(C, C, k, padding k // 2, bias=False) -> norm -> activation on (batch, C, H, W) maps",
     "resnet": "pre-activation (v2) residual blocks in stages; transitions halve H, W and double C",
+    "transformer": "self-attention and MLP blocks on (batch, tokens, width) token matrices, pre- or post-norm",
 }
 
-Weight = Union["torch.Tensor", tuple[Any, ...]]  # a layer's weight, or a block's weights
+# a layer's weight, or a block's weights (tensors; None where a block has no such weight) and
+# constants (floats: an NF-ResNet block's beta); only the tensors are weights, with gradients
+Weight = Union["torch.Tensor", tuple[Any, ...]]
 Step = Callable[["torch.Tensor", Any], Any]  # (x, weight) -> output, or (output, branch output)
 
 
@@ -64,6 +67,19 @@ class Net:
     residual: float
     dtype: str
     seed: int
+    tokens: int
+    heads: int
+    mlp_ratio: int
+    causal: bool
+    norm_position: str
+    ws: str
+    nf_beta: bool
+    skipinit: bool
+
+    @property
+    def skip(self) -> bool:
+        """Is there a skip connection: `residual` alpha > 0, or SkipInit's (alpha 0 at init)."""
+        return bool(self.residual) or self.skipinit
 
     @classmethod
     def of(cls, cfg: Any, **changes: Any) -> Net:
@@ -100,6 +116,14 @@ class Arch(Protocol):
 
     def rows(self, x: torch.Tensor) -> torch.Tensor: ...  # an output as (samples..., channels)
 
+    # one layer's (samples, channels) rows as the (k, m, channels) matrices whose effective rank
+    # and token cosine are averaged over k: the whole output (k = 1), or a transformer's samples
+    def matrices(self, net: Net, rows: torch.Tensor) -> torch.Tensor: ...
+
+    # the network's output from the last layer's, which --grads contracts with its cotangent: the
+    # last layer's own (plain_readout), or a pre-LN transformer's final norm
+    def readout(self, net: Net, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]: ...
+
     def output_elements(self, net: Net) -> int: ...  # values in the largest layer output
 
     def weight_elements(self, net: Net) -> int: ...  # values in the largest layer's weights
@@ -120,6 +144,21 @@ def architecture(name: str) -> Arch:
     if name not in ARCHS:
         raise KeyError(name)
     return cast(Arch, importlib.import_module(f"{__package__}.{name}"))
+
+
+def weights(w: Weight) -> list[torch.Tensor]:
+    """The tensors of a layer's weight: the weight itself, or a block's (its None and constants left out)."""
+    return [t for t in (w if isinstance(w, tuple) else (w,)) if isinstance(t, torch.Tensor)]
+
+
+def plain_readout(net: Net, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Arch.readout of an architecture whose output is its last layer's."""
+    return lambda x: x
+
+
+def whole(net: Net, rows: torch.Tensor) -> torch.Tensor:
+    """Arch.matrices of an architecture whose whole output is one matrix (mlp, conv, resnet)."""
+    return rows[None]
 
 
 def draw(net: Net, shape: tuple[int, ...], index: int, device: torch.device) -> torch.Tensor:
@@ -153,13 +192,13 @@ def layer(
     lin: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> Step:
     """x, w -> act(norm(lin(x, w))), the notebook's Linear(bias=False) -> norm -> activation with
-    any linear map; `order` linear-act-norm swaps norm and activation; `residual` alpha > 0
-    returns x + alpha * f(x) instead of f(x)."""
+    any linear map; `order` linear-act-norm swaps norm and activation; with a skip connection
+    (`residual` alpha > 0, or SkipInit's alpha 0) it returns x + alpha * f(x) instead of f(x)."""
     if net.order == "linear-norm-act":
         f = lambda x, w: act(norm(lin(x, w)))  # noqa: E731
     else:
         f = lambda x, w: norm(act(lin(x, w)))  # noqa: E731
-    if net.residual:
+    if net.skip:
         alpha = net.residual
         return lambda x, w: x + alpha * f(x, w)
     return f

@@ -16,15 +16,19 @@ import pandas as pd
 from bncli import figures
 
 SPP = ["chan_sq_mean", "chan_var", "branch_var"]  # Brock et al.'s signal-propagation plot
+TOKENS = ["std", "token_cos", "erank", "weight_grad_norm"]  # a transformer's: scale, rank collapse, gradients
 
 
 def draw(plt: Any, table: pd.DataFrame, metric: str | None, opts: figures.Options | None = None) -> Any:
     """`metric` (default std) against layer, log-scaled when it spans decades; an x where a run
     diverged; a panel per value of opts.facet, each with its own y scale. Conv and ResNet runs
     (a `stage` column) default to Brock et al.'s signal propagation plot, a panel per statistic
-    (a row per facet value), with the stage boundaries marked."""
+    (a row per facet value), with the stage boundaries marked; transformer runs (a `token_cos`
+    column) to a panel each for std, token_cos and, where computed, erank and weight_grad_norm."""
     if "stage" in table.columns and table["stage"].notna().any():
         return _draw_maps(plt, table, [metric] if metric else [m for m in SPP if table[m].notna().any()], opts)
+    if "token_cos" in table.columns and table["token_cos"].notna().any() and metric is None:
+        return _draw_maps(plt, table, [m for m in TOKENS if m in table.columns and table[m].notna().any()], opts)
     metric = metric or "std"
     styles = figures.line_styles(table)
     panels = figures.panels(table, opts)
@@ -70,6 +74,8 @@ def auto_facet(table: pd.DataFrame, metric: str | None, columns: list[str]) -> s
     lines on top of each other on one log axis."""
     if "stage" in table.columns and table["stage"].notna().any():
         return None  # the signal-propagation plot compares its configs on one axis
+    if "token_cos" in table.columns and table["token_cos"].notna().any() and metric is None:
+        return None  # so does a transformer's, a panel per statistic
     metric = metric or "std"
     done = table[table["status"].isin(("ok", "diverged"))]
     if figures.decades(done[metric]) < 10:
@@ -86,7 +92,7 @@ def auto_facet(table: pd.DataFrame, metric: str | None, columns: list[str]) -> s
 
 def _draw_maps(plt: Any, table: pd.DataFrame, metrics: list[str], opts: figures.Options | None) -> Any:
     """One panel per metric against block (layer), mean and +-1 sd over seeds, stage
-    boundaries dashed; a row of them per value of opts.facet."""
+    boundaries dashed (where there are stages); a row of them per value of opts.facet."""
     styles = figures.line_styles(table)
     panels = figures.panels(table, opts)
     fig, axes = figures.subplots(plt, len(panels), len(metrics), 5.2, 4.8)
@@ -97,14 +103,19 @@ def _draw_maps(plt: Any, table: pd.DataFrame, metrics: list[str], opts: figures.
                 done = g[g["status"].isin(("ok", "diverged"))]
                 if not done.empty:
                     _draw_group(ax, done, m, styles[parts], log)
-            stages = rows.dropna(subset=["stage"]).groupby("stage")["layer"].min()
+            if "stage" in rows.columns:
+                stages = rows.dropna(subset=["stage"]).groupby("stage")["layer"].min()
+            else:
+                stages = pd.Series([0])  # one stage: no boundary to mark
             for x in stages.iloc[1:]:
                 ax.axvline(x - 0.5, color="0.5", lw=0.8, ls="--")
             ax.set_yscale("log" if log else "linear")
             ax.set_title(m if name is None else f"{m}: {name}")
             ax.set_xlabel("block" if len(stages) > 1 else "layer")
             ax.grid(True, which="major", alpha=0.3)
-    figures.title(fig, axes, f"signal propagation ({figures.seeds_note(table)}; dashed: a new stage)", opts)
+    what = "signal propagation" if "stage" in table.columns else "the residual stream"
+    dashed = "; dashed: a new stage" if "stage" in table.columns else ""
+    figures.title(fig, axes, f"{what} ({figures.seeds_note(table)}{dashed})", opts)
     figures.legend(axes[len(metrics) - 1], axes)
     return fig
 

@@ -81,22 +81,56 @@ def chan_var(f: torch.Tensor) -> torch.Tensor:
     return (f - cm).square_().mean((0, 2, 3)).mean()
 
 
-def erank(x: torch.Tensor) -> torch.Tensor:
-    """Roy and Vetterli's effective rank: exp(entropy of the singular values / their sum).
+@dataclass(frozen=True)
+class Layer:
+    """One layer's output as a `layer` statistic is given it: its (samples, channels) `rows`,
+    its residual branch's output (or None), and `matrices`, the (k, m, channels) matrices the
+    architecture averages rank statistics over (Arch.matrices: the rows themselves, k = 1, or a
+    transformer's (batch, tokens, width))."""
 
-    Scale-free, so x is first divided by its abs max (no overflow in the SVD); a non-finite
-    x gives nan (the layer has diverged), an all-zero x gives 0.
+    rows: torch.Tensor
+    branch: torch.Tensor | None
+    matrices: torch.Tensor
+
+
+def erank(x: torch.Tensor) -> torch.Tensor:
+    """Roy and Vetterli's effective rank: exp(entropy of the singular values / their sum), of an
+    (m, channels) matrix, or of each matrix of a (k, m, channels) stack averaged over the k.
+
+    Scale-free, so each matrix is first divided by its abs max (no overflow in the SVD); a
+    non-finite matrix gives nan (the layer has diverged), an all-zero one gives 0.
     """
     x = x.float() if x.dtype != torch.float64 else x
-    finite = torch.isfinite(x).all()
-    top = x.abs().amax()
-    safe = torch.where(finite & (top > 0), x / top, torch.zeros_like(x))
+    x = x[None] if x.dim() == 2 else x
+    finite = torch.isfinite(x).all(-1).all(-1)
+    top = x.abs().amax((-2, -1))
+    ok = (finite & (top > 0))[:, None, None]
+    safe = torch.where(ok, x / top[:, None, None], torch.zeros_like(x))
     s = torch.linalg.svdvals(safe)
-    total = s.sum()
+    total = s.sum(-1, keepdim=True)
     p = s / total.clamp_min(torch.finfo(s.dtype).tiny)
-    r = torch.exp(-torch.special.xlogy(p, p).sum())
-    r = torch.where(total > 0, r, torch.zeros_like(r))
-    return torch.where(finite, r, torch.full_like(r, float("nan")))
+    r = torch.exp(-torch.special.xlogy(p, p).sum(-1))
+    r = torch.where(total[:, 0] > 0, r, torch.zeros_like(r))
+    return torch.where(finite, r, torch.full_like(r, float("nan"))).mean()
+
+
+def token_cos(x: torch.Tensor) -> torch.Tensor:
+    """The mean cosine similarity between the m rows (tokens) of an (m, channels) matrix, over
+    the m (m - 1) ordered pairs of different rows, or of each matrix of a (k, m, channels) stack
+    averaged over the k.
+
+    In float64, with each row divided by its norm: |sum of the unit rows|^2 less the number of
+    them (each has |u|^2 = 1) is the sum over pairs, so no m x m matrix is built. A zero row
+    counts as orthogonal to every other; one row alone (m = 1) gives nan, and so does a
+    non-finite matrix.
+    """
+    xs = x.to(torch.float64, copy=True)
+    xs = xs[None] if xs.dim() == 2 else xs
+    norms = torch.linalg.vector_norm(xs, dim=-1, keepdim=True)
+    u = xs.div_(norms.clamp_min(torch.finfo(torch.float64).tiny))  # in place: xs is this function's copy
+    pairs = u.sum(1).square().sum(-1) - (norms[..., 0] > 0).sum(-1)
+    m = xs.shape[1]
+    return (pairs / (m * (m - 1)) if m > 1 else pairs * float("nan")).mean()
 
 
 Kind = Literal["id", "chunk", "layer", "grad", "theory"]
@@ -107,9 +141,8 @@ class Stat:
     """One column of layers.csv.
 
     kind: `id` (what identifies the row), `chunk` (compute(chunk) gives the statistic of every
-    layer of a Chunk at once), `layer` (compute(rows, branch) of one layer's (samples, channels)
-    output and its residual branch's output), `grad` (from the one backward pass) or `theory`
-    (the architecture's prediction).
+    layer of a Chunk at once), `layer` (compute(layer) of one layer's output, a Layer), `grad`
+    (from the one backward pass) or `theory` (the architecture's prediction).
     """
 
     name: str
@@ -157,15 +190,26 @@ STATS: list[Stat] = [
         "same",
         archs=("conv", "resnet"),
         branch=True,
-        compute=lambda rows, branch: chan_var(branch.detach()),
+        compute=lambda layer: chan_var(layer.branch.detach()),
     ),
     Stat(
         "erank",
         "layer",
-        "`exp(-sum_k p_k log p_k)`, `p_k = s_k / sum_j s_j`, `s` the singular values of `x`",
+        "`exp(-sum_k p_k log p_k)`, `p_k = s_k / sum_j s_j`, `s` the singular values of `x` (a "
+        "transformer's: of each sample's tokens x width matrix, averaged over the batch)",
         'Roy and Vetterli, EUSIPCO 2007, "The effective rank: a measure of effective dimensionality"',
         on="erank",
-        compute=lambda rows, branch: erank(rows),
+        compute=lambda layer: erank(layer.matrices),
+    ),
+    Stat(
+        "token_cos",
+        "layer",
+        "mean cosine similarity `cos(x[b, t], x[b, u])` over the pairs of different tokens `t != u` of a "
+        "sample, averaged over the batch: 1 when the tokens have collapsed to one direction",
+        'Dong, Cordonnier, Loukas, ICML 2021, "Attention is not all you need: pure attention loses rank '
+        'doubly exponentially with depth"',
+        archs=("transformer",),
+        compute=lambda layer: token_cos(layer.matrices),
     ),
     Stat(
         "grad_std",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -83,11 +83,12 @@ def grad_rate(net: Net) -> float | None:
     """Yang et al.'s gradient growth per layer, going backwards, where the stack is the one it is
     derived for (Linear -> BatchNorm (train) -> ReLU, no residual, batch_size >= 4); else None."""
     bn_relu = (
-        net.norm.name == "batchnorm"
+        net.arch in ("mlp", "conv")
+        and net.norm.name == "batchnorm"
         and net.bn_mode == "train"
         and net.activation.name == "relu"
         and net.order == "linear-norm-act"
-        and not net.residual
+        and not net.skip
         and net.batch_size >= 4
     )
     return round(bn_relu_grad_rate(net.batch_size), 4) if bn_relu else None
@@ -127,6 +128,70 @@ def bn_relu_grad_rate(batch_size: int, samples: int | None = None, seed: int = 0
     return math.sqrt(lam)
 
 
+# -- tokens: the transformer ----------------------------------------------------------------------
+
+ATTENTION_DRAWS = 2**22  # Monte Carlo of attention_kernel: about this many multiply-adds a block
+
+
+@lru_cache(maxsize=2**14)  # a sweep's seeds ask the same again
+def attention_kernel(v: float, rho: float, tokens: int, head_dim: int) -> tuple[float, float]:
+    """(E |o_t|^2, E <o_t, o_u>) for o_t = sum_s P_ts y_s, t != u, where the tokens y_s have
+    mean square 1 and cosine rho with each other, and P is the softmax over s of the logits
+    sqrt(v) q_t . k_s / sqrt(head_dim) of Gaussian queries and keys with the tokens' correlation
+    (what Q and K drawn at init make of such tokens, v the logits' variance).
+
+    With Gram matrix rho 1 1^T + (1 - rho) I, E|o_t|^2 = rho + (1 - rho) E sum_s P_ts^2 and
+    E<o_t, o_u> = rho + (1 - rho) E sum_s P_ts P_us: between 1/tokens (uniform attention over
+    orthogonal tokens) and 1 (collapsed tokens, or one token: then exactly 1, 1). The two
+    expectations are a Monte Carlo over seeded draws of q and k (the same draws for every
+    argument, so the result is a smooth, deterministic function of v and rho).
+    """
+    if tokens == 1:
+        return 1.0, 1.0
+    rho = min(max(rho, 0.0), 1.0)
+    draws = max(4, min(256, ATTENTION_DRAWS // (tokens * tokens * head_dim)))
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, draws, tokens + 1, head_dim, generator=g, dtype=torch.float64)
+    qk = math.sqrt(rho) * z[:, :, :1] + math.sqrt(1 - rho) * z[:, :, 1:]  # a shared part and each token's own
+    logits = (qk[0] @ qk[1].transpose(1, 2)) * math.sqrt(v / head_dim)
+    p = torch.softmax(logits, -1)
+    pp = p @ p.transpose(1, 2)  # sum_s P_ts P_us
+    own = float(pp.diagonal(dim1=1, dim2=2).mean())
+    other = float((pp.sum((1, 2)) - pp.diagonal(dim1=1, dim2=2).sum(1)).mean()) / (tokens * (tokens - 1))
+    return rho + (1 - rho) * own, rho + (1 - rho) * other
+
+
+KERNEL_GRID = 401  # trapezoid nodes per axis on [-10, 10] of act_correlation's quadrature
+
+
+def act_correlation(
+    act: Callable[[torch.Tensor], torch.Tensor], homogeneous: tuple[float, float] | None, var: float, rho: float
+) -> float:
+    """E act(u) act(w) / E act(u)^2 for (u, w) Gaussian, mean 0, variance var, correlation rho.
+
+    A positively homogeneous activation (relu, leaky_relu, linear: `homogeneous` = (c1, c2), see
+    Activation) is (p + n)/2 x + (p - n)/2 |x|, and E|u||w| = (2/pi) (sqrt(1 - rho^2) + rho
+    asin rho) (Cho and Saul's arc-cosine kernel) gives it in closed form; the others take the
+    trapezoid rule on a 401 x 401 grid over +-10 standard deviations (spectrally accurate for
+    smooth functions: ~1e-12 for tanh at variance 4); for the first the ratio does not depend
+    on the variance.
+    """
+    rho = min(max(rho, -1.0), 1.0)
+    if homogeneous is not None:
+        c1, c2 = homogeneous
+        odd = c2 - math.pi * c1 * c1 / 2  # ((p + n) / 2)^2
+        return (odd * rho + c1 * c1 * (math.sqrt(1 - rho * rho) + rho * math.asin(rho))) / c2
+    x = np.linspace(-10.0, 10.0, KERNEL_GRID)
+    w = np.exp(-0.5 * x * x)
+    w /= w.sum()
+    sd = math.sqrt(var)
+    au = act64(act, sd * x)[:, None]
+    av = act64(act, sd * (rho * x[:, None] + math.sqrt(1 - rho * rho) * x[None, :]))
+    ww = w[:, None] * w[None, :]
+    own = (ww * au * au).sum()
+    return float((ww * au * av).sum() / own) if own > 0 else 1.0
+
+
 # -- feature maps: conv and resnet -------------------------------------------------------------
 
 
@@ -159,6 +224,7 @@ class Maps:
         self.ok = closed is not None
         self.normalises = net.norm.group(net, net.channels, net.image_size**2) is not None
         self.shrink = net.norm.scale(net)
+        self.gamma = net.activation.gamma(net) if self.ok else math.nan
 
     def norm(self, m: np.ndarray) -> np.ndarray:
         return m / m.mean() if self.normalises else m * self.shrink
@@ -167,3 +233,20 @@ class Maps:
         k = self.net.kernel_size if k is None else k
         n = c_in * k * k
         return n * self.net.init.variance(self.net, n) * box(m, k, stride)
+
+    def conv_ws(self, s: np.ndarray, mu: np.ndarray, c_in: int, k: int | None = None, stride: int = 1) -> np.ndarray:
+        """The second-moment map of a Scaled-WS conv's output, from its input's second-moment
+        map s and mean map mu (the same in every channel). Each output channel's n = C k^2
+        weights sum to 0 and their squares to gamma^2, so over their (exchangeable) draw
+        E[w_j w_j'] = gamma^2 (delta_jj' - 1/n) / (n - 1), and with independent inputs
+
+            E out(p)^2 = gamma^2 / (n - 1) * (C S - ((C U)^2 + C V) / n),
+
+        S, U and V the window sums of s, mu and s - mu^2 (zero padding): gamma^2 times the
+        input's variance inside the image, where the channel mean is taken out exactly."""
+        k = self.net.kernel_size if k is None else k
+        n, g = c_in * k * k, self.gamma
+        ssum, usum, vsum = (k * k * box(a, k, stride) for a in (s, mu, s - mu * mu))
+        if n == 1:  # one weight, standardized to 0
+            return np.zeros_like(ssum)
+        return g * g / (n - 1) * (c_in * ssum - (c_in * c_in * usum * usum + c_in * vsum) / n)
