@@ -304,6 +304,8 @@ def vision_python() -> Path | None:
     """The vision venv's python (torchvision, timm, transformers), where there is one."""
     given = os.environ.get("BNCLI_VISION_PYTHON")
     path = Path(given) if given else ROOT / ".venv-vision" / "bin" / "python"
+    # absolute: the pictures are drawn from a scratch directory, where a relative path would not resolve
+    path = path if path.is_absolute() else ROOT / path
     return path if path.exists() else None
 
 
