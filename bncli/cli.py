@@ -726,11 +726,19 @@ def plot_cmd(
     facet: Annotated[
         Optional[str],
         typer.Option(
-            help="A setting: one panel per value, each with its own y scale ('none': one panel; default: a panel "
-            "per norm-like grid key when configs diverge next to stable ones, a row per config for running-stats).",
+            help="A setting: one panel per value; panels of comparable values share a y axis ('none': one panel; "
+            "default: a panel per value of a grid key when configs diverge next to two stable ones or more, or over "
+            "six lines would share an axis, never a panel of one line; a row per config for running-stats).",
             show_default=False,
         ),
     ] = None,
+    theory: Annotated[
+        bool,
+        typer.Option(
+            "--theory/--no-theory",
+            help="Draw each line's theory column dashed over it: theory_std on std plots (theory_<metric>).",
+        ),
+    ] = False,
 ):
     """Plot a metric against layer for runs and sweeps: one line per config, +-1 sd band.
 
@@ -744,7 +752,7 @@ def plot_cmd(
     from bncli import api
 
     with _reading(paths[0] if len(paths) == 1 else "PATH"):
-        path = api.plot_runs(paths, out, metric, where=where or [], logy=logy, title=title, facet=facet)
+        path = api.plot_runs(paths, out, metric, where=where or [], logy=logy, title=title, facet=facet, theory=theory)
     _console().print(f"plot: {_plain(str(path))}", markup=False)
 
 
