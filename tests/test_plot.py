@@ -294,6 +294,8 @@ def test_auto_facets_give_no_panel_of_one_line_and_split_a_crowd(cli, tmp_path, 
     # the README's example: no norm, four inits, one holding: one panel, not one per init
     fig, _ = draw([mixed_sweep], where=["norm=none"], metric="abs_max")
     assert len(fig.axes) == 1 and len(labelled(fig.axes[0])) == 2
+    fig, _ = draw([mixed_sweep], where=["init=normal"])  # two norms hold, none explodes: a panel per
+    assert len(fig.axes) == 1 and len(labelled(fig.axes[0])) == 3  # norm would hold one line each
     path = sweep_file(
         tmp_path,
         "crowd",
