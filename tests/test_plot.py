@@ -317,20 +317,22 @@ def test_auto_facets_give_no_panel_of_one_line_and_split_a_crowd(cli, tmp_path, 
 def test_theory_std_dashed_over_each_line(cli, small_sweep, mixed_sweep, tmp_path):
     import matplotlib.pyplot as plt
 
+    from bncli import figures
+
     for paths, kw in (([small_sweep], {}), ([mixed_sweep], {"metric": "std"})):
         fig, table = draw(paths, theory=True, **kw)
         for ax in fig.axes:
             theory = [ln for ln in ax.lines if ln.get_gid() == "theory_std"]
             assert len(theory) == len(labelled(ax)) > 0
             for ln, dashed in zip(labelled(ax).values(), theory, strict=True):  # drawn right after its line
-                assert dashed.get_color() == ln.get_color() and dashed.get_linestyle() == "--"
+                assert dashed.get_color() == figures.darker(ln.get_color()) and dashed.get_linestyle() == "--"
                 rows = table[table["label"] == ln.get_label()]
                 if len(fig.axes) > 1:  # a panel per norm
                     rows = rows[rows["setting:norm"] == ax.get_title().removeprefix("norm=")]
                 by_layer = rows.groupby("layer")["theory_std"]
                 assert (by_layer.nunique() == 1).all()  # the same for every seed: the mean is it
                 np.testing.assert_allclose(dashed.get_ydata(), by_layer.first().to_numpy(), rtol=1e-12)
-        assert "dashed: theory_std, each line's theory" in legend_labels(fig)
+        assert "dashed: theory_std, each line's theory (darker)" in legend_labels(fig)
     fig, _ = draw([small_sweep])
     assert not [ln for ln in fig.axes[0].lines if ln.get_gid()]  # only when asked
     plt.close("all")

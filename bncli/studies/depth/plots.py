@@ -200,7 +200,15 @@ def _draw_group(ax: Any, done: pd.DataFrame, metric: str, st: dict, log: bool, t
         tx, predicted, _, _ = figures.mean_sd(done, "layer", theory)
         if log:
             predicted = np.where(predicted > 0, predicted, np.nan)
-        ax.plot(tx, predicted, label="_" + theory, lw=1.1, color=st["color"], ls=figures.THEORY_DASHES, gid=theory)
+        ax.plot(
+            tx,
+            predicted,
+            label="_" + theory,
+            lw=1.1,
+            color=figures.darker(st["color"]),
+            ls=figures.THEORY_DASHES,
+            gid=theory,
+        )
     if n > 1:
         lo, hi = mean - sd, mean + sd
         if log:  # mean - sd can be <= 0, a hole on a log axis: mirror the upper edge in log space
