@@ -726,9 +726,9 @@ def plot_cmd(
     facet: Annotated[
         Optional[str],
         typer.Option(
-            help="A setting: one panel per value; panels of comparable values share a y axis ('none': one panel; "
-            "default: a panel per value of a grid key when configs diverge next to two stable ones or more, or over "
-            "six lines would share an axis, never a panel of one line; a row per config for running-stats).",
+            help="A setting: one panel per value ('none': one panel; default: a panel per value of a grid key where "
+            "one axis would squash stable lines next to wild ones or hold over six, never a panel of one line; a row "
+            "per config for running-stats). Panels of comparable values share a y axis.",
             show_default=False,
         ),
     ] = None,
@@ -737,6 +737,7 @@ def plot_cmd(
         typer.Option(
             "--theory/--no-theory",
             help="Draw each line's theory column dashed over it: theory_std on std plots (theory_<metric>).",
+            show_default=False,
         ),
     ] = False,
 ):
