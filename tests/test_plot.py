@@ -288,6 +288,37 @@ def test_lines_the_same_everywhere_and_at_the_start_are_noted_once():
     plt.close(fig)
 
 
+def test_the_residual_stream_panels_note_hidden_lines_and_share_comparable_axes(cli, tmp_path):
+    """Without a norm, pre- and post-LN are one network: their lines coincide in every panel."""
+    import matplotlib.pyplot as plt
+
+    from bncli import figures
+
+    path = sweep_file(
+        tmp_path,
+        "tr",
+        base={"arch": "transformer", "depth": 3, "width": 8, "tokens": 4, "heads": 2, "batch_size": 2},
+        grid={"norm_position": ["pre", "post"], "norm": ["layernorm", "none"]},
+    )
+    r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
+    assert r.exit_code == 0, r.output
+    fig, _ = draw([tmp_path / "out" / "sweeps" / "tr"])
+    assert [ax.get_title() for ax in fig.axes] == ["std", "token_cos"]
+    for ax in fig.axes:
+        same = "norm_position=pre, norm=none = norm_position=post, norm=none"
+        assert figures.overlaps(ax) == [same] and overlap_note(ax).endswith(same)
+        lines = labelled(ax)
+        np.testing.assert_array_equal(*(lines[f"norm_position={p}, norm=none"].get_ydata() for p in ("pre", "post")))
+    fig, table = draw([tmp_path / "out" / "sweeps" / "tr"], facet="norm")  # a row per norm
+    std_ln, cos_ln, std_none, cos_none = fig.axes
+    assert cos_ln.get_shared_y_axes().joined(cos_ln, cos_none)  # token_cos is a cosine in either
+    grown = (
+        table[table["setting:norm"] == "none"]["std"].max() / table[table["setting:norm"] == "layernorm"]["std"].max()
+    )
+    assert grown > 3 and not std_ln.get_shared_y_axes().joined(std_ln, std_none)  # LayerNorm's would be flat
+    plt.close("all")
+
+
 def test_auto_facets_give_no_panel_of_one_line_and_split_a_crowd(cli, tmp_path, mixed_sweep):
     import matplotlib.pyplot as plt
 

@@ -158,13 +158,15 @@ def _draw_maps(plt: Any, table: pd.DataFrame, metrics: list[str], opts: figures.
     styles = figures.line_styles(table)
     panels = figures.panels(table, opts)
     fig, axes = figures.subplots(plt, len(panels), len(metrics), 5.2, 4.8)
+    logs = [figures.use_log(rows[m], opts) for _, rows in panels for m in metrics]
     for r, (name, rows) in enumerate(panels):
-        for ax, m in zip(axes[r * len(metrics) : (r + 1) * len(metrics)], metrics, strict=True):
-            log = figures.use_log(rows[m], opts)
+        for c, m in enumerate(metrics):
+            ax, log = axes[r * len(metrics) + c], logs[r * len(metrics) + c]
             for parts, g in figures.groups(rows):
                 done = g[g["status"].isin(("ok", "diverged"))]
                 if not done.empty:
                     _draw_group(ax, done, m, styles[parts], log, figures.theory_of(m, opts))
+            figures.note_overlaps(ax)  # pre- and post-LN without a norm are one network
             if "stage" in rows.columns:
                 stages = rows.dropna(subset=["stage"]).groupby("stage")["layer"].min()
             else:
@@ -175,6 +177,11 @@ def _draw_maps(plt: Any, table: pd.DataFrame, metrics: list[str], opts: figures.
             ax.set_title(m if name is None else f"{m}: {name}")
             ax.set_xlabel("block" if len(stages) > 1 else "layer")
             ax.grid(True, which="major", alpha=0.3)
+    for c, m in enumerate(metrics):  # a statistic's panels, a row per facet value, share comparable axes
+        column = [axes[r * len(metrics) + c] for r in range(len(panels))]
+        clogs = logs[c :: len(metrics)]
+        values = [_finite(rows, m, log) for (_, rows), log in zip(panels, clogs, strict=True)]
+        share(column, shared(values, clogs))
     what = "signal propagation" if "stage" in table.columns else "the residual stream"
     dashed = "; dashed: a new stage" if "stage" in table.columns else ""
     figures.title(fig, axes, f"{what} ({figures.seeds_note(table)}{dashed})", opts)
