@@ -21,7 +21,9 @@ TOKENS = ["std", "token_cos", "erank", "weight_grad_norm"]  # a transformer's: s
 
 def draw(plt: Any, table: pd.DataFrame, metric: str | None, opts: figures.Options | None = None) -> Any:
     """`metric` (default std) against layer, log-scaled when it spans decades; an x where a run
-    diverged; a panel per value of opts.facet, each with its own y scale. Conv and ResNet runs
+    diverged; a note naming the lines that lie on others; with opts.theory each line's
+    theory_<metric> dashed over it; a panel per value of opts.facet, those of comparable values
+    on one shared y axis (shared), the others on their own. Conv and ResNet runs
     (a `stage` column) default to Brock et al.'s signal propagation plot, a panel per statistic
     (a row per facet value), with the stage boundaries marked; transformer runs (a `token_cos`
     column) to a panel each for std, token_cos and, where computed, erank and weight_grad_norm."""
@@ -154,7 +156,8 @@ def share(axes: list, groups: list[list[int]]) -> None:
 
 def _draw_maps(plt: Any, table: pd.DataFrame, metrics: list[str], opts: figures.Options | None) -> Any:
     """One panel per metric against block (layer), mean and +-1 sd over seeds, stage
-    boundaries dashed (where there are stages); a row of them per value of opts.facet."""
+    boundaries dashed (where there are stages); a row of them per value of opts.facet, a
+    metric's comparable panels on one y axis."""
     styles = figures.line_styles(table)
     panels = figures.panels(table, opts)
     fig, axes = figures.subplots(plt, len(panels), len(metrics), 5.2, 4.8)
