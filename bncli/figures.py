@@ -188,25 +188,44 @@ def overlaps(ax) -> list[str]:
                 break
         else:
             groups.append((x, y, [text]))
-    under: dict[int, list[str]] = {}  # a group -> the shorter groups that lie on it
+    under: dict[int, list[list[str]]] = {}  # a group -> the shorter groups that lie on it
     for gx, gy, names in groups:
         covers = [i for i, (bx, by, _) in enumerate(groups) if len(bx) > len(gx) and _same(gx, gy, bx, by)]
         if covers:  # the longest: depth=10 is part of depth=20 and of depth=50, said once
-            under.setdefault(max(covers, key=lambda i: len(groups[i][0])), []).append(" = ".join(names))
-    said = {text for short in under.values() for text in short}
+            under.setdefault(max(covers, key=lambda i: len(groups[i][0])), []).append(names)
+    said = [names for short in under.values() for names in short]
     out = []
     for i, (_, _, names) in enumerate(groups):
         if i in under:
-            out.append(f"{', '.join(under[i])} = part of {' = '.join(names)}")
-        elif len(names) > 1 and " = ".join(names) not in said:
-            out.append(" = ".join(names))
+            out.append(_said([*under[i], names]))
+        elif len(names) > 1 and names not in said:
+            out.append(_said([names]))
     return out
+
+
+def _said(groups: list[list[str]]) -> str:
+    """Groups of equal lines in words, the last the one the others are part of: "A = B" or
+    "A and B = C = part of D", with the settings every label shares said once in front
+    ("norm=none: norm_position=pre = norm_position=post"; labels are "key=value, key=value")."""
+    labels = [name for names in groups for name in names]
+    common = [p for p in labels[0].split(", ") if all(p in name.split(", ") for name in labels)]
+
+    def short(name: str) -> str:
+        return ", ".join(p for p in name.split(", ") if p not in common)
+
+    if not all(short(name) for name in labels):
+        common = []  # a label that is nothing but the shared settings: say them all
+    words = [" = ".join(short(name) for name in names) for names in groups]
+    text = words[0] if len(words) == 1 else f"{' and '.join(words[:-1])} = part of {words[-1]}"
+    return f"{', '.join(common)}: {text}" if common else text
 
 
 def note_overlaps(ax) -> None:
     """Say which labelled lines of the panel lie on top of each other (overlaps): a config that
     seems missing from the plot is under another."""
-    hidden = overlaps(ax)
+    import textwrap
+
+    hidden = [textwrap.fill(text, 72, subsequent_indent="    ") for text in overlaps(ax)]  # within a panel
     if hidden:  # an empty legend's title: matplotlib puts it where it hides the least ("best")
         note = ax.legend(
             [], [], title="on top of each other:\n" + "\n".join(hidden), loc="best", frameon=False, title_fontsize=7.5

@@ -257,8 +257,8 @@ def test_a_shorter_line_under_a_longer_one_is_noted(depths_sweep, small_sweep):
     deep = lines["depth=8"].get_ydata()
     for d in (2, 4):  # what the note claims: each is depth 8's first layers, to the last digit
         np.testing.assert_array_equal(lines[f"depth={d}"].get_ydata(), deep[:d])
-    assert figures.overlaps(ax) == ["depth=2, depth=4 = part of depth=8"]
-    assert overlap_note(ax) == "on top of each other:\ndepth=2, depth=4 = part of depth=8"
+    assert figures.overlaps(ax) == ["depth=2 and depth=4 = part of depth=8"]
+    assert overlap_note(ax) == "on top of each other:\ndepth=2 and depth=4 = part of depth=8"
     fig, _ = draw([small_sweep])  # kaiming and xavier differ: no note
     assert figures.overlaps(fig.axes[0]) == [] and overlap_note(fig.axes[0]) == ""
     plt.close("all")
@@ -284,7 +284,15 @@ def test_lines_the_same_everywhere_and_at_the_start_are_noted_once():
     ax.plot(range(4), y[::-1], label="_band")  # unlabelled artists are not lines of the legend
     ax.plot([2, 3], y[2:], label="end 1")
     ax.plot([2, 3], y[2:], label="end 2")  # two equal short lines: one group, said once, on the long one
-    assert figures.overlaps(ax) == ["depth=2, from layer 1, end 1 = end 2 = part of init=kaiming = init=xavier"]
+    assert figures.overlaps(ax) == ["depth=2 and from layer 1 and end 1 = end 2 = part of init=kaiming = init=xavier"]
+    plt.close(fig)
+    fig, ax = plt.subplots()  # the settings all the lines share are said once, in front
+    for pos, res, n in (("pre", 1, 4), ("post", 1, 4), ("pre", 0, 3), ("post", 0, 4), ("pre", 0, 4)):
+        ax.plot(range(n), y[:n] * (1 + res), label=f"norm_position={pos}, norm=none, residual={res}, n={n}")
+    assert figures.overlaps(ax) == [
+        "norm=none, residual=1, n=4: norm_position=pre = norm_position=post",
+        "norm=none, residual=0: norm_position=pre, n=3 = part of norm_position=post, n=4 = norm_position=pre, n=4",
+    ]
     plt.close(fig)
 
 
@@ -305,7 +313,7 @@ def test_the_residual_stream_panels_note_hidden_lines_and_share_comparable_axes(
     fig, _ = draw([tmp_path / "out" / "sweeps" / "tr"])
     assert [ax.get_title() for ax in fig.axes] == ["std", "token_cos"]
     for ax in fig.axes:
-        same = "norm_position=pre, norm=none = norm_position=post, norm=none"
+        same = "norm=none: norm_position=pre = norm_position=post"  # what they share, said once
         assert figures.overlaps(ax) == [same] and overlap_note(ax).endswith(same)
         lines = labelled(ax)
         np.testing.assert_array_equal(*(lines[f"norm_position={p}, norm=none"].get_ydata() for p in ("pre", "post")))
