@@ -746,7 +746,8 @@ def plot_cmd(
     A diverged run ends with an x at its divergence layer. Lines from different sweeps or
     runs never merge: single runs are seeds of one line only when they differ by seed alone.
     Running-stats results plot running_mean and running_var against iteration, a colour per
-    channel, with the formula's values dashed.
+    channel, with the formula's values dashed. A note names every line that lies on another
+    (or on part of a longer one); --theory dashes each line's theory_std over it.
 
     Example: bncli plot results/sweeps/init_vs_norm --metric abs_max --where init=kaiming --out abs_max.svg
     """
