@@ -63,7 +63,7 @@ WS = {
 }
 PADDINGS = {
     "zeros": "zero padding, torch's default: a border pixel's window overhangs the image",
-    "circular": "the map wraps around (a torus): every pixel has a full window, as in Brock et al.'s analysis",
+    "circular": "the map wraps around (a torus): every pixel has a full window",
 }
 # fields that change only these architectures: another with a non-default value is refused
 ONLY = {
