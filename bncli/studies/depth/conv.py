@@ -135,9 +135,16 @@ def theory_std(net: Net) -> np.ndarray:
     return np.sqrt(_channel_theory(net)[1])
 
 
+def _per_channel(net: Net, column: np.ndarray) -> np.ndarray:
+    """A per-channel prediction where the norm takes out each channel's mean; nan elsewhere:
+    without it the channels' means build up with depth (the positions become alike), which
+    per-pixel maps do not follow (docs/theory.md)."""
+    return column if net.norm.centres_channels(net) else np.full(net.depth, np.nan)
+
+
 def theory_chan_sq_mean(net: Net) -> np.ndarray:
-    return _channel_theory(net)[0]
+    return _per_channel(net, _channel_theory(net)[0])
 
 
 def theory_chan_var(net: Net) -> np.ndarray:
-    return _channel_theory(net)[1]
+    return _per_channel(net, _channel_theory(net)[1])

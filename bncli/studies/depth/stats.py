@@ -228,7 +228,8 @@ STATS: list[Stat] = [
     Stat(
         "theory_chan_sq_mean",
         "theory",
-        "the mean-field prediction of `chan_sq_mean`, from the per-pixel maps of [theory.md](theory.md)",
+        "the mean-field prediction of `chan_sq_mean`, from the per-pixel maps of [theory.md](theory.md); "
+        "nan unless the norm takes out each channel's mean",
         BROCK,
         archs=("conv",),
     ),
