@@ -134,11 +134,21 @@ def test_every_command_named_in_the_docs_parses(name):
                 pytest.fail(f"{name}: `{span}`: {e.format_message()}")
 
 
+def anchors(path):
+    """GitHub's anchors of a markdown file's headings: lower case, punctuation dropped, spaces as dashes."""
+    headings = re.findall(r"^#+ (.+)$", path.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
 def test_links_between_the_docs_resolve():
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", path.read_text()):
-            if not target.startswith("http"):
-                assert (path.parent / target).exists(), (path.name, target)
+        for target, anchor in re.findall(r"\]\(([^)#]*)(?:#([^)]*))?\)", path.read_text()):
+            if target.startswith("http"):
+                continue
+            file = path.parent / target if target else path
+            assert file.exists(), (path.name, target)
+            if anchor and file.suffix == ".md":
+                assert anchor in anchors(file), (path.name, target, anchor)
 
 
 @pytest.mark.parametrize("name", make_docs.FILES)
