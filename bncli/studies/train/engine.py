@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from bncli.runtime import Stream, generator, torch_dtype
+from bncli.runtime import Stream, generator, torch_dtype, torch_threads
 from bncli.studies.base import Result
 from bncli.studies.depth import stats
 from bncli.studies.depth.components import EPS, Activation, Norm
@@ -36,6 +36,9 @@ BN_MOMENTUM = 0.1  # torch's default
 PERCENTILES = (0.15, 0.50, 0.85)  # Ioffe and Szegedy's Figure 1
 QUANTILE_MAX = 2**24  # torch.quantile's limit on one tensor: larger inputs are strided down to it
 EVAL_CHUNK = 4096  # samples per evaluation forward pass
+# below this many multiply-adds a layer step, a CPU run trains on one thread: waking torch's
+# pool for a 60 x 100 x 100 product costs more than it saves (6x slower on 2 loaded cores)
+ONE_THREAD_MACS = 2**21
 
 
 @dataclasses.dataclass
@@ -295,35 +298,68 @@ class Recorder:
         return t[["step", "loss", "train_acc", "test_acc", "lr", "last_p15", "last_p50", "last_p85"]]
 
 
+@dataclasses.dataclass
+class Training:
+    """A run's parts: what the loop reads and writes."""
+
+    cfg: Any
+    net: Net
+    model: Model
+    opt: torch.optim.Optimizer
+    sets: data.Data
+    batches: data.Batches
+    probe: torch.Tensor
+    cols: list[str]
+    computed: list[stats.Stat]
+    rec: Recorder
+    writer: Any
+    check: bool  # a host sync every step to stop at a non-finite loss (CPU), else only at evaluations
+
+
 def train(cfg: Any, device: torch.device, progress: Callable[[int], None] | None = None) -> Result:
     """Train for cfg.steps steps; rows 0..steps, row t the loss of batch t after t updates (the
     last row's batch is not stepped on), evaluations and records before the update of their step."""
     from bncli.studies.train.tensorboard import Writer
 
     net = Net.of(cfg)
-    dtype = torch_dtype(cfg.dtype)
-    d = data.load(cfg, device, dtype)
+    d = data.load(cfg, device, torch_dtype(cfg.dtype))
     model = Model(net, cfg.input_dim, cfg.classes, device)
-    opt = make_optimizer(cfg, model.parameters())
-    batches = data.Batches(len(d.y_train), cfg.batch_size, cfg.seed, device)
-    probe = d.x_train[: min(cfg.probe_size, len(d.y_train))]
-    on = {f for f in stats.flags() if getattr(cfg, f, False)}
-    cols, computed = layer_columns(net, on)
-    rec = Recorder(cfg.steps, device)
-    check = device.type == "cpu"  # a host sync a step costs nothing on CPU; on CUDA only at evaluations
-    writer = Writer(cfg.tensorboard) if cfg.tensorboard else None
-    status, done, diverged_at = "ok", 0, None
+    cols, computed = layer_columns(net, {f for f in stats.flags() if getattr(cfg, f, False)})
+    run = Training(
+        cfg,
+        net,
+        model,
+        make_optimizer(cfg, model.parameters()),
+        d,
+        data.Batches(len(d.y_train), cfg.batch_size, cfg.seed, device),
+        d.x_train[: min(cfg.probe_size, len(d.y_train))],
+        cols,
+        computed,
+        Recorder(cfg.steps, device),
+        Writer(cfg.tensorboard) if cfg.tensorboard else None,
+        device.type == "cpu",
+    )
+    macs = model.arch.layer_macs(dataclasses.replace(net, batch_size=cfg.batch_size))
+    small = device.type == "cpu" and macs < ONE_THREAD_MACS
+    with torch_threads(1 if small else torch.get_num_threads()):
+        status, done = _loop(run, progress)
+    return _finish(run, done, status)
+
+
+def _loop(run: Training, progress: Callable[[int], None] | None) -> tuple[str, int]:
+    """(status, rows done): steps 0..steps, stopping at the first non-finite loss seen."""
+    cfg, model, d, rec, opt = run.cfg, run.model, run.sets, run.rec, run.opt
+    done = 0
     try:
         for t in range(cfg.steps + 1):
             evaluate = t % cfg.eval_every == 0 or t == cfg.steps
             record = bool(cfg.record_every) and (t % cfg.record_every == 0 or t == cfg.steps)
             if evaluate:
-                rec.evals.append(
-                    (t, torch.stack([accuracy(model, d.x_train, d.y_train), accuracy(model, d.x_test, d.y_test)]))
-                )
-            hist = (lambda outs, t=t: writer.histograms(t, outs)) if writer is not None else None
-            probed = probe_rows(model, probe, computed, hist) if record else None
-            idx = batches(t)
+                accs = [accuracy(model, d.x_train, d.y_train), accuracy(model, d.x_test, d.y_test)]
+                rec.evals.append((t, torch.stack(accs)))
+            hist = (lambda outs, t=t: run.writer.histograms(t, outs)) if run.writer is not None else None
+            probed = probe_rows(model, run.probe, run.computed, hist) if record else None
+            idx = run.batches(t)
             loss = F.cross_entropy(model(d.x_train[idx], "fit"), d.y_train[idx])
             rec.loss[t] = loss.detach()
             done = t + 1
@@ -332,22 +368,28 @@ def train(cfg: Any, device: torch.device, progress: Callable[[int], None] | None
                 loss.backward()
             if probed is not None:
                 rec.layers.append((t, torch.cat([probed, grad_norms(model)[:, None]], 1)))
-            if (check or evaluate) and not bool(torch.isfinite(rec.loss[:done]).all()):
+            if (run.check or evaluate) and not bool(torch.isfinite(rec.loss[:done]).all()):
                 break
             if t < cfg.steps:
                 opt.step()
             if progress is not None and (t % max(1, cfg.steps // 100) == 0 or t == cfg.steps):
                 progress(min(t + 1, cfg.steps))
     except KeyboardInterrupt:
-        status = "interrupted"
-    table = rec.table(done, cfg.lr)
+        return "interrupted", done
+    return "ok", done
+
+
+def _finish(run: Training, done: int, status: str) -> Result:
+    """The tables read back once; a non-finite loss makes the run diverged at its step."""
+    table = run.rec.table(done, run.cfg.lr)
     bad = np.flatnonzero(~np.isfinite(table["loss"].to_numpy()))
+    diverged_at = None
     if len(bad):
         diverged_at, status = int(bad[0]), "diverged"
         table = table.iloc[: diverged_at + 1]
-    layers = layer_table(net, cols, rec, len(table))
-    if writer is not None:
-        writer.write(table, layers)
+    layers = layer_table(run.net, run.cols, run.rec, len(table))
+    if run.writer is not None:
+        run.writer.write(table, layers)
     evals = table["test_acc"].dropna()
     info = {
         "diverged_at": diverged_at,
