@@ -115,7 +115,11 @@ def test_step_0_layer_0_weight_is_the_depth_studys_when_input_dim_is_width():
     assert torch.equal(model.layers[0], Net.of(tcfg).arch_module().make_weight(Net.of(tcfg), 0, CPU))
 
 
-def test_a_diverging_learning_rate_is_recorded_as_diverged_with_its_step(cli):
+@pytest.mark.parametrize("every_step", [True, False], ids=["checked-every-step", "checked-at-evaluations"])
+def test_a_diverging_learning_rate_is_recorded_as_diverged_with_its_step(cli, monkeypatch, every_step):
+    """On CPU the loss is checked every step; on CUDA at evaluations, the rows past the first
+    non-finite loss dropped: the same table either way."""
+    monkeypatch.setattr(engine, "checks_every_step", lambda device: every_step)
     r = cli(
         "train",
         "--data",
