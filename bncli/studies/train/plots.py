@@ -120,10 +120,12 @@ def draw_lr(plt: Any, table: pd.DataFrame, opts: Options | None = None) -> Any:
     return fig
 
 
-def heatmap(plt: Any, layers: pd.DataFrame, stat: str = "std", title: str | None = None) -> Any:
-    """One run's layers.csv: `stat` of every layer (rows) at every recorded step (columns)."""
+def heatmap(plt: Any, layers: pd.DataFrame, stat: str = "std", title: str | None = None, ax: Any = None) -> Any:
+    """One run's layers.csv: `stat` of every layer (rows) at every recorded step (columns), on
+    `ax` (or a figure of its own); the figure."""
     grid = layers.pivot_table(index="layer", columns="step", values=stat, aggfunc="mean")
-    fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
     steps = grid.columns.to_numpy()
     image = ax.imshow(
         grid.to_numpy(float),
@@ -133,8 +135,8 @@ def heatmap(plt: Any, layers: pd.DataFrame, stat: str = "std", title: str | None
         cmap="viridis",
         extent=(steps[0], steps[-1], -0.5, len(grid) - 0.5),
     )
-    fig.colorbar(image, ax=ax, label=stat)
+    ax.figure.colorbar(image, ax=ax, label=stat)
     ax.set_xlabel("step")
     ax.set_ylabel("layer")
-    ax.set_title(title or f"{stat} per layer over training")
-    return fig
+    ax.set_title(title or f"{stat} per layer over training", fontsize=10)
+    return ax.figure
