@@ -85,9 +85,12 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
     p.add_argument("--out", default=str(Path(__file__).with_name("results_train.md")))
     a = p.parse_args()
     device = torch.device(a.device)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     bncli_run(device, 10), plain_run(device)  # warm-up: kernels, allocator
     times: dict[str, list[float]] = {"plain PyTorch loop": [], **{k: [] for k in TARGETS}}
     for _ in range(a.rounds):  # round-robin: a slow moment of a shared machine hits every entry
@@ -95,6 +98,7 @@ def main() -> None:
         times["bncli train"].append(bncli_run(device, 0))
         times["plain PyTorch loop"].append(plain_run(device))
         times["bncli train --record-every 10"].append(bncli_run(device, 10))
+        print(f"round done: {times}", file=sys.stderr, flush=True)
     ref = statistics.median(times["plain PyTorch loop"])
     lines = [
         "# bncli train against a plain PyTorch loop",

@@ -324,3 +324,23 @@ def test_stats_columns_follow_the_depth_studys_records():
     cols, computed = engine.layer_columns(Net.of(cfg_of()), set())
     assert [s.name for s in computed] == [s.name for s in stats.buffered("mlp", set(), False)]
     assert cols[:2] == ["step", "layer"] and cols[-4:] == ["p15", "p50", "p85", "grad_norm"]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(arch="conv", channels=4, image_size=4, depth=2),
+        dict(arch="resnet", channels=4, image_size=4, stages=2, blocks=1),
+        dict(arch="transformer", width=8, tokens=3, heads=2, depth=2, norm="layernorm", erank=True),
+    ],
+    ids=["conv", "resnet", "transformer"],
+)
+def test_every_architecture_trains_with_its_own_statistics(kw):
+    """Feature maps and tokens through an input map, pooled by the head; each architecture's own
+    columns (a conv's stage, a ResNet's branch_var, a transformer's token_cos) in layers.csv."""
+    cfg = load("train", device=AUTO.type, steps=4, eval_every=2, record_every=2, batch_size=4, probe_size=4, **kw)
+    r = train.run(cfg, AUTO)
+    layers = r.files["layers.csv"]
+    assert r.status == "ok" and len(r.table) == 5 and len(layers) == 3 * cfg.depth
+    own = {"conv": "stage", "resnet": "branch_var", "transformer": "token_cos"}[cfg.arch]
+    assert layers[own].notna().all() and np.isfinite(layers["std"]).all() and (layers["grad_norm"] > 0).all()
