@@ -374,7 +374,9 @@ def _loop(run: Training, progress: Callable[[int], None] | None) -> tuple[str, i
                 loss.backward()
             if probed is not None:
                 rec.layers.append((t, torch.cat([probed, grad_norms(model)[:, None]], 1)))
-            if (run.check or evaluate) and not bool(torch.isfinite(rec.loss[:done]).all()):
+            if run.check and not math.isfinite(loss.item()):  # the one sync a step: a CPU tensor's value
+                break
+            if evaluate and not run.check and not bool(torch.isfinite(rec.loss[:done]).all()):
                 break
             if t < cfg.steps:
                 opt.step()
