@@ -215,12 +215,37 @@ def layer_columns(net: Net, on: set[str]) -> tuple[list[str], list[stats.Stat]]:
     return cols, computed
 
 
+def _runs_of_equal_shape(ts: list[torch.Tensor]) -> list[tuple[int, int]]:
+    """(start, stop) of each run of consecutive tensors of one shape (a ResNet's stages differ)."""
+    spans, start = [], 0
+    for k in range(1, len(ts) + 1):
+        if k == len(ts) or ts[k].shape != ts[start].shape:
+            spans.append((start, k))
+            start = k
+    return spans
+
+
+def _percentiles(pres: list[torch.Tensor | None], device: torch.device) -> torch.Tensor:
+    """(depth, 3): PERCENTILES of each layer's pre-activation (all its values), nan where it has
+    none; one torch.quantile over the rows of a run of layers of one size."""
+    out = torch.full((len(pres), 3), math.nan, device=device, dtype=torch.float64)
+    have = [k for k, p in enumerate(pres) if p is not None]
+    flats = [pres[k].flatten() for k in have]  # type: ignore[union-attr]
+    q = torch.tensor(PERCENTILES, device=device, dtype=torch.float64)
+    for a, b in _runs_of_equal_shape(flats):
+        rows = torch.stack(flats[a:b]).to(torch.float64)
+        rows = rows[:, :: math.ceil(rows.numel() / QUANTILE_MAX)]  # torch.quantile's size limit
+        out[have[a:b]] = torch.quantile(rows, q, dim=1).T
+    return out
+
+
 def probe_rows(
     model: Model, x: torch.Tensor, computed: list[stats.Stat], outputs: Callable[[list[Any]], None] | None = None
 ) -> torch.Tensor:
     """(depth, len(computed) + 3) on the device: each layer's depth-study statistics of the
     probe batch x, the batch statistics' network (running ones left alone), and the
-    percentiles of its last pre-activation (nan where a layer has none)."""
+    percentiles of its last pre-activation (nan where a layer has none). The chunk statistics
+    of a run of layers of one shape are computed together, as the depth study's chunks."""
     layers: list[tuple[torch.Tensor, Any, torch.Tensor | None]] = []
     with torch.no_grad():
         model.features(x, "peek", layers)
@@ -229,24 +254,18 @@ def probe_rows(
     net = model.built(x.shape[0])[0]
     chunked = [s for s in computed if s.kind == "chunk"]
     per_layer = [s for s in computed if s.kind == "layer"]
-    q = torch.tensor(PERCENTILES, device=x.device, dtype=torch.float64)
-    out = []
     with torch.no_grad():
-        for h, branch, pre in layers:
-            rows = model.arch.rows(h)
-            rows = rows.reshape(-1, rows.shape[-1])
-            parts = [stats.of_chunk(chunked, rows[None])[0]]
-            if per_layer:
-                layer = stats.Layer(rows, branch, model.arch.matrices(net, rows))
-                parts.append(torch.stack([s.compute(layer).to(torch.float64) for s in per_layer]))  # type: ignore[misc]
-            if pre is None:
-                parts.append(torch.full((3,), math.nan, device=x.device, dtype=torch.float64))
-            else:
-                flat = pre.flatten().to(torch.float64)
-                flat = flat[:: math.ceil(len(flat) / QUANTILE_MAX)]
-                parts.append(torch.quantile(flat, q))
-            out.append(torch.cat(parts))
-    return torch.stack(out)
+        rows = [model.arch.rows(h) for h, _, _ in layers]
+        rows = [r.reshape(-1, r.shape[-1]) for r in rows]
+        parts = [torch.cat([stats.of_chunk(chunked, torch.stack(rows[a:b])) for a, b in _runs_of_equal_shape(rows)])]
+        if per_layer:
+            one = []
+            for r, (_, branch, _) in zip(rows, layers, strict=True):
+                layer = stats.Layer(r, branch, model.arch.matrices(net, r))
+                one.append(torch.stack([s.compute(layer).to(torch.float64) for s in per_layer]))  # type: ignore[misc]
+            parts.append(torch.stack(one))
+        parts.append(_percentiles([pre for _, _, pre in layers], x.device))
+    return torch.cat(parts, 1)
 
 
 def grad_norms(model: Model) -> torch.Tensor:
@@ -404,7 +423,8 @@ def _finish(run: Training, done: int, status: str) -> Result:
         "steps_done": max(0, len(table) - 1),
         "final_test_acc": float(evals.iloc[-1]) if len(evals) else None,
     }
-    return Result(table.reset_index(drop=True), status, info, files={LAYERS_CSV: layers})
+    off = [] if run.cfg.record_every else ["last_p15", "last_p50", "last_p85"]  # not recorded: empty cells
+    return Result(table.reset_index(drop=True), status, info, off, files={LAYERS_CSV: layers})
 
 
 def layer_table(net: Net, cols: list[str], rec: Recorder, done: int) -> pd.DataFrame:
