@@ -44,6 +44,7 @@ class Stream(IntEnum):
     DATA = 11  # train: the gaussians' and teacher's data sets
     SHUFFLE = 12  # train: the order of the training samples, one index per epoch
     TRAIN_WEIGHT = 13  # train: the input map and the classifier head
+    SUBSET = 14  # train: the values a layer's pre-activation percentiles are taken from
 
 
 def stream_seed(seed: int, stream: int, index: int = 0) -> int:

@@ -74,7 +74,7 @@ class TrainConfig(depth.CONFIG):
     record_every: int = field(
         0, ge=0, metavar="N", help="per-layer statistics every N steps (and the last) on the probe batch; 0: none"
     )
-    probe_size: int = field(256, ge=2, help="the probe batch: the first samples of the training set")
+    probe_size: int = field(128, ge=2, help="the probe batch: the first samples of the training set")
     tensorboard: str = field(
         None, none="no event files", metavar="DIR", help="also write TensorBoard event files to DIR"
     )
