@@ -86,6 +86,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
+    p.add_argument("--note", default="", help="a line about the machine's state, added to the results")
     p.add_argument("--out", default=str(Path(__file__).with_name("results_train.md")))
     a = p.parse_args()
     device = torch.device(a.device)
@@ -122,6 +123,8 @@ def main() -> None:
         lines.append(f"| {k} | {m:.2f} s | {m / ref:.2f}x | <= {target}x |")
         verdicts.append(m / ref <= target)
     lines += ["", "All times (s): " + "; ".join(f"{k}: {', '.join(f'{t:.2f}' for t in v)}" for k, v in times.items())]
+    if a.note:
+        lines += ["", a.note]
     text = "\n".join(lines) + "\n"
     if a.out == "-":
         sys.stdout.write(text)
