@@ -38,6 +38,7 @@ FILES = [
     "docs/theory.md",
     "docs/probe.md",
     "docs/guarantees.md",
+    "docs/train.md",
 ]
 COLUMNS = "130"
 # picture -> (the command that draws it, in a scratch directory; the file it draws)
@@ -341,6 +342,152 @@ def pd_series(values):
     return pd.Series(values)
 
 
+# -- the train study's shipped sweeps, at full size: run once per make docs, for the numbers and pictures --
+
+TRAIN_SWEEPS = ("bn_paper", "lr_tolerance")
+_train_dir: list[Path] = []
+
+
+def train_sweeps() -> Path:
+    """A directory holding both shipped train sweeps, run once (at their full size) per make docs."""
+    if not _train_dir:
+        import atexit
+
+        import bncli
+
+        out = Path(tempfile.mkdtemp(prefix="bncli-train-docs-"))
+        atexit.register(shutil.rmtree, out, True)
+        for name in TRAIN_SWEEPS:
+            bncli.sweep(ROOT / "configs" / "sweeps" / f"{name}.yaml", out=out)
+        _train_dir.append(out)
+    return _train_dir[0]
+
+
+def _runs(name: str):
+    """(settings, train.csv, layers.csv) of every run of shipped train sweep `name`."""
+    import pandas as pd
+    import yaml
+
+    for run in sorted((train_sweeps() / "sweeps" / name / "runs").iterdir()):
+        settings = yaml.safe_load((run / "config.yaml").read_text())
+        yield settings, pd.read_csv(run / "train.csv"), pd.read_csv(run / "layers.csv")
+
+
+def _mean_sd(values) -> str:
+    import statistics
+
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def bn_paper_numbers() -> str:
+    """README and docs/train.md: bn_paper's test accuracy at fixed steps and the last layer's
+    pre-activation percentiles at the first and last step, per norm (mean ± sd over seeds)."""
+    steps = (50, 100, 250, 500, 2000)
+    acc: dict = {}
+    pct: dict = {}
+    for settings, table, _ in _runs("bn_paper"):
+        t = table.set_index("step")
+        acc.setdefault(settings["norm"], []).append([t.loc[s, "test_acc"] for s in steps])
+        last = int(t.index.max())
+        pct.setdefault(settings["norm"], []).append(
+            [t.loc[s, c] for s in (0, last) for c in ("last_p15", "last_p50", "last_p85")]
+        )
+    rows = ["| norm | " + " | ".join(f"test acc, step {s}" for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
+    for norm, runs in acc.items():
+        rows.append(f"| {norm} | " + " | ".join(_mean_sd([r[i] for r in runs]) for i in range(len(steps))) + " |")
+    rows += ["", "| norm | p15, p50, p85 at step 0 | at step 2000 |", "|---|---|---|"]
+    for norm, runs in pct.items():
+        mean = [sum(r[i] for r in runs) / len(runs) for i in range(6)]
+        rows.append(
+            f"| {norm} | {', '.join(f'{v:.2f}' for v in mean[:3])} | {', '.join(f'{v:.2f}' for v in mean[3:])} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def lr_tolerance_numbers() -> str:
+    """README and docs/train.md: per norm, the largest learning rate no seed diverged at, and
+    the largest whose final loss (mean over seeds) is under half the initial ln(classes)."""
+    import math
+
+    final: dict = {}
+    for settings, table, _ in _runs("lr_tolerance"):
+        loss = float(table["loss"].iloc[-1])
+        final.setdefault(settings["norm"], {}).setdefault(settings["lr"], []).append(loss)
+    half = math.log(10) / 2
+    rows = [
+        f"| norm | largest lr, no seed diverged | largest lr, final loss < ln(10) / 2 = {half:.3f} | diverged runs |",
+        "|---|---|---|---|",
+    ]
+    for norm, by_lr in final.items():
+        finite = [lr for lr, v in by_lr.items() if all(math.isfinite(x) for x in v)]
+        trains = [lr for lr in finite if sum(by_lr[lr]) / len(by_lr[lr]) < half]
+        bad = (
+            ", ".join(
+                f"{lr:g}: {sum(not math.isfinite(x) for x in v)}/{len(v)}"
+                for lr, v in by_lr.items()
+                if not all(math.isfinite(x) for x in v)
+            )
+            or "none"
+        )
+        rows.append(f"| {norm} | {max(finite):g} | {max(trains):g} | {bad} |")
+    return "\n".join(rows) + "\n"
+
+
+def train_summary() -> str:
+    """README: bn_paper's test accuracy at steps 100 and 2000 and lr_tolerance's largest learning
+    rates per norm, in words (docs/train.md has the tables)."""
+    import math
+    import statistics
+
+    acc: dict = {}
+    for settings, table, _ in _runs("bn_paper"):
+        t = table.set_index("step")
+        acc.setdefault(settings["norm"], []).append((t.loc[100, "test_acc"], t.loc[2000, "test_acc"]))
+    final: dict = {}
+    for settings, table, _ in _runs("lr_tolerance"):
+        final.setdefault(settings["norm"], {}).setdefault(settings["lr"], []).append(float(table["loss"].iloc[-1]))
+
+    def largest(norm: str) -> tuple[float, float]:
+        by_lr = final[norm]
+        finite = [lr for lr, v in by_lr.items() if all(math.isfinite(x) for x in v)]
+        return max(finite), max(lr for lr in finite if statistics.mean(by_lr[lr]) < math.log(10) / 2)
+
+    def at(norm: str, i: int) -> str:
+        return f"{statistics.mean(a[i] for a in acc[norm]):.3f}"
+
+    (bn_finite, bn_trains), (none_finite, none_trains) = largest("batchnorm"), largest("none")
+    return (
+        f"Test accuracy (mean of 3 seeds) at step 100: {at('batchnorm', 0)} with BN, {at('none', 0)} without; at step "
+        f"2000: {at('batchnorm', 1)} and {at('none', 1)}.\nThe largest learning rate whose final loss is under half of "
+        f"ln(10): {bn_trains:g} with BN, {none_trains:g} without; no seed diverged up to lr {bn_finite:g} with BN, "
+        f"{none_finite:g} without.\n"
+    )
+
+
+def train_images() -> None:
+    """docs/img/bn_paper.png and lr_tolerance.png (the sweeps' own plots) and train_heatmap.png
+    (lr_tolerance's std per layer over training at lr 0.3, seed 0, with and without BN)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bncli.studies.train import plots
+
+    out = train_sweeps() / "sweeps"
+    for name in TRAIN_SWEEPS:
+        shutil.copyfile(out / name / "train.png", ROOT / "docs" / "img" / f"{name}.png")
+        print(f"drew docs/img/{name}.png")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.4), layout="constrained")
+    for ax, (settings, _, layers) in zip(
+        axes, [r for r in _runs("lr_tolerance") if r[0]["lr"] == 0.3 and r[0]["seed"] == 0], strict=True
+    ):
+        plots.heatmap(plt, layers, "std", f"std per layer, lr 0.3, norm {settings['norm']}", ax=ax)
+    fig.savefig(ROOT / "docs" / "img" / "train_heatmap.png", dpi=110)
+    plt.close(fig)
+    print("drew docs/img/train_heatmap.png")
+
+
 def _accepted(f, hint) -> str:
     """What a field accepts, in words: its type and bounds or its choices (with what each means),
     then its help."""
@@ -577,6 +724,7 @@ def main() -> None:
             print(f"{name}: unchanged")
     if "--no-images" not in sys.argv:
         images()
+        train_images()
         vision_images()
 
 

@@ -34,7 +34,7 @@ def same_help(got: str, shown: str) -> bool:
 
 def test_the_readme_is_short_and_its_first_screen_says_what_and_how():
     text = (ROOT / "README.md").read_text()
-    assert len(text.splitlines()) <= 310
+    assert len(text.splitlines()) <= 325
     first = "\n".join(text.splitlines()[:30])
     assert "![" in first and "make run" in first and "make test" in first
 
@@ -111,6 +111,7 @@ def inline_commands(name):
         "docs/statistics.md",
         "docs/guarantees.md",
         "docs/development.md",
+        "docs/train.md",
     ],
 )
 def test_every_command_named_in_the_docs_parses(name):

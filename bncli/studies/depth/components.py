@@ -408,4 +408,12 @@ ACTIVATIONS: Registry[Activation] = Registry(
     Activation("gelu", "exact (erf) GELU", lambda net: F.gelu, lambda net: None, _gauss_gain(lambda net: F.gelu)),
     Activation("silu", "x sigmoid(x)", lambda net: F.silu, lambda net: None, _gauss_gain(lambda net: F.silu)),
     Activation("leaky_relu", "slope negative_slope below zero", _leaky, _leaky_moments, _leaky_gain),
+    # Ioffe and Szegedy's Figure 1 network (bncli train, configs/sweeps/bn_paper.yaml)
+    Activation(
+        "sigmoid",
+        "1 / (1 + exp(-x))",
+        lambda net: torch.sigmoid,
+        lambda net: None,
+        _gauss_gain(lambda net: torch.sigmoid),
+    ),
 )
