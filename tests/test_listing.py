@@ -1,0 +1,198 @@
+"""Reading saved results back: files that are not regular, damaged or non-finite metadata, alias
+bombs, `bncli runs --where` on resolved and typed settings, the listing's cost and its columns."""
+
+import contextlib
+import json
+import os
+import signal
+import time
+
+import pytest
+from helpers import sweep_file
+
+from bncli import results
+
+
+@contextlib.contextmanager
+def deadline(seconds=10):
+    """A test that would hang (a FIFO opened for reading waits for a writer) fails instead:
+    SIGALRM interrupts the blocked system call and raises here."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def one_line(r, code=None):
+    """A refusal: one line `Error: ...`, no traceback (exit `code` when given)."""
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert code is None or r.exit_code == code, r.output
+    lines = r.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.output
+    return lines[0]
+
+
+def tiny(cli, name, *args):
+    r = cli("depth-study", "--depth", 3, "--width", 4, "--batch-size", 4, "--device", "cpu", "--name", name, *args)
+    assert r.exit_code == 0, r.output
+    return cli.out / "depth-study" / name
+
+
+def listed(cli, *args):
+    r = cli("runs", cli.out, "--format", "json", *args)
+    assert r.exit_code == 0, r.output
+    return {e["name"]: e for e in json.loads(r.output)}
+
+
+def hostile(path, kind):
+    """Replace file `path` with a FIFO, or a symlink to /dev/zero."""
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+
+
+# -- 24.1: every file read back is a regular file, read with a bound --------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero"])
+@pytest.mark.parametrize("file", ["layers.csv", "meta.json", "config.yaml"])
+def test_a_run_file_that_is_not_regular_is_damaged_never_waited_on(cli, tmp_path, file, kind):
+    good, bad = tiny(cli, "good"), tiny(cli, "bad")
+    hostile(bad / file, kind)
+    with deadline():
+        entries = listed(cli)
+        assert entries["depth-study/bad"]["status"] == "damaged"
+        assert entries["depth-study/good"]["status"] == "ok"  # the rest list
+        for args in (["show", bad], ["show", bad, "--format", "json"], ["compare", good, bad]):
+            line = one_line(cli(*args))
+            assert "bad" in line and (file in line or "not a regular file" in line), line
+        line = one_line(cli("plot", good, bad, "--out", tmp_path / "p.png"))
+        assert "not a regular file" in line or file in line
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero"])
+@pytest.mark.parametrize("file", ["layers.csv", "meta.json", "sweep.yaml", "summary.csv"])
+def test_sweep_files_that_are_not_regular_end_in_one_line(cli, tmp_path, file, kind):
+    spec = sweep_file(tmp_path, base={"depth": 3, "width": 4, "batch_size": 4, "device": "cpu"}, grid={"depth": [2, 3]})
+    assert cli("sweep", spec, "--out", cli.out, "--no-progress").exit_code == 0
+    d = cli.out / "sweeps" / "s"
+    target = d / file if file in ("sweep.yaml", "summary.csv") else next((d / "runs").iterdir()) / file
+    hostile(target, kind)
+    with deadline():
+        entries = listed(cli)
+        assert "damaged" in entries["sweeps/s"]["status"], entries
+        # each ends: show and plot read summary.csv (not a run's files), resume redoes a damaged
+        # run; what cannot be read is refused in one line
+        for args in (["show", d], ["plot", d, "--out", tmp_path / "p.png"], ["sweep", spec, "--resume"]):
+            r = cli(*args, "--out", cli.out, "--no-progress") if args[0] == "sweep" else cli(*args)
+            assert r.exit_code == 0 or one_line(r), r.output
+        if file in ("summary.csv", "sweep.yaml") and not (d / file).is_file():  # what show reads of a sweep
+            assert "not a regular file" in one_line(cli("show", d))
+
+
+def test_a_file_over_its_bound_is_refused_not_read(cli, monkeypatch):
+    run = tiny(cli, "big")
+    monkeypatch.setattr(results, "MAX_TABLE", 64)  # layers.csv is a few hundred bytes
+    line = one_line(cli("show", run), 2)
+    assert "layers.csv is over" in line and "damaged" in line
+
+
+# -- 24.4 and 24.6: damaged and non-finite metadata ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key, value", [("started_at", 12345), ("wall_seconds", "abc"), ("status", 7), ("study", None), ("seed", "x")]
+)
+def test_one_damaged_meta_is_listed_as_damaged_and_the_rest_list(cli, key, value):
+    tiny(cli, "good")
+    bad = tiny(cli, "bad")
+    meta = json.loads((bad / "meta.json").read_text())
+    (bad / "meta.json").write_text(json.dumps({**meta, key: value}))
+    for fmt in ("table", "csv", "json"):
+        r = cli("runs", cli.out, "--format", fmt)
+        assert r.exit_code == 0 and r.exception is None, r.output
+    entries = listed(cli)
+    assert entries["depth-study/bad"]["status"] == "damaged" and entries["depth-study/good"]["status"] == "ok"
+    r = cli("show", cli.out)  # a results directory: its listing, the damaged run on its own line
+    assert r.exit_code == 0 and [ln for ln in r.output.splitlines() if "bad" in ln][0].split()[3] == "damaged"
+    assert "damaged" in one_line(cli("show", bad), 2)
+    assert list(listed(cli, "--status", "damaged")) == ["depth-study/bad"]
+
+
+def test_non_finite_metadata_gives_strict_json_and_one_verdict(cli):
+    a, b = tiny(cli, "a"), tiny(cli, "b")
+    (a / "meta.json").write_text(
+        (a / "meta.json").read_text().replace('"wall_seconds": ', '"wall_seconds": NaN, "x": ')
+    )
+    text = (a / "config.yaml").read_text()
+    assert "init_std: 1.0" in text
+    (a / "config.yaml").write_text(text.replace("init_std: 1.0", "init_std: .nan").replace("depth: 3", "depth: .inf"))
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in strict JSON"))
+
+    entry = {e["name"]: e for e in strict(cli("runs", cli.out, "--format", "json").output)}["depth-study/a"]
+    assert entry["wall_seconds"] is None and entry["settings"]["init_std"] is None and entry["status"] == "ok"
+    shown = cli("show", a)
+    doc = cli("show", a, "--format", "json")
+    assert shown.exit_code == doc.exit_code == 0, (shown.output, doc.output)  # one verdict: shown, both ways
+    assert strict(doc.output)["settings"]["init_std"] is None and "init_std=nan" in shown.output
+    cmp = strict(cli("compare", a, b, "--format", "json").output)
+    assert cmp["settings"]["init_std"] == [None, 1.0]
+
+
+# -- 24.8: YAML alias bombs ---------------------------------------------------------------------------
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{','.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+)  # about 350 bytes, 10^9 values
+
+
+def test_an_alias_bomb_is_refused_while_parsing_wherever_yaml_is_read(cli, tmp_path):
+    from bncli import config
+
+    assert len(LAUGHS) < 400
+    start = time.perf_counter()
+    with pytest.raises(results.BncliError, match="aliases expand it by over"):
+        config.loads(LAUGHS, "--config", "f")
+    assert time.perf_counter() - start < 0.5  # a structural bound, not a benchmark: it counts ~100 nodes
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(LAUGHS + "depth: *i\n")
+    assert "aliases expand" in one_line(cli("depth-study", "--config", bomb), 2)
+    (tmp_path / "sweep.yaml").write_text("study: depth-study\n" + LAUGHS + "grid: {depth: *i}\n")
+    assert "aliases expand" in one_line(cli("sweep", tmp_path / "sweep.yaml", "--out", cli.out), 2)
+    run = tiny(cli, "r")
+    (run / "config.yaml").write_text(LAUGHS + (run / "config.yaml").read_text())
+    spec = sweep_file(tmp_path, base={"depth": 2, "width": 4, "batch_size": 4, "device": "cpu"}, grid={"depth": [2]})
+    assert cli("sweep", spec, "--out", cli.out, "--no-progress").exit_code == 0
+    saved = cli.out / "sweeps" / "s" / "sweep.yaml"
+    saved.write_text(LAUGHS + saved.read_text())
+    entries = listed(cli)
+    assert entries["depth-study/r"]["status"] == entries["sweeps/s"]["status"] == "damaged"
+    assert "aliases expand" in one_line(cli("show", run), 2)
+    assert "aliases expand" in one_line(cli("sweep", saved, "--out", cli.out, "--resume"), 2)
+
+
+@pytest.mark.parametrize("text", ["&a [*a]\n", "a: &a {b: *a}\n", "a: &a [1, [2, *a]]\n"])
+def test_a_recursive_alias_is_refused(text):
+    from bncli import config
+
+    with pytest.raises(results.BncliError, match="recursive"):
+        config.loads(text, "--config", "f")
+
+
+def test_aliases_within_the_bound_still_read():
+    from bncli import config
+
+    assert config.loads("a: &a [1, 2]\nb: *a\n", "--config", "f") == {"a": [1, 2], "b": [1, 2]}
+    wide = "a: &a [" + ", ".join(["1"] * 1000) + "]\nb: [" + ", ".join(["*a"] * 9) + "]\n"  # 9000 added: under
+    assert len(config.loads(wide, "--config", "f")["b"]) == 9
