@@ -196,3 +196,66 @@ def test_aliases_within_the_bound_still_read():
     assert config.loads("a: &a [1, 2]\nb: *a\n", "--config", "f") == {"a": [1, 2], "b": [1, 2]}
     wide = "a: &a [" + ", ".join(["1"] * 1000) + "]\nb: [" + ", ".join(["*a"] * 9) + "]\n"  # 9000 added: under
     assert len(config.loads(wide, "--config", "f")["b"]) == 9
+
+
+# -- 24.3 and 23.14: --where on resolved, typed settings; typos refused ---------------------------------
+
+
+def names(entries):
+    return sorted(e["name"] for e in entries)
+
+
+def test_where_compares_resolved_typed_settings(cli, tmp_path):
+    import bncli
+
+    tiny(cli, "plain")  # norm batchnorm and init_std 1.0 by default
+    tiny(cli, "none", "--norm", "none", "--init-std", "2")
+    tiny(cli, "two", "--init-std", "2.0")
+    spec = sweep_file(
+        tmp_path, base={"depth": 2, "width": 4, "batch_size": 4, "device": "cpu"}, grid={"init": ["xavier"]}
+    )
+    assert cli("sweep", spec, "--out", cli.out, "--no-progress").exit_code == 0
+    assert sorted(listed(cli, "--where", "norm=batchnorm")) == ["depth-study/plain", "depth-study/two", "sweeps/s"]
+    for value in ("2", "2.0", "2e0", "2.000"):
+        assert sorted(listed(cli, "--where", f"init_std={value}")) == ["depth-study/none", "depth-study/two"]
+    assert sorted(listed(cli, "--where", "init_std=1")) == ["depth-study/plain", "sweeps/s"]
+    assert sorted(listed(cli, "--where", "init=xavier")) == ["sweeps/s"]  # a grid value
+    assert sorted(listed(cli, "--where", "init=kaiming")) == [
+        "depth-study/none",
+        "depth-study/plain",
+        "depth-study/two",
+    ]
+    assert sorted(listed(cli, "--where", "depth=3", "--where", "norm=none")) == ["depth-study/none"]
+    assert sorted(listed(cli, "--where", "momentum=0.1")) == []  # another study's key: no depth run has it
+    assert names(bncli.list_runs(cli.out, where={"init_std": 2})) == ["depth-study/none", "depth-study/two"]
+    assert names(bncli.list_runs(cli.out, where={"norm": ["none", "batchnorm"]})) == sorted(listed(cli))
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--where", "nope=1"], "--where: 'nope' is not a setting of any study"),
+        (["--where", "norm=nonee"], "--where: norm: 'nonee' is not one of"),
+        (["--where", "foo=bar", "--study", "running-stats"], "not a setting of running-stats"),
+        (["--where", "momentum=0.1", "--study", "depth-study"], "not a setting of depth-study"),
+        (["--status", "okk"], "--status: 'okk' is not one of running, ok, diverged, failed, interrupted, damaged"),
+        (["--study", "depth"], "--study: 'depth' is not one of depth-study"),
+        (["--where", "init"], "--where: expected KEY=VALUE"),
+    ],
+)
+def test_where_status_and_study_typos_are_refused_in_one_line(cli, args, says):
+    tiny(cli, "plain")
+    for fmt in ("table", "json"):
+        line = one_line(cli("runs", cli.out, *args, "--format", fmt), 2)
+        assert says in line, line
+    if args[0] == "--where" and "=" in args[1]:
+        with pytest.raises(results.BncliError, match=says.split(": ", 1)[-1][:12]):
+            results.select([], where=[args[1]], study=args[3] if len(args) > 3 else None)
+
+
+def test_plot_where_reads_values_as_runs_where_does(cli, tmp_path):
+    a, b = tiny(cli, "a", "--init-std", "2"), tiny(cli, "b")
+    assert cli("plot", a, b, "--where", "init_std=2.0", "--out", tmp_path / "p.png").exit_code == 0
+    assert "init_std=2" in cli("runs", cli.out, "--where", "init_std=2.0").output
+    line = one_line(cli("plot", a, b, "--where", "norm=nonee", "--out", tmp_path / "q.png"), 2)
+    assert "norm: 'nonee' is not one of" in line and "did you mean 'none'" in line
