@@ -528,7 +528,7 @@ def open_run(path: Path, table: bool = True) -> Run:
     study = _study_of(meta.get("study") if isinstance(meta, dict) else None, path / "meta.json")
     mod = studies.get(study)
     meta = check_meta(meta, path, mod.INFO)
-    settings = read_yaml(path / "config.yaml", "config.yaml") or {}
+    settings = read_yaml(path / "config.yaml", "config.yaml", saved=True) or {}
     settings = {k: v for k, v in settings.items() if k != "study"} if isinstance(settings, dict) else {}
     csv = path / mod.CSV
     result = None
@@ -875,7 +875,7 @@ def _run_entry(path: Path, out: Path) -> dict[str, Any]:
 def _sweep_entry(path: Path, out: Path) -> dict[str, Any]:
     entry = _entry("sweep", None, str(path.relative_to(out)))
     try:
-        data = read_yaml(path / "sweep.yaml", "sweep.yaml")
+        data = read_yaml(path / "sweep.yaml", "sweep.yaml", saved=True)
         if not isinstance(data, dict):
             raise Damaged(path / "sweep.yaml", f"it holds a {type(data).__name__}, not a sweep's mapping")
         grid = data.get("grid") or {}

@@ -259,3 +259,141 @@ def test_plot_where_reads_values_as_runs_where_does(cli, tmp_path):
     assert "init_std=2" in cli("runs", cli.out, "--where", "init_std=2.0").output
     line = one_line(cli("plot", a, b, "--where", "norm=nonee", "--out", tmp_path / "q.png"), 2)
     assert "norm: 'nonee' is not one of" in line and "did you mean 'none'" in line
+
+
+# -- 24.14: what the listing costs --------------------------------------------------------------------
+
+
+def test_runs_reads_only_what_it_shows_and_show_lists_once(cli, monkeypatch):
+    for name in ("a", "b"):
+        tiny(cli, name)
+    real = results.list_runs
+    calls = []
+
+    def counted(out):
+        calls.append(out)
+        return real(out)
+
+    def never(*a, **k):
+        raise AssertionError("a listing read a CSV")
+
+    monkeypatch.setattr(results, "read_table", never)
+    monkeypatch.setattr(results, "list_runs", counted)
+    assert [e["status"] for e in listed(cli).values()] == ["ok", "ok"] and len(calls) == 1
+    calls.clear()
+    r = cli("show", cli.out)
+    assert r.exit_code == 0 and "2 of 2 listed" in r.output and len(calls) == 1  # listed once
+    monkeypatch.setattr(results, "_run_entry", never)  # compare RESULTS x: refused on the first run found
+    line = one_line(cli("compare", cli.out, cli.out / "depth-study" / "a"), 2)
+    assert "is a results directory, not a run" in line and len(calls) == 1
+
+
+# -- 23.13: a narrow terminal keeps name, status and settings ---------------------------------------
+
+
+@pytest.mark.parametrize("columns", [80, 60, 40])
+def test_runs_on_a_narrow_terminal_drops_kind_and_study_first(cli, monkeypatch, columns):
+    from bncli import cli as cli_module
+
+    tiny(cli, "a-rather-long-run-name-that-takes-room", "--init", "normal", "--norm", "none", "--init-std", "2")
+    tiny(cli, "b")
+    monkeypatch.setattr(cli_module, "_is_terminal", lambda stream: True)
+    monkeypatch.setenv("COLUMNS", str(columns))
+    r = cli("runs", cli.out)
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    header = next(ln for ln in lines if "name" in ln)
+    assert [w for w in header.replace("┃", " ").split()] == ["name", "status", "settings"]
+    assert "too narrow for kind, study, started, wall_s" in " ".join(ln.strip() for ln in lines)
+    assert max(len(ln) for ln in lines if ln.startswith(("┃", "│", "┏", "└"))) <= columns
+    body = "".join(ln.split("│")[1].strip() for ln in lines if ln.startswith("│"))  # the name column, unfolded
+    assert "depth-study/a-rather-long-run-name-that-takes-room" in body and "depth-study/b" in body
+    cells = " ".join(ln.split("│")[3].strip() for ln in lines if ln.startswith("│"))
+    assert "norm=none" in cells and "init=normal" in cells
+
+
+# -- 23.20: runs, show and compare only read files: no torch ------------------------------------------
+
+
+def test_runs_show_and_compare_never_import_torch(cli, tmp_path):
+    a, b = tiny(cli, "a"), tiny(cli, "b", "--init", "normal")
+    code = f"""
+import sys
+from bncli.cli import app
+for args in (["runs", {str(cli.out)!r}], ["show", {str(a)!r}], ["show", {str(cli.out)!r}],
+             ["compare", {str(a)!r}, {str(b)!r}], ["runs", {str(cli.out)!r}, "--format", "json"]):
+    try:
+        app(args)
+    except SystemExit as e:
+        assert e.code in (0, None), (args, e.code)
+    assert "torch" not in sys.modules, args
+print("no torch")
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "no torch" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+# -- 23.12: any saved settings list, lists shown one way ----------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SCALARS = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
+)
+VALUES = st.one_of(SCALARS, st.lists(st.one_of(st.integers(-(2**40), 2**40), st.floats(), st.none()), max_size=5))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_runs_lists_any_saved_settings_of_every_study(tmp_path_factory, monkeypatch, data):
+    from typer.testing import CliRunner
+
+    from bncli import cli as cli_module
+    from bncli import config
+    from bncli.cli import app
+    from bncli.errors import word
+
+    out = tmp_path_factory.mktemp("r")
+    made = {}
+    for study in studies_names():
+        fields = list(results.defaults(study))
+        chosen = data.draw(st.lists(st.sampled_from(fields), unique=True, max_size=4), label=study)
+        settings_ = {**results.defaults(study), **{k: data.draw(VALUES, label=f"{study}.{k}") for k in chosen}}
+        d = out / study / "r"
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text(config.dump_yaml({"study": study, **settings_}))
+        meta = {"study": study, "status": "ok", "started_at": "2026-01-01T00:00:00+00:00", "wall_seconds": 0.5}
+        (d / "meta.json").write_text(json.dumps(meta))
+        made[f"{study}/r"] = settings_
+    runner = CliRunner()
+    for fmt in ("table", "csv", "json"):
+        r = runner.invoke(app, ["runs", str(out), "--format", fmt])
+        assert r.exit_code == 0 and r.exception is None, r.output
+    monkeypatch.setattr(cli_module, "_is_terminal", lambda stream: True)
+    for columns in ("0", "60"):
+        monkeypatch.setenv("COLUMNS", columns)
+        r = runner.invoke(app, ["runs", str(out)])
+        assert r.exit_code == 0 and r.exception is None and f"{len(made)} of {len(made)} listed" in r.output
+    monkeypatch.setenv("COLUMNS", "140")
+    for entry in results.list_runs(out):
+        assert entry["status"] == "ok", entry
+        run = results.open_run(out / entry["name"], table=False)
+        shown = results.settings_line(run).removeprefix("settings: ")
+        assert results.settings_text(entry) == ("" if shown == "defaults" else shown)  # runs says what show says
+        for k, v in entry["settings"].items():
+            if isinstance(v, list):  # one way everywhere: word's, as show and plot titles write a list
+                assert f"{k}={word(v)}" in results.settings_text(entry)
+
+
+def studies_names():
+    from bncli import studies
+
+    return studies.names()
