@@ -34,6 +34,8 @@ C = TypeVar("C", bound=Config)
 class _Keys:
     """A key given twice is refused with both lines, not silently resolved to the last one."""
 
+    aliases = True  # whether the text may hold an alias (a `*`): loads says, for libyaml's parser
+
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}  # key -> the line it is first given at
         for key_node, _ in node.value:
@@ -123,7 +125,7 @@ if yaml.__with_libyaml__:
 
         def get_single_node(self):
             node = super().get_single_node()
-            if node is not None:
+            if node is not None and self.aliases:
                 _check_aliases(node)
             return node
 
@@ -214,6 +216,8 @@ def loads(text: str, what: str, subject: str, saved: bool = False) -> Any:
     `what: subject is not valid YAML ...`."""
     try:
         loader = (_Saved if saved else _Loader)(text)  # what yaml.safe_load does, with the SafeLoader above
+        if saved:
+            loader.aliases = "*" in text  # no `*`, no alias: the check is skipped (a listing reads thousands)
         try:
             return loader.get_single_data()
         finally:
