@@ -788,15 +788,17 @@ def runs_cmd(
     status: Annotated[
         Optional[str],
         typer.Option(
-            help="Only runs with this status (ok, diverged, failed, interrupted, running); sweeps holding one.",
+            help="Only runs with this status (ok, diverged, failed, interrupted, running, or damaged: files bncli "
+            "cannot read); sweeps holding one.",
             show_default=False,
         ),
     ] = None,
     where: Annotated[
         Optional[list[str]],
         typer.Option(
-            help="KEY=VALUE: only runs with this setting (repeatable: a key twice matches either value); a sweep "
-            "whose grid has the value.",
+            help="KEY=VALUE: only runs with this setting, defaults included, the value read as the field reads it "
+            "(init_std=2 matches 2.0; repeatable: a key twice matches either value); a sweep whose grid or base has "
+            "it. A key or value no study has is refused.",
             show_default=False,
         ),
     ] = None,
