@@ -37,6 +37,7 @@ FILES = [
     "docs/reference.md",
     "docs/theory.md",
     "docs/probe.md",
+    "docs/guarantees.md",
 ]
 COLUMNS = "130"
 # picture -> (the command that draws it, in a scratch directory; the file it draws)
@@ -99,6 +100,245 @@ def grad_rates() -> str:
         rows.append(f"| {b} | {theory.bn_relu_grad_rate(b):.3f} | {sum(measured) / 2:.3f} |")
     rows.append(f"| inf | {math.sqrt(math.pi / (math.pi - 1)):.3f} | |")
     return "\n".join(rows) + "\n"
+
+
+def _seed_mean(values) -> float:
+    return sum(values) / len(values)
+
+
+def _depth_runs(seeds, **kw):
+    """The tables of depth-study runs on the CPU, one per seed."""
+    import bncli
+
+    return [bncli.depth_study(seed=s, device="cpu", **kw).table for s in seeds]
+
+
+def bn_relu_std() -> str:
+    """docs/theory.md: the BatchNorm -> ReLU std at the fixed point, by the batch size (theory.py)."""
+    import math
+
+    from bncli.studies.depth import theory
+
+    rows = ["| m (batch) | 4 | 16 | 64 | 256 | inf |", "|---|---|---|---|---|---|"]
+    cells = []
+    for m in (4, 16, 64, 256):
+        mu, sq = theory.sphere_moments(lambda z: z.clamp_min(0), m, centred=True)
+        cells.append(f"{math.sqrt(sq - mu * mu):.5f}")
+    cells.append(f"{math.sqrt((math.pi - 1) / (2 * math.pi)):.5f}")
+    return "\n".join(rows + ["| theory_std | " + " | ".join(cells) + " |"]) + "\n"
+
+
+RESNET_SEEDS = range(4)
+
+
+def resnet_blocks() -> str:
+    """docs/theory.md: what each ResNet block adds to the skip path's variance (BatchNorm) and by
+    what it multiplies it (no norm), measured (std^2, mean over seeds 0-3) against theory_std^2;
+    the default ResNet (3 stages of 8 blocks, 64 channels at 16 x 16, batch 16)."""
+    import numpy as np
+
+    rows = [
+        "| norm | per block | stage 1 (16 x 16) | stage 2 (8 x 8) | stage 3 (4 x 4) | overall |",
+        "|---|---|---|---|---|---|",
+    ]
+    for norm in ("batchnorm", "none"):
+        runs = _depth_runs(RESNET_SEEDS, arch="resnet", norm=norm)
+        measured = np.mean([t["std"].to_numpy() ** 2 for t in runs], 0).reshape(3, 8)
+        theory = runs[0]["theory_std"].to_numpy().reshape(3, 8) ** 2
+        for name, v in (("measured", measured), ("theory", theory)):
+            if norm == "batchnorm":  # an increment per block within each stage (a transition restarts it)
+                steps = [f"+{np.diff(v[s]).mean():.3f}" for s in range(3)]
+                whole = f"+{np.diff(v, axis=1).mean():.3f}"
+            else:  # a factor per block
+                steps = [f"x{(v[s, -1] / v[s, 0]) ** (1 / 7):.3f}" for s in range(3)]
+                whole = f"x{(v[-1, -1] / v[0, 0]) ** (1 / 23):.3f}"
+            rows.append(
+                f"| {norm}, {name} | {'added' if norm == 'batchnorm' else 'times'} | "
+                + " | ".join(steps)
+                + f" | {whole} |"
+            )
+    return "\n".join(rows) + "\n"
+
+
+CONV_SEEDS = range(3)
+
+
+def conv_depth() -> str:
+    """docs/theory.md: the conv stack's theory columns against the measurement at the default
+    depth (100 layers, 64 channels, 16 x 16, batch 16), both paddings: mean over seeds 0-2
+    (min to max in brackets)."""
+    rows = [
+        "| norm | padding | layer | std | theory_std | chan_sq_mean | theory | chan_var | theory |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for norm in ("batchnorm", "none"):
+        for padding in ("zeros", "circular"):
+            runs = _depth_runs(CONV_SEEDS, arch="conv", norm=norm, padding=padding)
+            for layer in (0, 29, 99):
+                cells = []
+                for col in ("std", "chan_sq_mean", "chan_var"):
+                    v = [float(t[col].iloc[layer]) for t in runs]
+                    cells += [
+                        f"{_seed_mean(v):.3g} ({min(v):.3g}-{max(v):.3g})",
+                        f"{runs[0]['theory_' + col].iloc[layer]:.3g}",
+                    ]
+                rows.append(f"| {norm} | {padding} | {layer} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def conv_channels() -> str:
+    """docs/theory.md: BatchNorm conv stacks with circular padding (8 x 8, batch 16, 100 layers):
+    the measured std at layer 99 (mean of seeds 0 and 1) by the number of channels, against the
+    mean field's, which does not depend on it."""
+    rows = ["| channels | std at layer 29 | std at layer 99 | theory_std |", "|---|---|---|---|"]
+    for c in (16, 64, 256):
+        runs = _depth_runs(range(2), arch="conv", channels=c, image_size=8, padding="circular")
+        at = [_seed_mean([float(t["std"].iloc[i]) for t in runs]) for i in (29, 99)]
+        rows.append(f"| {c} | {at[0]:.4f} | {at[1]:.4f} | {runs[0]['theory_std'].iloc[99]:.4f} |")
+    return "\n".join(rows) + "\n"
+
+
+TANH_SEEDS = range(8)
+
+
+def tanh_seeds() -> str:
+    """docs/statistics.md: the tanh stack (xavier, no norm, width 256, depth 50): measured std
+    per seed against theory_std, and the mean gap."""
+    runs = _depth_runs(TANH_SEEDS, depth=50, norm="none", activation="tanh", init="xavier")
+    layers = (0, 10, 20, 30, 40, 49)
+    rows = ["| layer | " + " | ".join(f"seed {s}" for s in TANH_SEEDS) + " | mean | theory_std | theory / mean |"]
+    rows.append("|---" * (len(TANH_SEEDS) + 4) + "|")
+    for i in layers:
+        v = [float(t["std"].iloc[i]) for t in runs]
+        th = float(runs[0]["theory_std"].iloc[i])
+        rows.append(
+            f"| {i} | "
+            + " | ".join(f"{x:.4f}" for x in v)
+            + f" | {_seed_mean(v):.4f} | {th:.4f} | {th / _seed_mean(v):.3f} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def train_eval_gap() -> str:
+    """docs/statistics.md: the train/eval gap with exact statistics: its leading term
+    sqrt(3 / (2B)), the exact sqrt(E(s - 1)^2 + 1/B) (s the biased batch std in units of sigma,
+    for Gaussian input), and the measured root-mean-square of `train_eval_gap` over iterations
+    500-1499 and the 4 channels (`precise`, seed 0)."""
+    import math
+
+    import bncli
+
+    rows = [
+        "| B | sqrt(3 / (2B)) | sqrt(E(s - 1)^2 + 1/B) | measured (RMS) | measured (mean) |",
+        "|---|---|---|---|---|",
+    ]
+    for b in (8, 32):
+        # E s = sqrt(2 / B) Gamma(B / 2) / Gamma((B - 1) / 2) for s^2 = chi^2_(B-1) / B
+        es = math.sqrt(2 / b) * math.exp(math.lgamma(b / 2) - math.lgamma((b - 1) / 2))
+        exact = math.sqrt((b - 1) / b - 2 * es + 1 + 1 / b)
+        t = bncli.convergence(batch_size=b, iterations=1500, device="cpu").table
+        gap = t[(t["estimator"] == "precise") & (t["iteration"] >= 500)]["train_eval_gap"]
+        rms = math.sqrt(float((gap**2).mean()))
+        rows.append(f"| {b} | {math.sqrt(3 / (2 * b)):.3f} | {exact:.3f} | {rms:.3f} | {float(gap.mean()):.3f} |")
+    return "\n".join(rows) + "\n"
+
+
+CONVERGENCE_SEEDS = range(10)
+
+
+def convergence_seeds() -> str:
+    """docs/statistics.md: the convergence example's steps to within 1% (momentum 0.01, 0.1, 0.3,
+    batch 32, 1000 iterations) for seeds 0-9, in float32 and float64: the cumulative and
+    precise estimates."""
+    import statistics
+
+    import bncli
+
+    rows = ["| dtype | estimator | " + " | ".join(f"seed {s}" for s in CONVERGENCE_SEEDS) + " | within 1% | median |"]
+    rows.append("|---" * (len(CONVERGENCE_SEEDS) + 4) + "|")
+    for dtype in ("float32", "float64"):
+        steps = [
+            bncli.convergence(momentum=[0.01, 0.1, 0.3], seed=s, dtype=dtype, device="cpu").info["steps_to_1pct"]
+            for s in CONVERGENCE_SEEDS
+        ]
+        for name in ("cumulative", "precise"):
+            got = [s[name] for s in steps]
+            reached = [k for k in got if k is not None]
+            # a seed that never got there counts as more than any (a censored median); "-" if half or more did not
+            median = statistics.median([k if k is not None else 10**9 for k in got])
+            shown = (
+                "-" if 2 * len(reached) <= len(got) else str(int(median)) if median == int(median) else f"{median:.1f}"
+            )
+            cells = " | ".join("-" if k is None else str(k) for k in got)
+            rows.append(f"| {dtype} | {name} | {cells} | {len(reached)}/{len(got)} | {shown} |")
+    return "\n".join(rows) + "\n"
+
+
+def rounding() -> str:
+    """docs/guarantees.md: how far float32 rounding travels in the notebook's BN-ReLU stack
+    (100 layers, width 256, batch 16, seed 0): the same weights and input, cast to float32, run
+    in float32 and in float64; the RMS difference of the output values per layer, and the
+    relative difference of std, abs_max and grad_std."""
+    import math
+
+    import torch
+
+    from bncli import config, report, studies
+    from bncli.studies.depth.net import Net, make_cotangent, make_input
+
+    cpu = torch.device("cpu")
+    spec = studies.get("depth-study").CONFIG
+    nets = {d: Net.of(config.load(spec, None, device="cpu", dtype=d)) for d in ("float32", "float64")}
+    net64 = nets["float64"]
+    arch = net64.arch_module()
+    ws = [arch.make_weight(net64, i, cpu).float() for i in range(net64.depth)]  # float32 values, shared
+    x0 = make_input(net64, cpu).float()
+    cot = make_cotangent(net64, cpu, tuple(x0.shape)).float()
+    out = {}
+    for d, net in nets.items():
+        dtype = getattr(torch, d)
+        step = arch.step(net, cpu)
+        xs, x = [], x0.to(dtype).clone().requires_grad_()
+        for w in ws:
+            x = step(x, w.to(dtype))
+            x.retain_grad()
+            xs.append(x)
+        (x * cot.to(dtype)).sum().backward()
+        out[d] = xs
+    a, b = out["float32"], out["float64"]
+    ga, gb = [t.grad for t in a], [t.grad for t in b]
+    a, b = [t.detach() for t in a], [t.detach() for t in b]
+    diff = [float((p.double() - q).square().mean().sqrt()) for p, q in zip(a, b, strict=True)]
+
+    def rel(f):
+        return [abs(f(p.double()) / f(q) - 1) for p, q in zip(a, b, strict=True)]
+
+    std, amax = rel(lambda t: float(t.std())), rel(lambda t: float(t.abs().max()))
+    grad = [abs(float(p.double().std()) / float(q.std()) - 1) for p, q in zip(ga, gb, strict=True)]
+    growth = (diff[60] / diff[0]) ** (1 / 60)
+    lines = [
+        "| layer | 0 | 10 | 20 | 40 | 60 | 80 | 99 |",
+        "|---|---|---|---|---|---|---|---|",
+        "| RMS difference of the values | " + " | ".join(f"{diff[i]:.1e}" for i in (0, 10, 20, 40, 60, 80, 99)) + " |",
+        "| std, relative | " + " | ".join(f"{std[i]:.1e}" for i in (0, 10, 20, 40, 60, 80, 99)) + " |",
+        "| abs_max, relative | " + " | ".join(f"{amax[i]:.1e}" for i in (0, 10, 20, 40, 60, 80, 99)) + " |",
+        "| grad_std, relative | " + " | ".join(f"{grad[i]:.1e}" for i in (0, 10, 20, 40, 60, 80, 99)) + " |",
+        "",
+        f"The difference grows x{growth:.2f} per layer (layers 0 to 60); over layers 60 to 99 at most "
+        f"{max(amax[60:]):.0%} in abs_max and {max(grad[60:]):.0%} in grad_std. The growth rates per layer: "
+        f"std x{report.growth(pd_series([float(t.std()) for t in a])):.4f} in float32 and "
+        f"x{report.growth(pd_series([float(t.std()) for t in b])):.4f} in float64; grad_std going backwards "
+        f"x{report.growth(pd_series([float(t.std()) for t in ga]), backwards=True):.4f} and "
+        f"x{report.growth(pd_series([float(t.std()) for t in gb]), backwards=True):.4f}.",
+    ]
+    assert math.isfinite(growth)
+    return "\n".join(lines) + "\n"
+
+
+def pd_series(values):
+    import pandas as pd
+
+    return pd.Series(values)
 
 
 def _accepted(f, hint) -> str:
@@ -196,8 +436,8 @@ def probe_columns() -> str:
     return "\n".join(rows) + "\n"
 
 
-# made from the specs and records alone: tests/test_docs.py checks them
-FAST = ("config_fields", "statistics_table", "probe_columns")
+# made from the specs, records and closed forms alone: tests/test_docs.py checks them
+FAST = ("config_fields", "statistics_table", "probe_columns", "bn_relu_std")
 
 
 def generate(text: str, only: tuple[str, ...] | None = None) -> str:
