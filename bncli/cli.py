@@ -228,6 +228,9 @@ def _narrow(console: Any, table: Any) -> list[Any]:
     else the last ones, never the first; returns their headers, in the table's order."""
     widths = [console._natural(c) for c in table.columns]
     named = [i for h in getattr(table, "drop", ()) for i, c in enumerate(table.columns) if c.header == h]
+    for i, c in enumerate(table.columns):  # but for the text that may wrap, a column is on one line, or goes
+        if named and c.header not in getattr(table, "wrap", ()):
+            widths[i] = console._natural(c, one_line=True)
     gone: list[int] = []
     for i in named or range(len(widths) - 1, 0, -1):
         if sum(w for j, w in enumerate(widths) if j not in gone) + 1 <= console.width:  # + 1: the left border
@@ -265,10 +268,11 @@ def _consoles():
             return "\n".join(line.rstrip(" ") for line in super()._render_buffer(buffer).split("\n"))
 
     class Terminal(Console):
-        def _natural(self, column) -> int:
+        def _natural(self, column, one_line: bool = False) -> int:
             """The column's width with its padding and border: numbers and names keep their
-            widest cell on one line; text (left-justified, with spaces) may wrap between words."""
-            column.no_wrap = column.justify != "left" or not any(" " in str(c) for c in column._cells)
+            widest cell on one line; text (left-justified, with spaces) may wrap between words,
+            unless `one_line`."""
+            column.no_wrap = one_line or column.justify != "left" or not any(" " in str(c) for c in column._cells)
             size = [Measurement.get(self, self.options, c) for c in [column.header, *column._cells]]
             return max(m.maximum if column.no_wrap else m.minimum for m in size) + 3
 
@@ -860,7 +864,7 @@ def _print_listing(entries: list[dict[str, Any]], total: int, format: Format) ->
         return
     # too narrow for every column: kind and study go first (the name says both), then the times;
     # name, status and settings stay, since they tell the runs apart
-    table = report.table(header, justify="left", drop=["kind", "study", "wall_s", "started"])
+    table = report.table(header, justify="left", drop=["kind", "study", "wall_s", "started"], wrap=["settings"])
     for row in rows:
         table.add_row(*[_plain(c) for c in row])
     console.print(table)
