@@ -306,7 +306,7 @@ def _from_file(path: Path | None, study: str | None, flag: str) -> tuple[SweepFi
             f"{flag}: {show(study)} differs from the study of {path} ({sf.study}); "
             "leave out " + flag + " or give a sweep file of that study"
         )
-    return sf, Path(path).read_text(encoding="utf-8")
+    return sf, cfgmod.read_bytes(path).decode("utf-8")  # as read_yaml read it: bounded, a regular file
 
 
 def spec(
