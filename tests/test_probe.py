@@ -86,10 +86,30 @@ def test_a_variance_that_would_cancel_or_overflow_is_redone_in_float64():
     assert not math.isfinite(stats.moments(inf, 1, stats.Zeros())[1].item())
 
 
+def test_a_large_tap_read_in_chunks_gives_the_same_statistics(monkeypatch):
+    # the chunked path on a tiny tensor: 6 rows of 30 values, 2 rows a chunk
+    monkeypatch.setattr(stats, "FUSE", 64)
+    monkeypatch.setattr(stats, "CHUNK", 60)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 5, 6, generator=g).relu_() * 3 + 0.25
+    x[1, 1:] -= 0.25  # the first two chunks all positive (not counted), the last holding zeros (counted)
+    x[1, 2, 0, :3] = torch.tensor([0.0, -0.0, -2.0])
+    want = moments64(x, 1)
+    assert want["zero_fraction"] > 0
+    got = dict(zip(stats.MOMENTS, stats.moments(x, 1, stats.Zeros()).tolist(), strict=True))
+    for name, v in got.items():
+        assert v == pytest.approx(want[name], rel=1e-6, abs=1e-12), name
+    assert got["zero_fraction"] == want["zero_fraction"]  # exact counts
+    x[0, 2, 1, 1] = math.nan  # a NaN in any chunk reaches the statistics
+    nan = dict(zip(stats.MOMENTS, stats.moments(x, 1, stats.Zeros()).tolist(), strict=True))
+    assert all(math.isnan(v) for k, v in nan.items() if k != "zero_fraction")
+
+
 def test_zeros_are_counted_exactly_across_chunks(monkeypatch):
     monkeypatch.setattr(stats, "ZERO_CHUNK", 7)
     x = torch.tensor([0.0, 1, 0, 2, 0, 0, 3, 0, 4, 5, 0, -0.0, 6, 7, 8, 0, 9])
     assert stats.Zeros().count(x).item() == 8
+    assert stats.Zeros().number(x.view(1, -1)) == 8
 
 
 def test_probe_uses_the_depth_study_records():
