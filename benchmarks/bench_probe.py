@@ -56,10 +56,38 @@ def bare(model, args, kwargs) -> None:
         model(*args, **kwargs)
 
 
-def timed(fn) -> float:
-    t0 = time.perf_counter()
+def timed(fn) -> tuple[float, float]:
+    """(wall-clock seconds, CPU seconds) of fn(): CPU time is this thread's with one torch thread
+    (then the other processes on a shared machine change it little), the process's otherwise."""
+    cpu = time.thread_time if torch.get_num_threads() == 1 else time.process_time
+    t0, c0 = time.perf_counter(), cpu()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, cpu() - c0
+
+
+def in_hooks(model, args, kwargs, names, output: bool) -> tuple[float, int]:
+    """(seconds spent inside probe's forward hooks, their calls) in one probe: the overhead
+    measured directly, the forward's own kernels left out."""
+    spent = [0.0, 0]
+    tap = engine._Recorder.tap
+
+    def timed_tap(self, name):
+        hook = tap(self, name)
+
+        def timed_hook(*a):
+            t0 = time.perf_counter()
+            hook(*a)
+            spent[0] += time.perf_counter() - t0
+            spent[1] += 1
+
+        return timed_hook
+
+    engine._Recorder.tap = timed_tap
+    try:
+        engine.probe(model, args, names, kwargs=kwargs, output=output)
+    finally:
+        engine._Recorder.tap = tap
+    return spent[0], int(spent[1])
 
 
 def speed(name: str, rounds: int) -> dict:
@@ -74,10 +102,17 @@ def speed(name: str, rounds: int) -> dict:
     for fn in runs.values():  # warm up: the allocator, the kernels' first calls
         fn()
     times: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
+    hooks: list[float] = []
     for _ in range(rounds):
         for k, fn in runs.items():
-            times[k].append(timed(fn))
+            wall, c = timed(fn)
+            times[k].append(wall)
+            cpu[k].append(c)
+        spent, calls = in_hooks(model, args, kwargs, every, False)
+        hooks.append(spent)
     med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     f32 = engine.probe(model, args, every, kwargs=kwargs, output=False)
     f64 = engine.probe(model, args, every, kwargs=kwargs, output=False, exact=True)
     a, b = torch.stack(f32.moments), torch.stack(f64.moments)
@@ -86,7 +121,15 @@ def speed(name: str, rounds: int) -> dict:
     scale[:, 0] = b[:, 1]
     scale[:, 4] = b[:, 4] + b[:, 5]
     rel = ((a - b).abs() / scale.clamp_min(1e-30)).nan_to_num(0.0).max().item()
-    return {"name": name, "taps": (len(default) + 1, len(every)), "med": med, "rel": rel}
+    hook = statistics.median(hooks)
+    return {
+        "name": name,
+        "taps": (len(default) + 1, len(every)),
+        "med": med,
+        "cpu": med_cpu,
+        "rel": rel,
+        "hooks": (hook / med["bare"], hook / calls * 1e3, calls),
+    }
 
 
 def child(name: str, variant: str) -> None:
@@ -95,13 +138,15 @@ def child(name: str, variant: str) -> None:
     if variant == "bare":
         bare(model, args, kwargs)
     else:
-        engine.probe(model, args, taps.select(model, [] if variant == "default" else ["*"], []), kwargs=kwargs)
+        names = taps.select(model, [] if variant == "default" else ["*"], [])
+        engine.probe(model, args, names, kwargs=kwargs, output=variant == "default")
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def peak(name: str, variant: str) -> float:
+    threads = ["--threads", str(torch.get_num_threads())]
     out = subprocess.run(
-        [sys.executable, __file__, "--child", name, variant], capture_output=True, text=True, check=True
+        [sys.executable, __file__, *threads, "--child", name, variant], capture_output=True, text=True, check=True
     )
     return int(out.stdout.split()[-1]) / 2**20  # KiB -> GiB
 
@@ -110,8 +155,13 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results_probe.md")
+    p.add_argument("--threads", type=int, help="torch's threads (default: torch's own choice)")
+    p.add_argument("--models", nargs="*", default=list(CASES), help="the speed rows' models")
+    p.add_argument("--no-memory", action="store_true", help="leave out the peak-memory rows")
     p.add_argument("--child", nargs=2, metavar=("MODEL", "VARIANT"))
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if a.child:
         return child(*a.child)
     lines = [
@@ -123,17 +173,24 @@ def main() -> None:
         f"{TARGETS['every_leaf']}x, peak memory <= {TARGETS['memory']}x.",
         "",
         "| model | batch | taps (default, every leaf) | bare forward | default taps | every leaf | "
+        "CPU time: default, every leaf | in the hooks (every leaf): of the bare forward, per call | "
         "largest error vs float64 (relative; the mean on the std) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in CASES:
+    for name in a.models:
         r = speed(name, a.rounds)
-        m = r["med"]
+        m, c, h = r["med"], r["cpu"], r["hooks"]
         lines.append(
             f"| {name} | {CASES[name][0]} | {r['taps'][0]}, {r['taps'][1]} | {m['bare']:.3f} s | "
-            f"{m['default'] / m['bare']:.3f}x | {m['every_leaf'] / m['bare']:.3f}x | {r['rel']:.1e} |"
+            f"{m['default'] / m['bare']:.3f}x | {m['every_leaf'] / m['bare']:.3f}x | "
+            f"{c['default'] / c['bare']:.3f}x, {c['every_leaf'] / c['bare']:.3f}x | "
+            f"{h[0]:.3f}, {h[1]:.2f} ms ({h[2]} calls) | {r['rel']:.1e} |"
         )
         print(lines[-1], flush=True)
+    if a.no_memory:
+        a.out.write_text("\n".join(lines) + "\n")
+        print(f"wrote {a.out}")
+        return None
     lines += ["", "| model | batch | peak RSS, bare forward | default taps | every leaf |", "|---|---|---|---|---|"]
     for name, (batch, _) in MEMORY.items():
         base = peak(name, "bare")
