@@ -146,8 +146,8 @@ def moments(x: torch.Tensor, axis: int, zeros: Zeros, exact: bool = False) -> to
     two-pass in float64 whatever the guard says (the reference, and CUDA's way)."""
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()  # bfloat16 and float16 sums would lose the statistics' digits
-    if x.dim() == 0:
-        x = x.reshape(1)
+    if x.dim() < 2:  # a vector's values are its channels, one value each (as rows() makes it)
+        x, axis = x.reshape(1, -1), 1
     if exact or x.device.type != "cpu":
         return _on_device(x, axis, zeros)
     return torch.from_numpy(_on_cpu(x, axis, zeros))
