@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -132,23 +132,37 @@ def speed(name: str, rounds: int) -> dict:
     }
 
 
+def _status(key: str) -> float:
+    """A /proc/self/status field (VmRSS, VmHWM) in GiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 2**20
+    raise KeyError(key)
+
+
 def child(name: str, variant: str) -> None:
+    """Prints (RSS before the forward, peak RSS during it) in GiB: the peak is reset first
+    (clear_refs 5), so that building the model (its init's temporaries) does not count."""
     batch, sample = MEMORY.get(name) or CASES[name]
     model, args, kwargs = setup(name, batch, sample)
+    names = taps.select(model, [] if variant == "default" else ["*"], []) if variant != "bare" else []
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _status("VmRSS")
     if variant == "bare":
         bare(model, args, kwargs)
     else:
-        names = taps.select(model, [] if variant == "default" else ["*"], [])
         engine.probe(model, args, names, kwargs=kwargs, output=variant == "default")
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(base, _status("VmHWM"))
 
 
-def peak(name: str, variant: str) -> float:
+def peak(name: str, variant: str) -> tuple[float, float]:
     threads = ["--threads", str(torch.get_num_threads())]
     out = subprocess.run(
         [sys.executable, __file__, *threads, "--child", name, variant], capture_output=True, text=True, check=True
     )
-    return int(out.stdout.split()[-1]) / 2**20  # KiB -> GiB
+    base, top = (float(v) for v in out.stdout.split()[-2:])
+    return base, top
 
 
 def main() -> None:
@@ -158,6 +172,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="torch's threads (default: torch's own choice)")
     p.add_argument("--models", nargs="*", default=list(CASES), help="the speed rows' models")
     p.add_argument("--no-memory", action="store_true", help="leave out the peak-memory rows")
+    p.add_argument("--memory-only", action="store_true", help="only the peak-memory rows")
     p.add_argument("--child", nargs=2, metavar=("MODEL", "VARIANT"))
     a = p.parse_args()
     if a.threads:
@@ -177,7 +192,7 @@ def main() -> None:
         "largest error vs float64 (relative; the mean on the std) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in a.models:
+    for name in [] if a.memory_only else a.models:
         r = speed(name, a.rounds)
         m, c, h = r["med"], r["cpu"], r["hooks"]
         lines.append(
@@ -191,11 +206,21 @@ def main() -> None:
         a.out.write_text("\n".join(lines) + "\n")
         print(f"wrote {a.out}")
         return None
-    lines += ["", "| model | batch | peak RSS, bare forward | default taps | every leaf |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Peak RSS during the forward pass, each in a fresh process (the peak reset once the model and "
+        "its input are built); in brackets the rise above the RSS before the forward.",
+        "",
+        "| model | batch | RSS before | bare forward: peak (rise) | default taps | every leaf |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, (batch, _) in MEMORY.items():
-        base = peak(name, "bare")
-        d, e = peak(name, "default"), peak(name, "every_leaf")
-        lines.append(f"| {name} | {batch} | {base:.2f} GiB | {d / base:.3f}x | {e / base:.3f}x |")
+        b0, b1 = peak(name, "bare")
+        (d0, d1), (e0, e1) = peak(name, "default"), peak(name, "every_leaf")
+        lines.append(
+            f"| {name} | {batch} | {b0:.2f} GiB | {b1:.2f} GiB ({b1 - b0:.2f} GiB) | {d1 / b1:.3f}x "
+            f"({(d1 - d0) / (b1 - b0):.3f}x) | {e1 / b1:.3f}x ({(e1 - e0) / (b1 - b0):.3f}x) |"
+        )
         print(lines[-1], flush=True)
     a.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {a.out}")
