@@ -10,7 +10,9 @@ speed; the float32 statistics' largest relative difference from the same taps co
 two-pass in float64 is their accuracy. Peak memory (RSS) of the bare forward and of probe,
 each in a fresh child process, adds torchvision:resnet152 at batch 32: probe keeps a small
 vector per tap, never an activation. Targets: 1.1x (default taps) and 1.25x (every leaf) the
-bare forward, peak memory at most 1.3x.
+bare forward, peak memory at most 1.3x. On a shared, loaded machine two calls' wall-clock
+times differ more than probe costs: `--threads 1` makes the CPU-time column (this thread's)
+the robust one, and the hooks' own time is also taken within one call, against the rest of it.
 """
 
 from __future__ import annotations
