@@ -56,7 +56,9 @@ def table(model, *args, names=(), **kw):
 # -- the statistics -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape,axis", [((8, 6, 5, 7), 1), ((4, 9, 12), 2), ((3, 5, 5, 10), 3), ((64, 20), 1)])
+@pytest.mark.parametrize(
+    "shape,axis", [((8, 6, 5, 7), 1), ((4, 9, 12), 2), ((3, 5, 5, 10), 3), ((64, 20), 1), ((7,), 0)]
+)
 def test_moments_match_float64_on_any_layout(shape, axis):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(shape, generator=g).relu_() * 3 + 0.5
@@ -86,10 +88,34 @@ def test_a_variance_that_would_cancel_or_overflow_is_redone_in_float64():
     assert not math.isfinite(stats.moments(inf, 1, stats.Zeros())[1].item())
 
 
+@pytest.mark.parametrize("axis", [1, 3])
+def test_a_tap_read_in_chunks_gives_the_same_statistics(monkeypatch, axis):
+    # the chunked paths on a tiny tensor, 60 values a chunk: (N, C, ...) as 6 rows of 30 values,
+    # 2 rows a chunk; channels-last as 30 rows of 6 channels, 10 rows a chunk
+    monkeypatch.setattr(stats, "FUSE", 64)
+    monkeypatch.setattr(stats, "CHUNK", 60)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 5, 6, generator=g).relu_() * 3 + 0.25
+    x[1, 1:] -= 0.25  # the first two chunks all positive (not counted), the last holding zeros (counted)
+    x[1, 2, 0, :3] = torch.tensor([0.0, -0.0, -2.0])
+    want = moments64(x, axis)
+    assert want["zero_fraction"] > 0
+    with monkeypatch.context() as m:  # the one-pass sums themselves, not the guard's two-pass redo
+        m.setattr(stats, "_exact", lambda *a: pytest.fail("redone two-pass"))
+        got = dict(zip(stats.MOMENTS, stats.moments(x, axis, stats.Zeros()).tolist(), strict=True))
+    for name, v in got.items():
+        assert v == pytest.approx(want[name], rel=1e-6, abs=1e-12), name
+    assert got["zero_fraction"] == want["zero_fraction"]  # exact counts
+    x[0, 2, 1, 1] = math.nan  # a NaN in any chunk reaches the statistics
+    nan = dict(zip(stats.MOMENTS, stats.moments(x, axis, stats.Zeros()).tolist(), strict=True))
+    assert all(math.isnan(v) for k, v in nan.items() if k != "zero_fraction")
+
+
 def test_zeros_are_counted_exactly_across_chunks(monkeypatch):
     monkeypatch.setattr(stats, "ZERO_CHUNK", 7)
     x = torch.tensor([0.0, 1, 0, 2, 0, 0, 3, 0, 4, 5, 0, -0.0, 6, 7, 8, 0, 9])
     assert stats.Zeros().count(x).item() == 8
+    assert stats.Zeros().number(x.view(1, -1)) == 8
 
 
 def test_probe_uses_the_depth_study_records():
