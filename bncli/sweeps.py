@@ -16,6 +16,8 @@ pool worker or a Ray task) and results.write_run (always here, in the parent).
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import itertools
 import math
@@ -25,6 +27,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import threading
 import time
 from collections import Counter
@@ -46,7 +49,8 @@ from bncli.runtime import check_fits
 
 SWEEPS = "sweeps"
 PARENT_CHECK_SECONDS = 1.0  # how soon a pool worker notices its parent is gone
-LOCK = ".lock"  # a sweep directory's: the pid and host of the process working in it
+LOCK = ".lock"  # a sweep directory's: flocked by the process working in it, and naming it (pid host)
+_HELD: dict[Path, int] = {}  # sweep directory -> the descriptor holding its lock
 MAX_RUNS = 100_000  # grid points x seeds: checked from the lists' sizes before any is built
 
 
@@ -625,49 +629,97 @@ def _todo(plan: Plan, resume: bool) -> tuple[list[Point], Outcome]:
 
 
 def lock(directory: Path) -> None:
-    """Take `directory/.lock` for this process, or refuse in one line naming its holder. A lock
-    whose holder has died (SIGKILL, a power cut) on this machine is taken over."""
+    """Take `directory/.lock` for this process, or refuse in one line naming its holder.
+
+    The lock is an flock on the file, held by an open descriptor for as long as the sweep
+    runs: the kernel gives it to one process at a time, and drops it when its holder dies
+    (SIGKILL, a crash), so a dead holder's lock is free again with no guessing from pids. The
+    file's content (pid and host, written once the lock is held) only names the holder. A file
+    we lock that is no longer the one at the path (its holder unlinked it as it finished) is let
+    go and the path tried again, so two processes never hold two files. A holder on another
+    host (a shared disk whose flocks do not reach here) is refused by its content, as before.
+    """
     path = directory / LOCK
-    for _ in range(3):
+    for _ in range(10):
+        fd = _open_lock(path)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            pid, host = _holder(path)
-            if pid is not None and (host != socket.gethostname() or _alive(pid)):
-                where = "" if host == socket.gethostname() else f" on {host}"
-                raise BncliError(
-                    f"{directory} is in use by process {pid}{where}; wait for it to finish or stop it, then --resume"
-                ) from None
-            path.unlink(missing_ok=True)  # its holder is gone
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, host = _holder(fd)
+            os.close(fd)
+            where = "" if host in (None, socket.gethostname()) else f" on {host}"
+            who = f"process {pid}{where}" if pid is not None else "another process"
+            raise BncliError(
+                f"{directory} is in use by {who}; wait for it to finish or stop it, then --resume"
+            ) from None
+        except OSError as e:
+            os.close(fd)
+            raise RunError(f"cannot lock {path}: {e.strerror or e}") from None
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # unlinked by the holder we waited on: lock the file now at the path
+            os.close(fd)
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        pid, host = _holder(fd)
+        if pid is not None and host is not None and host != socket.gethostname():
+            os.close(fd)
+            raise BncliError(
+                f"{directory} is in use by process {pid} on {host}; wait for it to finish or stop it "
+                f"(or remove {path} if it is gone), then --resume"
+            )
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        except OSError as e:
+            os.close(fd)
+            raise RunError(f"cannot write {path}: {e.strerror or e}") from None
+        _HELD[directory] = fd
         return
-    raise BncliError(f"{directory}: cannot take its lock {path}")
+    raise RunError(f"{directory}: cannot take its lock {path} (other processes keep replacing it)")
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file's descriptor, created if need be; refused if anything but a regular file is there."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise RunError(f"{path}: a symlink where bncli keeps the sweep's lock; remove it, then --resume") from None
+        if e.errno == errno.EISDIR:
+            raise RunError(
+                f"{path}: a directory where bncli keeps the sweep's lock; remove it, then --resume"
+            ) from None
+        raise RunError(f"cannot take the lock {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device: never read or locked
+        os.close(fd)
+        raise RunError(f"{path}: not a regular file where bncli keeps the sweep's lock; remove it, then --resume")
+    return fd
 
 
 def unlock(directory: Path) -> None:
-    path = directory / LOCK
-    if _holder(path)[0] == os.getpid():
-        path.unlink(missing_ok=True)
-
-
-def _holder(path: Path) -> tuple[int | None, str | None]:
+    """Remove the lock file and let the lock go (closing its descriptor releases the flock). A
+    lock file that cannot be removed (the directory made read-only meanwhile) is left: it is
+    free once closed."""
+    fd = _HELD.pop(directory, None)
+    if fd is None:
+        return
     try:
-        pid, host = path.read_text().split()
+        (directory / LOCK).unlink(missing_ok=True)  # while still held: no one has locked it since
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _holder(fd: int) -> tuple[int | None, str | None]:
+    """The pid and host a lock file names (at most 256 bytes read), or None, None."""
+    try:
+        pid, host = os.pread(fd, 256, 0).decode().split()
         return int(pid), host
     except (OSError, ValueError):
         return None, None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _status(meta_path: Path) -> str | None:
