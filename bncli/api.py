@@ -56,8 +56,10 @@ def execute(
     out: Path | str | None = None,
     name: str | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    flags: bool = False,
 ) -> Run:
-    """Check, run and (with `out`) record one study.
+    """Check, run and (with `out`) record one study (flags=True: errors name --out and --name).
 
     Bad input raises BncliError before any directory exists. With `out`, the run is written to
     `out/<study>/<name>/` as it goes: config.yaml and meta.json (running) first, the results
@@ -68,7 +70,7 @@ def execute(
     device = mod.preflight(cfg)
     start = None
     if out is not None:
-        run_dir = results.new_run_dir(out, study, name, results.default_name(study, cfg))
+        run_dir = results.new_run_dir(out, study, name, results.default_name(study, cfg), flags)
 
         def start(r: Run) -> None:
             r.dir = run_dir

@@ -395,7 +395,7 @@ def _run(
     total = mod.progress_total(cfg)
     try:
         with _sigterm_as_interrupt(), _progress(total or 0, study, total is not None) as cb:
-            run = api.execute(study, cfg, out, name, progress=cb)
+            run = api.execute(study, cfg, out, name, progress=cb, flags=True)
     except KeyboardInterrupt:  # before the study's first step: there was nothing to keep
         _console().print("interrupted before the run started: nothing was saved")
         raise typer.Exit(130) from None

@@ -236,8 +236,9 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def make_dir(path: Path) -> Path:
-    """Create a new directory; an existing one is never reused."""
+def make_dir(path: Path, flag: str = "name") -> Path:
+    """Create a new directory; an existing one is never reused. `flag` is how an error names the
+    name that chose it: `name` (the API's argument) or `--name` (the command line's flag)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (OSError, ValueError) as e:  # a file in the way, no permission, a NUL in the path
@@ -246,18 +247,20 @@ def make_dir(path: Path) -> Path:
         path.mkdir()
     except FileExistsError:
         raise BncliError(
-            f"--name: {path} already exists; bncli never overwrites a run, choose another --name"
+            f"{flag}: {path} already exists; bncli never overwrites a run, choose another {flag}"
         ) from None
     except (OSError, ValueError) as e:
         raise RunError(f"cannot create {path}: {getattr(e, 'strerror', None) or e}") from None
     return path
 
 
-def new_run_dir(out: Path | str, study: str, name: str | None, default: str) -> Path:
-    """<out>/<study>/<name>. Explicit names must be new; default names get a -2, -3... suffix."""
-    parent = check_out(out) / study
+def new_run_dir(out: Path | str, study: str, name: str | None, default: str, flags: bool = False) -> Path:
+    """<out>/<study>/<name>. Explicit names must be new; default names get a -2, -3... suffix.
+    Errors name `out` and `name` as the API's arguments, or with flags=True as --out and --name."""
+    parent = check_out(out, "--out" if flags else "out") / study
     if name is not None:
-        return make_dir(parent / check_name(name))
+        flag = "--name" if flags else "name"
+        return make_dir(parent / check_name(name, flag), flag)
     for k in range(1, 1000):
         candidate = parent / (default if k == 1 else f"{default}-{k}")
         if not candidate.exists():

@@ -128,6 +128,7 @@ class Plan:
     keys: list[str]  # the grid's fields, in file order
     points: list[Point]
     data: dict[str, Any] = field(default_factory=dict)  # the resolved sweep: study, name, base, grid, seeds
+    flags: bool = False  # errors name the command line's flags (--resume, --name), else the API's arguments
 
 
 @dataclass
@@ -339,13 +340,14 @@ def spec(
     new_seeds = parse_seeds(seeds, "--seeds" if flags else "seeds") if seeds is not None else None
     data: dict[str, Any] = {
         "study": sf.study,
-        "name": name or sf.name,
+        "name": name if name is not None else sf.name,  # '' is refused as a name, as for a single run
         "base": {k: v for k, v in sf.base.items() if k not in axes} | sets,
         "grid": {k: axes.get(k, v) for k, v in sf.grid.items() if k not in sets} | axes,
         "seeds": sf.seeds if new_seeds is None else new_seeds,
     }
     what = "base" if not flags else "--set"  # how an unwritable value is named
-    data["name"] = data["name"] or (path.stem if path else _default_name(data, what))
+    if data["name"] is None:
+        data["name"] = path.stem if path else _default_name(data, what)
     given = {f"base.{k}" for k in sets} | {f"grid.{k}" for k in axes} | ({"seeds"} if new_seeds is not None else set())
     return Spec(
         data,
@@ -442,8 +444,10 @@ def plan(path: Path | str | None, out: Path, name: str | None = None, **given: A
     cls = studies.get(study).CONFIG
     _check_keys(sp, cls)
     _check_sizes(sp)
-    sweep_name = results.check_name(sp.data["name"], "--name" if name else "name")
-    out = results.check_out(out)
+    flags = bool(given.get("flags"))
+    label = ("--name" if flags else "name") if name is not None else (f"{path}: name" if path is not None else "name")
+    sweep_name = results.check_name(sp.data["name"], label)
+    out = results.check_out(out, "--out" if flags else "out")
     points = []
     for values in expand(sp.data["grid"], sp.data["seeds"]):
         rname = results.check_name(run_name(values), "grid")
@@ -452,7 +456,7 @@ def plan(path: Path | str | None, out: Path, name: str | None = None, **given: A
         except BncliError as e:
             raise BncliError(f"{sp.source}: run {rname}: {e}") from None
         points.append(Point(rname, values, cfg))
-    return Plan(study, sweep_name, out / SWEEPS / sweep_name, sp.text, list(sp.data["grid"]), points, sp.data)
+    return Plan(study, sweep_name, out / SWEEPS / sweep_name, sp.text, list(sp.data["grid"]), points, sp.data, flags)
 
 
 def _canonical(data: dict[str, Any], what: str = "config") -> dict[str, str]:
@@ -583,7 +587,8 @@ def _prepare(plan: Plan, resume: bool) -> tuple[list[Point], Outcome]:
     given = plan.dir / "sweep.yaml"
     if plan.dir.exists():
         if not resume:
-            raise BncliError(f"{plan.dir} already exists; add --resume to finish that sweep, or give another --name")
+            resume_, name = ("--resume", "--name") if plan.flags else ("resume=True", "name")
+            raise BncliError(f"{plan.dir} already exists; add {resume_} to finish that sweep, or give another {name}")
         differs = _differs(given, plan) if given.exists() and plan.data else None
         if differs:
             raise BncliError(

@@ -358,9 +358,30 @@ def test_a_taken_name_is_refused_and_the_run_is_untouched(cli, study):
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     r = cli(study, *SMALL[study], "--seed", 1, "--name", "x")
     line = one_line_error(r, 2)
-    assert f"{run} already exists" in line and "choose another --name" in line
+    assert line.startswith(f"Error: --name: {run} already exists") and "choose another --name" in line
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     assert run_dirs(cli.out, study) == [run]
+
+
+def test_the_apis_taken_name_error_names_its_argument_not_a_flag(tmp_path):
+    """The API has no --name: its refusals name the `name` and `out` arguments (the CLI: the flags)."""
+    import bncli
+
+    r = bncli.depth_study(depth=2, width=4, batch_size=2, out=tmp_path, name="x")
+    for again in (
+        lambda: bncli.depth_study(depth=2, width=4, batch_size=2, out=tmp_path, name="x"),
+        lambda: bncli.depth_study(depth=2, width=4, batch_size=2).save(tmp_path, name="x"),
+    ):
+        with pytest.raises(results.BncliError) as e:
+            again()
+        assert str(e.value) == f"name: {r.dir} already exists; bncli never overwrites a run, choose another name"
+    with pytest.raises(results.BncliError, match="^out: 'a/../b' must not contain '..'"):
+        bncli.depth_study(depth=2, width=4, out="a/../b")
+    f = tmp_path / "s.yaml"
+    f.write_text("study: depth-study\nbase: {depth: 2, width: 4, batch_size: 2}\n")
+    bncli.sweep(f, tmp_path)
+    with pytest.raises(results.BncliError, match="add resume=True to finish that sweep, or give another name$"):
+        bncli.sweep(f, tmp_path)
 
 
 def test_a_taken_sweep_name_suggests_resume(cli, tmp_path):

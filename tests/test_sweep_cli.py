@@ -180,6 +180,8 @@ def test_values_read_as_yaml_and_seeds_as_ranges_lists_or_one():
             ["--set/--grid: run norm=batchnorm,seed=0:", "batch_size must be at least 2"],
         ),
         (["--study", "depth-study", "--name", "a/b"], ["--name:", "not a valid name"]),
+        (["--study", "depth-study", "--name", ""], ["--name: '' is not a valid name"]),  # as a single run's
+        (["--study", "depth-study", "--name", " "], ["--name: ' ' is not a valid name"]),
     ],
 )
 def test_bad_flags_fail_in_one_line_before_anything_is_made(cli, tmp_path, args, words):
@@ -391,3 +393,20 @@ def test_a_grid_takes_hydras_range(cli, tmp_path):
     ]:
         r = sweep_cli(cli, "--study", "depth-study", "--grid", f"depth={bad}", "--out", tmp_path, "--dry-run")
         assert r.exit_code == 2 and r.output.startswith(f"Error: --grid depth: {bad}: {message}"), r.output
+
+
+def test_an_empty_name_in_a_file_or_the_api_is_refused_as_for_a_single_run(cli, tmp_path):
+    import bncli
+
+    path = tmp_path / "s.yaml"
+    path.write_text("study: depth-study\nname: ''\nbase: {depth: 2, width: 4, batch_size: 2}\n")
+    r = sweep_cli(cli, path, "--out", tmp_path / "out")
+    assert r.exit_code == 2 and r.output.startswith(f"Error: {path}: name: '' is not a valid name: "), r.output
+    assert len(r.output.splitlines()) == 1
+    for run in (
+        lambda: bncli.sweep(study="depth-study", base={"depth": 2, "width": 4}, name="", out=tmp_path / "out"),
+        lambda: bncli.depth_study(depth=2, width=4, name="", out=tmp_path / "out"),
+    ):
+        with pytest.raises(bncli.BncliError, match="^name: '' is not a valid name"):
+            run()
+    assert not (tmp_path / "out").exists()
