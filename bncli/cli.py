@@ -63,6 +63,7 @@ class _Group(TyperGroup):
     ) -> Any:
         args = sys.argv[1:] if args is None else list(args)
         _refuse_nul(args)
+        completing = _check_completion(complete_var or COMPLETE_VAR)
         try:
             rv = super().main(
                 args=args,
@@ -79,6 +80,8 @@ class _Group(TyperGroup):
         except Exception as e:
             # click's usage errors (typer vendors click in recent releases, so match by shape)
             exit_code = getattr(e, "exit_code", None)
+            if completing and not hasattr(e, "format_message"):  # what the shell asked could not be answered
+                _fail(f"{completing}: shell completion failed: {first_line(e)}", 1)
             if not (hasattr(e, "format_message") and isinstance(exit_code, int)):
                 raise
             ctx = getattr(e, "ctx", None)
@@ -87,6 +90,32 @@ class _Group(TyperGroup):
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+COMPLETE_VAR = "_BNCLI_COMPLETE"  # what the completion script bncli --install-completion writes sets
+
+
+def _check_completion(var: str) -> str | None:
+    """`VAR=INSTRUCTION` when the shell asks for completions (None otherwise). Bash passes the
+    words in COMP_WORDS and the index of the one being completed in COMP_CWORD; a request without
+    them, or with an index that is not a whole number, is one line, not Typer's traceback."""
+    import os
+
+    instruction = os.environ.get(var)
+    if instruction is None:
+        return None
+    if instruction == "complete_bash":
+        missing = [v for v in ("COMP_WORDS", "COMP_CWORD") if v not in os.environ]
+        if missing:
+            _fail(
+                f"{var}={instruction}: bash completion needs {' and '.join(missing)}, which bash sets "
+                "(install it with bncli --install-completion)",
+                2,
+            )
+        cword = os.environ["COMP_CWORD"]
+        if not cword.strip().isdigit():
+            _fail(f"COMP_CWORD: expected the index of the word to complete (a whole number >= 0), got {cword!r}", 2)
+    return f"{var}={instruction}"
 
 
 def _choices(param) -> list[str] | None:
