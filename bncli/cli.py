@@ -210,9 +210,19 @@ def _root(
     pass
 
 
+class OutputError(Exception):
+    """stdout refused the printout (closed, full, an I/O error): not an OSError, so that no reader
+    of saved results (`_reading`) mistakes it for a file it could not read; main reports it."""
+
+    def __init__(self, e: OSError) -> None:
+        super().__init__(e.strerror or str(e))
+        self.errno = e.errno
+
+
 class _Out:
     """stdout as rich writes to it: a reader that went away (`| head -1`) ends the printout,
-    not the command, which has saved its results and exits 0."""
+    not the command, which has saved its results and exits 0; any other failure to write is an
+    OutputError."""
 
     def __init__(self, stream):
         self.stream, self.gone = stream, False
@@ -223,6 +233,8 @@ class _Out:
                 return self.stream.write(text)
             except BrokenPipeError:
                 self.gone = True
+            except OSError as e:
+                raise OutputError(e) from None
         return len(text)
 
     def flush(self) -> None:
@@ -231,6 +243,8 @@ class _Out:
                 self.stream.flush()
             except BrokenPipeError:
                 self.gone = True
+            except OSError as e:
+                raise OutputError(e) from None
 
     def __getattr__(self, name):  # isatty, encoding, fileno: the stream's own
         return getattr(self.stream, name)
@@ -959,6 +973,7 @@ def main():
     import errno
     import os
 
+    _closed_streams()
     for stream in (sys.stdout, sys.stderr):  # `±`, `…` and box lines on an ASCII stream: replaced
         reconfigure = getattr(stream, "reconfigure", None)  # io.TextIOWrapper's; a stream put in its place may lack it
         try:
@@ -976,8 +991,50 @@ def main():
     except BrokenPipeError:  # `bncli ... | head -1`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         sys.exit(0)
-    except OSError as e:
+    except (OSError, OutputError) as e:
         if e.errno not in (errno.ENOSPC, errno.EIO, errno.EBADF):
             raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        _fail(f"cannot write the output: {e.strerror} (what the command saved is on disk)", 1)
+        text = e.strerror if isinstance(e, OSError) else str(e)
+        _fail(f"cannot write the output: {text} (what the command saved is on disk)", 1)
+
+
+class _Closed:
+    """A standard stream the shell closed (`bncli ... >&-`), where Python leaves None: the command
+    runs and saves as ever, and its first write fails as a write to a closed descriptor does
+    (EBADF), which main reports in one line."""
+
+    encoding, errors = "utf-8", "replace"
+
+    def __init__(self, name: str, fd: int) -> None:
+        self.name, self.fd = name, fd
+
+    def write(self, text: str) -> int:
+        import errno
+
+        raise OSError(errno.EBADF, f"{self.name} is closed")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+def _closed_streams() -> None:
+    """Stand-ins for a closed stdout or stderr, and /dev/null on their descriptors: else the next
+    file opened (a result being written) would take descriptor 1 or 2, and whatever writes there
+    (a library's C code, a subprocess) would write into it."""
+    import os
+
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        if getattr(sys, name) is not None:
+            continue
+        null = os.open(os.devnull, os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, _Closed(name, fd) if name == "stdout" else open(fd, "w", closefd=False))
