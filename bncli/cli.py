@@ -765,7 +765,12 @@ def plot_cmd(
             show_default=False,
         ),
     ] = None,
-    title: Annotated[Optional[str], typer.Option(help="The figure's title.", show_default=False)] = None,
+    title: Annotated[
+        Optional[str], typer.Option(help="The figure's title, plain text ($ signs stay).", show_default=False)
+    ] = None,
+    mathtext: Annotated[
+        bool, typer.Option("--mathtext", help="Read --title as matplotlib mathtext: $x^2$ is x squared.")
+    ] = False,
     facet: Annotated[
         Optional[str],
         typer.Option(
@@ -787,7 +792,9 @@ def plot_cmd(
     from bncli import api
 
     with _reading(paths[0] if len(paths) == 1 else "PATH"):
-        path = api.plot_runs(paths, out, metric, where=where or [], logy=logy, title=title, facet=facet)
+        path = api.plot_runs(
+            paths, out, metric, where=where or [], logy=logy, title=title, facet=facet, mathtext=mathtext
+        )
     _console().print(f"plot: {_plain(str(path))}", markup=False)
 
 

@@ -15,6 +15,7 @@ seed (a re-run in another directory) stay separate lines.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bncli import results, studies
-from bncli.errors import BncliError
+from bncli.errors import BncliError, show
 from bncli.figures import SETTING, Options
 
 FORMATS = (".png", ".svg", ".pdf")  # what --out's extension picks
@@ -231,8 +232,10 @@ def prepare(
     logy: bool | None = None,
     title: str | None = None,
     facet: str | None = None,
+    mathtext: bool = False,
 ) -> tuple[str, pd.DataFrame, Options]:
     """(study, the labelled rows to draw, the figure's Options) of `plot`'s arguments, all checked."""
+    check_title(title, mathtext)
     if not paths:
         raise BncliError("PATH: give at least one run or sweep directory")
     study, table, stats = load(paths)
@@ -248,7 +251,33 @@ def prepare(
         table, note = select(table, list(where))
     grid = [k for k in dict.fromkeys(k for p in table["parts"] for k, _ in p) if k and k != "run"]  # load's order
     column = _facet(table, study, metric, facet, grid)
-    return study, label(table, study, grid, column), Options(logy, title, column, note)
+    return study, label(table, study, grid, column), Options(logy, title, column, note, mathtext=mathtext)
+
+
+def check_title(title: str | None, mathtext: bool = False) -> None:
+    """A title is text matplotlib can draw: printable characters and new lines; with `mathtext`,
+    each line's $...$ parts as matplotlib's mathtext parses them. Else one line naming --title."""
+    if title is None:
+        return
+    bad = next((c for c in title if not c.isprintable() and c != "\n"), None)
+    if bad is not None:
+        raise BncliError(f"--title: {show(title)} holds {ascii(bad)}, which cannot be drawn; give printable text")
+    if not mathtext:
+        return
+    from matplotlib import cbook
+    from matplotlib.mathtext import MathTextParser
+
+    parser = MathTextParser("path")
+    for line in title.split("\n"):
+        if cbook.is_math_text(line):
+            try:
+                parser.parse(line)
+            except ValueError as e:  # pyparsing's message: the expression, a caret, then the grammar expected
+                found = re.search(r"found (.*?)\s*\(at char (\d+)\)", " ".join(str(e).split()))
+                where = f": {found[1]} at character {int(found[2]) + 1} of its math" if found else ""
+                raise BncliError(
+                    f"--title: {show(title)} is not valid mathtext{where}; leave out --mathtext for plain text"
+                ) from None
 
 
 def plot(
@@ -260,13 +289,15 @@ def plot(
     logy: bool | None = None,
     title: str | None = None,
     facet: str | None = None,
+    mathtext: bool = False,
 ) -> Path:
     """Draw the runs and sweeps at `paths` into one figure (PNG, SVG or PDF by `out`'s
     extension); returns its path. `where`: KEY=VALUE filters; `logy`: force the y scale;
-    `facet`: a setting with one panel per value ("none": one panel; default: the study's pick)."""
+    `facet`: a setting with one panel per value ("none": one panel; default: the study's pick);
+    `title`: plain text, or matplotlib mathtext with `mathtext`."""
     if out is not None and Path(out).suffix.lower() not in FORMATS:
         raise BncliError(f"--out: {out}: the extension picks the format; use one of {', '.join(FORMATS)}")
-    study, table, opts = prepare(paths, metric, where=where, logy=logy, title=title, facet=facet)
+    study, table, opts = prepare(paths, metric, where=where, logy=logy, title=title, facet=facet, mathtext=mathtext)
     out = Path(out) if out is not None else _free(default_out(paths, study, metric))
     if not out.parent.is_dir():
         raise BncliError(f"--out: directory {out.parent} does not exist")
