@@ -52,6 +52,7 @@ PARENT_CHECK_SECONDS = 1.0  # how soon a pool worker notices its parent is gone
 LOCK = ".lock"  # a sweep directory's: flocked by the process working in it, and naming it (pid host)
 _HELD: dict[Path, int] = {}  # sweep directory -> the descriptor holding its lock
 MAX_RUNS = 100_000  # grid points x seeds: checked from the lists' sizes before any is built
+MAX_NAMED = 3  # fields an error names; the rest are counted
 
 
 def _none_is_empty(v: Any) -> Any:
@@ -602,25 +603,34 @@ def _prepare(plan: Plan, resume: bool) -> tuple[list[Point], Outcome]:
         raise RunError(f"cannot create {runs}: {e.strerror or e}") from None
     lock(plan.dir)
     try:
+        todo = _todo(plan, resume)  # a refusal first: it leaves the directory as it was
         if not given.exists():
             results.atomic_write(given, plan.text)
-        return _todo(plan, resume)
+        return todo
     except BaseException:
         unlock(plan.dir)
         raise
 
 
 def _todo(plan: Plan, resume: bool) -> tuple[list[Point], Outcome]:
-    """The points to run; on --resume, the finished ones (meta.json done and the CSV there) are kept."""
+    """The points to run; on --resume, the finished ones (meta.json done, the CSV and config.yaml
+    there, and config.yaml the point's config) are kept."""
     runs = plan.dir / "runs"
     csv = studies.get(plan.study).CSV
     outcome = Outcome(plan.dir, len(plan.points), {})
+    done = {}
+    for p in plan.points if resume else []:  # every kept run checked before anything is removed
+        d = runs / p.name
+        status = _status(d / "meta.json")
+        kept = d.is_dir() and not d.is_symlink() and (d / csv).is_file() and (d / "config.yaml").is_file()
+        if status in results.DONE and kept:
+            _same_run(plan, p, d / "config.yaml")
+            done[p.name] = status
     todo = []
     for p in plan.points:
         d = runs / p.name
-        status = _status(d / "meta.json")
-        if resume and status in results.DONE and d.is_dir() and not d.is_symlink() and (d / csv).is_file():
-            outcome.status[p.name] = status
+        if p.name in done:
+            outcome.status[p.name] = done[p.name]
             for tmp in d.glob(".*.tmp"):  # left by a write that a crash cut short
                 tmp.unlink()
             continue
@@ -631,6 +641,29 @@ def _todo(plan: Plan, resume: bool) -> tuple[list[Point], Outcome]:
         todo.append(p)
     outcome.skipped = len(plan.points) - len(todo)
     return todo, outcome
+
+
+def _same_run(plan: Plan, p: Point, path: Path) -> None:
+    """Refuse (naming each field that differs) to keep a finished run whose config.yaml is not
+    the config the sweep gives that point now: a saved sweep.yaml edited by hand, or a sweep
+    deleted and resumed with other values, would otherwise label old runs with new settings."""
+    resume = "--resume" if plan.flags else "resume"
+    try:
+        saved = cfgmod.load(type(p.cfg), path, flags=False, whose=studies.whose(plan.study))
+    except BncliError as e:
+        raise BncliError(
+            f"{resume}: run {p.name}'s config.yaml cannot be read as a config of {plan.study} ({e}); "
+            "remove the run to redo it"
+        ) from None
+    old, new = saved.settings(), p.cfg.settings()
+    changed = [k for k in new if old.get(k) != new[k]]
+    if changed:
+        what = ", ".join(f"{k}: {show(old.get(k))} there, {show(new[k])} now" for k in changed[:MAX_NAMED])
+        more = f" and {len(changed) - MAX_NAMED} more" if len(changed) > MAX_NAMED else ""
+        raise BncliError(
+            f"{resume}: run {p.name} in {plan.dir} was made with other settings than the sweep gives it "
+            f"({what}{more}); resume with the sweep that made it, or start a new sweep with another name"
+        )
 
 
 def lock(directory: Path) -> None:
