@@ -16,6 +16,7 @@ pool worker or a Ray task) and results.write_run (always here, in the parent).
 
 from __future__ import annotations
 
+import csv as csvmod
 import errno
 import fcntl
 import hashlib
@@ -28,13 +29,15 @@ import shutil
 import signal
 import socket
 import stat
+import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional, cast
+from typing import Annotated, Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -43,7 +46,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from bncli import config as cfgmod
 from bncli import fields, ray_backend, results, studies
-from bncli.errors import BncliError, RunError, describe, not_a_field, not_one_of, show, word
+from bncli.errors import BncliError, Damaged, RunError, describe, first_line, not_a_field, not_one_of, show, word
 from bncli.results import FINISHED, Run
 from bncli.runtime import check_fits
 
@@ -53,6 +56,7 @@ LOCK = ".lock"  # a sweep directory's: flocked by the process working in it, and
 _HELD: dict[Path, int] = {}  # sweep directory -> the descriptor holding its lock
 MAX_RUNS = 100_000  # grid points x seeds: checked from the lists' sizes before any is built
 MAX_NAMED = 3  # fields an error names; the rest are counted
+MAX_HEADER = 1 << 20  # characters of a run CSV's header line read: a line longer is no header bncli wrote
 
 
 def _none_is_empty(v: Any) -> Any:
@@ -834,62 +838,232 @@ def _config_columns(p: Point) -> dict[str, Any]:
     return {k: word(v) if isinstance(v, (list, tuple)) or v is None else v for k, v in p.cfg.settings().items()}
 
 
-def summary(plan: Plan) -> pd.DataFrame:
-    """summary.csv's table, read back from the runs' own files: one row per run per layer."""
+def _cell(v: Any) -> str:
+    """A setting as summary.csv writes it (what pandas' to_csv wrote: 1e-05, True, 10000000000.0)."""
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+@dataclass
+class _Finished:
+    """A run that goes into summary.csv: its point, status, CSV (None: a failed run without one)
+    and that CSV's header."""
+
+    point: Point
+    status: str
+    csv: Path | None
+    header: list[str]
+
+
+def _finished(plan: Plan) -> list[_Finished]:
+    """The sweep's finished runs in its order, each CSV's header read (one line, bounded)."""
     mod = studies.get(plan.study)
-    frames = []
+    out = []
     for p in plan.points:
         run_dir = plan.dir / "runs" / p.name
         status = _status(run_dir / "meta.json")
         if status not in FINISHED:
             continue
-        table = results.read_table(run_dir / mod.CSV) if (run_dir / mod.CSV).exists() else None
-        if table is None or table.empty:  # a failed run: one row, so its status is on record
-            table = pd.DataFrame({c: [pd.NA] for c in mod.ID_COLUMNS})
-        config = {results.setting_column(k, table.columns): v for k, v in _config_columns(p).items()}
-        cols = {"run": p.name, **config, "status": status}
-        head = pd.DataFrame({k: [v] * len(table) for k, v in cols.items()})
-        frames.append(pd.concat([head, table.reset_index(drop=True)], axis=1))
-    if not frames:
-        return pd.DataFrame()
-    out = pd.concat(frames, ignore_index=True)
-    for c in mod.ID_COLUMNS:
-        if out[c].dropna().map(lambda v: isinstance(v, (int, np.integer))).all():  # not the estimator names
-            out[c] = out[c].astype("Int64")
+        csv_path = run_dir / mod.CSV
+        header = _header(csv_path) if csv_path.is_file() else []
+        out.append(_Finished(p, status, csv_path if header else None, header))
     return out
 
 
-def aggregate_table(table: pd.DataFrame, study: str) -> pd.DataFrame:
-    """Mean and sd (ddof 1) across seeds, per config per layer, over ok and diverged runs, of
-    every statistic (the study's text columns aside).
+def _header(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as f:
+        line = f.readline(MAX_HEADER)
+    return next(csvmod.reader([line]), []) if line.endswith("\n") else []
 
-        `seeds` counts the runs that reached the layer; non-finite values (a diverging layer)
-        are left out of the mean and sd.
-    """
-    mod = studies.get(study)
+
+def _setting_names(plan: Plan, runs: list[_Finished]) -> dict[str, str]:
+    """Each setting -> its summary.csv column: itself, or cfg.FIELD where a statistic of the
+    runs (any run's: a failed run has none of its own) has its name (the depth study's erank)."""
+    seen = {c for r in runs for c in r.header} or set(studies.get(plan.study).COLUMNS)
+    return {k: results.setting_column(k, seen) for k in studies.get(plan.study).CONFIG.FIELDS}
+
+
+def summary_columns(plan: Plan, runs: list[_Finished]) -> list[str]:
+    """summary.csv's header: run, the settings, status, then every run's columns in the order
+    they first appear (ID columns alone for a sweep whose runs all failed)."""
+    mod = studies.get(plan.study)
+    cols: dict[str, None] = {"run": None, **dict.fromkeys(_setting_names(plan, runs).values()), "status": None}
+    for r in runs:
+        cols.update(dict.fromkeys(r.header or mod.ID_COLUMNS))
+    return list(cols)
+
+
+def write_summary(plan: Plan, runs: list[_Finished]) -> None:
+    """summary.csv, one row per run per layer, written run by run as each run's CSV streams by:
+    memory holds one row at a time. A run's cells are copied as its CSV holds them, so an empty
+    cell (a statistic not computed) stays empty and nan or inf (computed, overflowed) stays so;
+    a failed run with no CSV is one row of empty cells but its settings and status."""
+    columns, names = summary_columns(plan, runs), _setting_names(plan, runs)
+    with _streamed(plan.dir / "summary.csv") as out:
+        writer = csvmod.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for r in runs:
+            head = {"run": r.point.name, "status": r.status}
+            head.update({names[k]: _cell(v) for k, v in _config_columns(r.point).items()})
+            where = [head.get(c) for c in columns]
+            at = {c: i for i, c in enumerate(r.header)}
+            picks = [at.get(c) for c in columns]
+            if r.csv is None:
+                writer.writerow(["" if h is None else h for h in where])
+                continue
+            with open(r.csv, newline="", encoding="utf-8") as f:
+                rows = csvmod.reader(f)
+                next(rows)
+                for row in rows:
+                    writer.writerow(
+                        [
+                            h if h is not None else "" if k is None or k >= len(row) else row[k]
+                            for h, k in zip(where, picks, strict=True)
+                        ]
+                    )
+
+
+@contextmanager
+def _streamed(path: Path) -> Iterator[Any]:
+    """A text file written line by line into a temporary file beside `path`, moved into place
+    (results.atomic_write's promise: a reader sees the old file or the whole new one)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), results._MODE)
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise RunError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _Moments:
+    """Per row id and statistic, over a config's runs one at a time: how many runs have the row,
+    have the statistic computed (a cell not empty), and finite; the mean and the sum of squared
+    deviations of the finite values. Mean as pandas' groupby computes it (a Kahan-compensated
+    sum over the count), sd as its Welford update: the numbers aggregate.csv held when it was
+    made by one groupby over every run at once."""
+
+    def __init__(self, stats: list[str]) -> None:
+        self.stats = stats
+        self.keys: Any = None  # the row ids seen, in order (a pandas Index; a MultiIndex for several)
+        self.rows = np.zeros(0)
+        self.computed = self.n = self.sum = self.comp = self.mean = self.m2 = np.zeros((0, len(stats)))
+
+    def _grow(self, k: int) -> None:
+        extra = k - len(self.rows)
+        self.rows = np.concatenate([self.rows, np.zeros(extra)])
+        for name in ("computed", "n", "sum", "comp", "mean", "m2"):
+            setattr(self, name, np.vstack([getattr(self, name), np.zeros((extra, len(self.stats)))]))
+
+    def add(self, keys: pd.Index, values: np.ndarray, computed: np.ndarray) -> None:
+        if self.keys is None:
+            self.keys = keys[:0]
+        new = keys.difference(self.keys, sort=False)
+        if len(new):
+            self.keys = self.keys.append(new)
+            self._grow(len(self.keys))
+        at = self.keys.get_indexer(keys)
+        self.rows[at] += 1
+        self.computed[at] += computed
+        ok = np.isfinite(values)
+        x = np.where(ok, values, 0.0)
+        n, s, c, mean, m2 = (a[at] for a in (self.n, self.sum, self.comp, self.mean, self.m2))
+        n1 = n + ok
+        y = x - c
+        t = s + y
+        c = np.where(ok, t - s - y, c)
+        s = np.where(ok, t, s)
+        old = mean
+        mean = np.where(ok, old + (x - old) / np.maximum(n1, 1), old)
+        m2 = np.where(ok, m2 + (x - mean) * (x - old), m2)
+        self.n[at], self.sum[at], self.comp[at], self.mean[at], self.m2[at] = n1, s, c, mean, m2
+
+    def frame(self) -> pd.DataFrame:
+        """seeds, then each statistic's _mean and _sd, as cells: empty where no run computed it
+        (the sd: fewer than two), nan where none (two) of those that computed it were finite."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(self.n > 0, self.sum / self.n, np.nan)
+            sd = np.sqrt(np.where(self.n > 1, self.m2 / (self.n - 1), np.nan))
+        cols: dict[str, Any] = {"seeds": self.rows.astype(int)}
+        for j, s in enumerate(self.stats):
+            for part, v, need in (("mean", mean[:, j], 1), ("sd", sd[:, j], 2)):
+                col = pd.Series(v, dtype=object)
+                col[self.computed[:, j] < need] = ""
+                cols[f"{s}_{part}"] = col
+        return pd.DataFrame(cols)
+
+
+def _read_run(path: Path, ids: list[str], stats: list[str]) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+    """A run's CSV as (row ids, its statistics as floats, whether each cell was computed): an
+    empty cell is not computed, nan and inf are computed values that overflowed."""
+    exact: dict[str, Any] = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+    try:
+        table = pd.read_csv(path, keep_default_na=False, na_values=["nan"], **exact)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise Damaged(path.parent, f"{path.name} is not a CSV table: {first_line(e)}") from None
+    values = np.full((len(table), len(stats)), np.nan)
+    computed = np.zeros((len(table), len(stats)), bool)
+    for j, s in enumerate(stats):
+        if s not in table:
+            continue
+        col = table[s]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            computed[:, j], values[:, j] = True, col.to_numpy(float)
+            continue
+        cells = ["nan" if isinstance(x, float) else str(x) for x in col]  # text: the column has empty cells
+        computed[:, j] = [x != "" for x in cells]
+        try:  # float() reads each cell exactly as written, nan and inf included
+            values[:, j] = [float(x) if x != "" else np.nan for x in cells]
+        except ValueError:
+            raise Damaged(path.parent, f"column {s!r} of {path.name} holds values that are not numbers") from None
+    keys = pd.MultiIndex.from_frame(table[ids]) if len(ids) > 1 else pd.Index(table[ids[0]])
+    return keys, values, computed
+
+
+def write_aggregate(plan: Plan, runs: list[_Finished], columns: list[str]) -> bool:
+    """aggregate.csv: mean and sd (ddof 1) across seeds, per config per layer, over ok and
+    diverged runs, of every statistic (the study's text columns aside), written config by config
+    with one run's table in memory at a time. `seeds` counts the runs that reached the layer;
+    non-finite values (a diverging layer) are left out of the mean and sd, and a statistic no
+    run computed is an empty cell (nan: computed, and none finite). False when no run is done."""
+    mod = studies.get(plan.study)
     ids = mod.ID_COLUMNS
-    done = table[table["status"].isin(results.DONE)] if len(table) else table
-    if done.empty:
-        return pd.DataFrame()
-    settings = results.setting_columns(study, table.columns)
-    config = [c for f, c in settings.items() if f != "seed"]
+    settings = results.setting_columns(plan.study, columns)
     skip = {"run", "status", *ids, *mod.TEXT_COLUMNS, *settings.values()}  # text (module names) has no mean
-    stats = [c for c in table.columns if c not in skip]
-    values = done[stats].astype(float).replace([np.inf, -np.inf], np.nan)
-    grouped = pd.concat([done[config + ids], values], axis=1).groupby(config + ids, sort=False, dropna=False)
-    agg = grouped[stats].agg(["mean", "std"])
-    pairs = cast(pd.MultiIndex, agg.columns)  # (stat, mean or std) pairs; pandas-stubs says Index[str]
-    agg.columns = [f"{s}_{'sd' if f == 'std' else f}" for s, f in pairs]
-    agg.insert(0, "seeds", grouped.size())
-    return agg.reset_index()
+    stats = [c for c in columns if c not in skip]
+    done = [r for r in runs if r.status in results.DONE and r.csv is not None]
+    if not done:
+        return False
+    config = [f for f in settings if f != "seed"]
+    with _streamed(plan.dir / "aggregate.csv") as out:
+        first = True
+        for _, group in itertools.groupby(done, key=lambda r: tuple(word(r.point.cfg.settings()[f]) for f in config)):
+            members = list(group)  # a config's runs: its seeds, next to each other (expand: seeds fastest)
+            moments = _Moments(stats)
+            for r in members:
+                assert r.csv is not None  # done runs have their CSV
+                moments.add(*_read_run(r.csv, ids, stats))
+            keys = moments.keys.to_frame(index=False) if len(ids) > 1 else pd.DataFrame({ids[0]: moments.keys})
+            head = _config_columns(members[0].point)
+            frame = pd.concat(
+                [pd.DataFrame({settings[f]: [head[f]] * len(keys) for f in config}), keys, moments.frame()], axis=1
+            )
+            out.write(frame.to_csv(index=False, header=first, na_rep="nan", lineterminator="\n"))
+            first = False
+    return True
 
 
 def aggregate(plan: Plan) -> None:
-    """Write summary.csv and aggregate.csv from the runs on disk."""
-    table = summary(plan)
-    if table.empty:
+    """Write summary.csv and aggregate.csv from the runs on disk, run by run (bounded memory)."""
+    runs = _finished(plan)
+    if not runs:
         return
-    results.write_csv(plan.dir / "summary.csv", table)
-    agg = aggregate_table(table, plan.study)
-    if not agg.empty:
-        results.write_csv(plan.dir / "aggregate.csv", agg)
+    write_summary(plan, runs)
+    if not write_aggregate(plan, runs, summary_columns(plan, runs)):
+        (plan.dir / "aggregate.csv").unlink(missing_ok=True)
