@@ -39,7 +39,7 @@ import torch
 from bncli import __version__, studies
 from bncli.config import read_yaml
 from bncli.errors import BncliError, Damaged, RunError, first_line, show, word
-from bncli.fields import Config
+from bncli.fields import Config, validate
 from bncli.studies.base import Result, Summary
 
 STATUSES = ("running", "ok", "diverged", "failed", "interrupted")  # a run's, in meta.json
@@ -632,8 +632,25 @@ def changed_settings(run: Run) -> dict[str, Any]:
     """The run's settings that differ from its study's defaults, in config.yaml's order: what
     `bncli runs`, `bncli show` and `bncli compare` say about a run. Keys the study no longer
     has (a file from an older bncli) are left out: they have no default to differ from."""
-    defaults = studies.get(run.study).CONFIG().settings()
-    return {k: v for k, v in run.settings.items() if k in defaults and defaults[k] != v}
+    cls = studies.get(run.study).CONFIG
+    defaults = cls().settings()
+    changed = {k: v for k, v in run.settings.items() if k in defaults and not _same(defaults[k], v)}
+    follows = [k for k in changed if cls.FIELDS[k].default is None]  # residual: 1 for a resnet, 0 for an mlp
+    if follows:  # at the default its other settings give it (given explicitly or not): not a change
+        try:
+            own = validate(cls, {k: v for k, v in run.settings.items() if k in defaults and k not in follows})
+        except BncliError:  # settings an older bncli wrote: compare them as they are
+            return changed
+        resolved = own.settings()
+        changed = {k: v for k, v in changed.items() if k not in follows or not _same(resolved[k], v)}
+    return changed
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as settings: a tuple default and the list config.yaml reads back, 1 and 1.0."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def settings_line(run: Run) -> str:
