@@ -613,6 +613,7 @@ def open_sweep(path: Path) -> SavedSweep:
     keys = list(data.get("grid") or {}) if isinstance(data.get("grid"), dict) else []
     csv = path / "summary.csv"
     mod = studies.get(study)
+    _check_readable(csv)
     table = read_table(csv)
     grid = [setting_column(k, mod.COLUMNS) for k in keys]
     return SavedSweep(
@@ -622,6 +623,26 @@ def open_sweep(path: Path) -> SavedSweep:
         check_table(
             table, csv, ["run", "status", *grid, *mod.ID_COLUMNS], [], ["run", "status", *grid, *mod.TEXT_COLUMNS]
         ),
+    )
+
+
+SUMMARY_BYTES = 4  # bytes in memory per byte of summary.csv, read as a table (measured: 2.2 to 3.2)
+
+
+def _check_readable(csv: Path) -> None:
+    """A summary.csv is read whole (show groups it by config): one that would not fit in this
+    process's memory is refused up front, not a MemoryError (the sweep wrote it run by run)."""
+    from bncli.runtime import check_fits
+
+    try:
+        size = csv.stat().st_size
+    except OSError:
+        return  # read_table names what is wrong
+    check_fits(
+        torch.device("cpu"),
+        SUMMARY_BYTES * size,
+        f"reading {csv} ({size / 2**30:.1f} GiB) as a table",
+        f"its aggregate.csv (per config per layer) or the runs under {csv.parent / 'runs'}",
     )
 
 

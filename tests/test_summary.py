@@ -118,3 +118,25 @@ def test_a_failed_runs_row_is_empty_but_its_settings_and_status(tmp_path):
     assert last["run"] == plan.points[1].name and last["status"] == "failed" and last["depth"] == "3"
     assert last["layer"] == last["std"] == last["erank"] == ""
     assert pd.read_csv(plan.dir / "aggregate.csv")["seeds"].tolist() == [1, 1, 1]
+
+
+def test_a_summary_too_large_to_read_is_refused_up_front_in_one_line(cli, tmp_path, monkeypatch):
+    """show reads summary.csv whole: one that cannot fit (it died with MemoryError under an 8 GB
+    cap) is one line naming it and what to read instead; the cap counts an rlimit and a cgroup."""
+    import resource
+
+    import torch
+
+    from bncli import runtime
+
+    plan = synthetic(tmp_path, 1, 2, layers=3)
+    sweeps.aggregate(plan)
+    (plan.dir / "sweep.yaml").write_text(plan.text)
+    size = (plan.dir / "summary.csv").stat().st_size
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (3 * size, resource.RLIM_INFINITY))
+    assert runtime.capacity(torch.device("cpu")) == 3 * size  # under the machine's RAM: the cap
+    r = cli("show", plan.dir)
+    assert r.exit_code == 2 and len(r.output.splitlines()) == 1, r.output
+    assert r.output.startswith(f"Error: too large: reading {plan.dir / 'summary.csv'}") and "aggregate.csv" in r.output
+    monkeypatch.undo()
+    assert cli("show", plan.dir).exit_code == 0
