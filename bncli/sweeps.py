@@ -870,9 +870,9 @@ def _finished(plan: Plan) -> list[_Finished]:
 
 
 def _header(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8") as f, _damaged(path):
         line = f.readline(MAX_HEADER)
-    return next(csvmod.reader([line]), []) if line.endswith("\n") else []
+        return next(csvmod.reader([line]), []) if line.endswith("\n") else []
 
 
 def _setting_names(plan: Plan, runs: list[_Finished]) -> dict[str, str]:
@@ -910,7 +910,7 @@ def write_summary(plan: Plan, runs: list[_Finished]) -> None:
             if r.csv is None:
                 writer.writerow(["" if h is None else h for h in where])
                 continue
-            with open(r.csv, newline="", encoding="utf-8") as f:
+            with open(r.csv, newline="", encoding="utf-8") as f, _damaged(r.csv):
                 rows = csvmod.reader(f)
                 next(rows)
                 for row in rows:
@@ -920,6 +920,16 @@ def write_summary(plan: Plan, runs: list[_Finished]) -> None:
                             for h, k in zip(where, picks, strict=True)
                         ]
                     )
+
+
+@contextmanager
+def _damaged(csv: Path) -> Iterator[None]:
+    """A run CSV that does not read as one (a field over the csv module's limit, bytes that are
+    not UTF-8) is Damaged, naming the run: one line, as everywhere results are read."""
+    try:
+        yield
+    except (csvmod.Error, UnicodeDecodeError) as e:
+        raise Damaged(csv.parent, f"{csv.name} is not a CSV table: {first_line(e)}") from None
 
 
 @contextmanager
@@ -934,6 +944,7 @@ def _streamed(path: Path) -> Iterator[Any]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        results._sync_dir(path.parent)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise RunError(f"cannot write {path}: {e.strerror or e}") from None

@@ -140,3 +140,18 @@ def test_a_summary_too_large_to_read_is_refused_up_front_in_one_line(cli, tmp_pa
     assert r.output.startswith(f"Error: too large: reading {plan.dir / 'summary.csv'}") and "aggregate.csv" in r.output
     monkeypatch.undo()
     assert cli("show", plan.dir).exit_code == 0
+
+
+def test_a_run_csv_that_does_not_read_is_damaged_naming_the_run(tmp_path):
+    import pytest
+
+    from bncli.errors import Damaged
+
+    plan = synthetic(tmp_path, 1, 2, layers=3)
+    csv_path = plan.dir / "runs" / plan.points[1].name / "layers.csv"
+    good = csv_path.read_bytes()
+    for bad in (good + b'0,"' + b"x" * 200_000 + b'"\n', b"\xff\xfe" + good):  # a field over csv's limit; not UTF-8
+        csv_path.write_bytes(bad)
+        with pytest.raises(Damaged, match=f"^{csv_path.parent}: these results are damaged .*layers.csv is not a CSV"):
+            sweeps.aggregate(plan)
+        assert not list(plan.dir.glob(".*.tmp"))  # nothing half-written left
