@@ -636,12 +636,15 @@ def _todo(plan: Plan, resume: bool) -> tuple[list[Point], Outcome]:
         if p.name in done:
             outcome.status[p.name] = done[p.name]
             for tmp in d.glob(".*.tmp"):  # left by a write that a crash cut short
-                tmp.unlink()
+                tmp.unlink(missing_ok=True)
             continue
-        if d.is_symlink() or d.is_file():  # something else in the run's place
-            d.unlink()
-        elif d.exists():  # unfinished (running, interrupted, failed), or its CSV lost: redo it
-            shutil.rmtree(d)
+        try:
+            if d.is_symlink() or d.is_file():  # something else in the run's place
+                d.unlink()
+            elif d.exists():  # unfinished (running, interrupted, failed), or its CSV lost: redo it
+                shutil.rmtree(d)
+        except OSError as e:  # a read-only sweep directory
+            raise RunError(f"cannot remove {d} to redo it: {e.strerror or e}") from None
         todo.append(p)
     outcome.skipped = len(plan.points) - len(todo)
     return todo, outcome

@@ -190,3 +190,23 @@ def test_a_lock_the_system_refuses_is_one_line(cli, tmp_path, monkeypatch, code)
     monkeypatch.setattr(sweeps.os, "open", refuse)
     line = one_line_error(sweep_cli(cli, path, "--out", tmp_path / "out", "--resume"), 1)
     assert f"cannot take the lock {d / sweeps.LOCK}: {os.strerror(getattr(errno, code))}" in line
+
+
+def test_resume_that_cannot_remove_an_unfinished_run_is_one_line(cli, tmp_path, monkeypatch):
+    """A read-only sweep directory whose .lock is still there (a killed holder's): the lock is
+    taken, but the unfinished run cannot be cleared to redo it: one line, the lock let go."""
+    import shutil
+
+    path = write_sweep(tmp_path, grid={"init": ["kaiming", "xavier"]}, seeds=(0,))
+    d = tmp_path / "out" / "sweeps" / "s"
+    assert sweep_cli(cli, path, "--out", tmp_path / "out").exit_code == 0
+    run = d / "runs" / "init=xavier,seed=0"
+    (run / "layers.csv").unlink()  # not really there: to be redone
+
+    def refuse(p, *args, **kw):
+        raise PermissionError(13, "Permission denied", str(p))
+
+    monkeypatch.setattr(shutil, "rmtree", refuse)
+    line = one_line_error(sweep_cli(cli, path, "--out", tmp_path / "out", "--resume"), 1)
+    assert line == f"Error: cannot remove {run} to redo it: Permission denied"
+    assert not (d / sweeps.LOCK).exists()
