@@ -183,13 +183,15 @@ def plot_runs(
     logy: bool | None = None,
     title: str | None = None,
     facet: str | None = None,
+    theory: bool = False,
     mathtext: bool = False,
 ) -> Path:
     """Draw saved runs and sweeps into one PNG, SVG or PDF (`bncli plot`, by `out`'s extension);
     returns its path. `where`: "key=value" filters on settings (a key twice: either value);
     `logy`: True or False forces the y scale; `title`: the figure's, plain text (read as
     matplotlib mathtext with `mathtext`); `facet`: a setting with a panel per value ("none": one
-    panel; default: the study's pick)."""
+    panel; default: the study's pick); `theory`: each line's theory_<metric> column dashed over
+    it (theory_std on std plots)."""
     return plot.plot(
         [Path(p) for p in paths],
         Path(out) if out is not None else None,
@@ -198,6 +200,7 @@ def plot_runs(
         logy=logy,
         title=title,
         facet=facet,
+        theory=theory,
         mathtext=mathtext,
     )
 

@@ -774,18 +774,28 @@ def plot_cmd(
     facet: Annotated[
         Optional[str],
         typer.Option(
-            help="A setting: one panel per value, each with its own y scale ('none': one panel; default: a panel "
-            "per norm-like grid key when configs diverge next to stable ones, a row per config for running-stats).",
+            help="A setting: one panel per value ('none': one panel; default: a panel per value of a grid key where "
+            "one axis would squash stable lines next to wild ones or hold over six, never a panel of one line; a row "
+            "per config for running-stats). Panels of comparable values share a y axis.",
             show_default=False,
         ),
     ] = None,
+    theory: Annotated[
+        bool,
+        typer.Option(
+            "--theory/--no-theory",
+            help="Draw each line's theory column dashed over it: theory_std on std plots (theory_<metric>).",
+            show_default=False,
+        ),
+    ] = False,
 ):
     """Plot a metric against layer for runs and sweeps: one line per config, +-1 sd band.
 
     A diverged run ends with an x at its divergence layer. Lines from different sweeps or
     runs never merge: single runs are seeds of one line only when they differ by seed alone.
     Running-stats results plot running_mean and running_var against iteration, a colour per
-    channel, with the formula's values dashed.
+    channel, with the formula's values dashed. A note names every line that lies on another
+    (or on part of a longer one); --theory dashes each line's theory_std over it.
 
     Example: bncli plot results/sweeps/init_vs_norm --metric abs_max --where init=kaiming --out abs_max.svg
     """
@@ -793,7 +803,7 @@ def plot_cmd(
 
     with _reading(paths[0] if len(paths) == 1 else "PATH"):
         path = api.plot_runs(
-            paths, out, metric, where=where or [], logy=logy, title=title, facet=facet, mathtext=mathtext
+            paths, out, metric, where=where or [], logy=logy, title=title, facet=facet, theory=theory, mathtext=mathtext
         )
     _console().print(f"plot: {_plain(str(path))}", markup=False)
 

@@ -33,7 +33,34 @@ class Options:
     title: str | None = None  # the figure's title instead of the study's
     facet: str | None = None  # a column of the table: one panel per value (None: one panel)
     note: str = ""  # what the rows were picked by (--where), for the title
+    theory: bool = False  # each line's theory_<metric> dashed over it, where the results have one
     mathtext: bool = False  # the title read as matplotlib mathtext ($x^2$); else plain text, $ signs kept
+
+
+THEORY = "theory_"  # a statistic's prediction is the column theory_<statistic> (theory_std)
+
+
+def theory_of(metric: str, opts: Options | None) -> str | None:
+    """The column to draw dashed over `metric`'s lines: theory_<metric> when opts.theory."""
+    return THEORY + metric if opts is not None and opts.theory else None
+
+
+THEORY_DASHES = (0, (4, 1.5))  # thin short dashes, unlike LINESTYLES' "--" (which may tell sources apart)
+
+
+def darker(color) -> tuple[float, float, float]:
+    """`color` at 55% of its brightness: a theory line drawn on its own line still shows."""
+    from matplotlib.colors import to_rgb
+
+    r, g, b = to_rgb(color)
+    return (0.55 * r, 0.55 * g, 0.55 * b)
+
+
+def theory_entry(column: str) -> tuple[Any, str]:
+    """The legend's (handle, label) for the dashed theory lines: a grey one stands for every colour."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color="0.3", lw=1.1, ls=THEORY_DASHES), f"dashed: {column}, each line's theory (darker)"
 
 
 def styles(groups: list[tuple]) -> dict[tuple, dict]:
@@ -136,27 +163,77 @@ def title(fig, axes: list, text: str, opts: Options | None) -> None:
         fig.suptitle(text, parse_math=math)
 
 
-def note_overlaps(ax) -> None:
-    """Say which labelled lines of the panel lie on top of each other (within 0.01%): a config
-    that seems missing from the plot (LayerNorm makes every init's output the same) is under another."""
-    groups: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
+def _same(x, y, bx, by) -> bool:
+    """Whether the line (x, y) lies on (bx, by) at every x it has (within 0.01%; nan on nan)."""
+    at = np.searchsorted(bx, x)
+    if (at >= len(bx)).any() or (bx[np.minimum(at, len(bx) - 1)] != x).any():
+        return False
+    return bool(np.allclose(by[at], y, rtol=1e-4, atol=0, equal_nan=True))
+
+
+def overlaps(ax) -> list[str]:
+    """The panel's labelled lines that lie on top of others, in words: lines the same at every
+    x ("init=kaiming = init=xavier": LayerNorm makes every init's output the same), and lines
+    the same as part of a longer one ("depth=10, depth=20 = part of depth=50": the shallower
+    runs of a seed are the deeper one's first layers), each said once."""
+    groups: list[tuple[np.ndarray, np.ndarray, list[str]]] = []  # lines equal at every x, drawn order
     for ln in ax.lines:
         text = ln.get_label()
         x, y = np.asarray(ln.get_xdata(), float), np.asarray(ln.get_ydata(), float)
         if not text or text.startswith("_") or not len(y):
             continue
+        order = np.argsort(x, kind="stable")
+        x, y = x[order], y[order]
         for gx, gy, names in groups:
-            if gx.shape == x.shape and (gx == x).all() and np.allclose(gy, y, rtol=1e-4, atol=0, equal_nan=True):
+            if gx.shape == x.shape and _same(x, y, gx, gy):
                 names.append(text)
                 break
         else:
             groups.append((x, y, [text]))
-    hidden = [" = ".join(names) for _, _, names in groups if len(names) > 1]
+    under: dict[int, list[list[str]]] = {}  # a group -> the shorter groups that lie on it
+    for gx, gy, names in groups:
+        covers = [i for i, (bx, by, _) in enumerate(groups) if len(bx) > len(gx) and _same(gx, gy, bx, by)]
+        if covers:  # the longest: depth=10 is part of depth=20 and of depth=50, said once
+            under.setdefault(max(covers, key=lambda i: len(groups[i][0])), []).append(names)
+    said = [names for short in under.values() for names in short]
+    out = []
+    for i, (_, _, names) in enumerate(groups):
+        if i in under:
+            out.append(_said([*under[i], names]))
+        elif len(names) > 1 and names not in said:
+            out.append(_said([names]))
+    return out
+
+
+def _said(groups: list[list[str]]) -> str:
+    """Groups of equal lines in words, the last the one the others are part of: "A = B" or
+    "A and B = C = part of D", with the settings every label shares said once in front
+    ("norm=none: norm_position=pre = norm_position=post"; labels are "key=value, key=value")."""
+    labels = [name for names in groups for name in names]
+    common = [p for p in labels[0].split(", ") if all(p in name.split(", ") for name in labels)]
+
+    def short(name: str) -> str:
+        return ", ".join(p for p in name.split(", ") if p not in common)
+
+    if not all(short(name) for name in labels):
+        common = []  # a label that is nothing but the shared settings: say them all
+    words = [" = ".join(short(name) for name in names) for names in groups]
+    text = words[0] if len(words) == 1 else f"{' and '.join(words[:-1])} = part of {words[-1]}"
+    return f"{', '.join(common)}: {text}" if common else text
+
+
+def note_overlaps(ax) -> None:
+    """Say which labelled lines of the panel lie on top of each other (overlaps): a config that
+    seems missing from the plot is under another."""
+    import textwrap
+
+    hidden = [textwrap.fill(text, 72, subsequent_indent="    ") for text in overlaps(ax)]  # within a panel
     if hidden:  # an empty legend's title: matplotlib puts it where it hides the least ("best")
         note = ax.legend(
             [], [], title="on top of each other:\n" + "\n".join(hidden), loc="best", frameon=False, title_fontsize=7.5
         )
         note.get_title().set_color("0.25")
+        note.set_gid("overlaps")  # what tests find it by
         ax.add_artist(note)  # stays when the figure's legend goes on this panel
         ax.legend_ = None
 

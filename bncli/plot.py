@@ -24,7 +24,7 @@ import pandas as pd
 
 from bncli import results, studies
 from bncli.errors import BncliError, show
-from bncli.figures import SETTING, Options
+from bncli.figures import SETTING, THEORY, Options
 
 FORMATS = (".png", ".svg", ".pdf")  # what --out's extension picks
 
@@ -224,6 +224,17 @@ def _facet(table: pd.DataFrame, study: str, metric: str | None, facet: str | Non
     return studies.get(study).auto_facet(table, metric, [SETTING + k for k in varying(table, grid)])
 
 
+def _check_theory(available: list[str], metric: str | None) -> None:
+    """--theory draws theory_<metric> dashed: the results must hold that column (any, for the default plot)."""
+    have = [c.removeprefix(THEORY) for c in available if c.startswith(THEORY)]
+    if (THEORY + metric not in available) if metric is not None else not have:
+        what = f"no column {THEORY}{metric}" if metric is not None else "no theory column"
+        raise BncliError(
+            f"--theory: these results have {what} to draw; "
+            + (f"the metrics with one: {', '.join(have)}" if have else "none has a theory column")
+        )
+
+
 def prepare(
     paths: list[Path],
     metric: str | None = None,
@@ -232,6 +243,7 @@ def prepare(
     logy: bool | None = None,
     title: str | None = None,
     facet: str | None = None,
+    theory: bool = False,
     mathtext: bool = False,
 ) -> tuple[str, pd.DataFrame, Options]:
     """(study, the labelled rows to draw, the figure's Options) of `plot`'s arguments, all checked."""
@@ -246,12 +258,14 @@ def prepare(
         raise BncliError(
             f"--metric: {metric!r} is not a numeric column of these results; available: {', '.join(available)}"
         )
+    if theory:
+        _check_theory(available, metric)
     note = ""
     if where:
         table, note = select(table, list(where))
     grid = [k for k in dict.fromkeys(k for p in table["parts"] for k, _ in p) if k and k != "run"]  # load's order
     column = _facet(table, study, metric, facet, grid)
-    return study, label(table, study, grid, column), Options(logy, title, column, note, mathtext=mathtext)
+    return study, label(table, study, grid, column), Options(logy, title, column, note, theory, mathtext=mathtext)
 
 
 def check_title(title: str | None, mathtext: bool = False) -> None:
@@ -289,15 +303,19 @@ def plot(
     logy: bool | None = None,
     title: str | None = None,
     facet: str | None = None,
+    theory: bool = False,
     mathtext: bool = False,
 ) -> Path:
     """Draw the runs and sweeps at `paths` into one figure (PNG, SVG or PDF by `out`'s
     extension); returns its path. `where`: KEY=VALUE filters; `logy`: force the y scale;
     `facet`: a setting with one panel per value ("none": one panel; default: the study's pick);
+    `theory`: each line's theory_<metric> column dashed over it (theory_std on std plots);
     `title`: plain text, or matplotlib mathtext with `mathtext`."""
     if out is not None and Path(out).suffix.lower() not in FORMATS:
         raise BncliError(f"--out: {out}: the extension picks the format; use one of {', '.join(FORMATS)}")
-    study, table, opts = prepare(paths, metric, where=where, logy=logy, title=title, facet=facet, mathtext=mathtext)
+    study, table, opts = prepare(
+        paths, metric, where=where, logy=logy, title=title, facet=facet, theory=theory, mathtext=mathtext
+    )
     out = Path(out) if out is not None else _free(default_out(paths, study, metric))
     if not out.parent.is_dir():
         raise BncliError(f"--out: directory {out.parent} does not exist")

@@ -445,6 +445,8 @@ def write_run(run: Run) -> None:
         if run.status == "running":
             return
         if run.result is not None:
+            for name, extra in run.result.files.items():  # before the study's CSV: a finished run has them all
+                write_csv(d / name, extra)
             write_csv(d / mod.CSV, run.result.table, run.result.off)
             if mod.RUN_PLOT and len(run.result.table):  # unlabelled: the one run's own lines
                 table = run.result.table

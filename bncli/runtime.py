@@ -41,6 +41,10 @@ class Stream(IntEnum):
     PROBE_WEIGHT = 8  # probe's --init, one index per weight in the model's order
     PROBE_GRAD = 9  # probe's backward cotangent (--grads)
     CHECK = 10  # running-stats' random batch, the check that can tell the unbiased variance from the biased
+    DATA = 11  # train: the gaussians' and teacher's data sets
+    SHUFFLE = 12  # train: the order of the training samples, one index per epoch
+    TRAIN_WEIGHT = 13  # train: the input map and the classifier head
+    SUBSET = 14  # train: the values a layer's pre-activation percentiles are taken from
 
 
 def stream_seed(seed: int, stream: int, index: int = 0) -> int:

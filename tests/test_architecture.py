@@ -82,9 +82,22 @@ def test_no_module_imports_a_study_config_not_even_for_type_checking():
                 assert not {c for c in named if configs[c] != here}, (here, named)
 
 
+# "train" is also a mode in these modules (bn_mode train, probe --mode train), not the train study
+WORDS = {
+    "train": {
+        "studies/depth/__init__.py",
+        "studies/depth/components.py",
+        "studies/depth/theory.py",
+        "studies/probe/engine.py",
+        "studies/probe/__init__.py",
+    }
+}
+
+
 def test_a_study_name_appears_only_in_its_module_the_registry_and_its_command():
     for name, mod in studies.REGISTRY.items():
         where = {str(p.relative_to(PKG)) for p in PKG.rglob("*.py") if re.search(rf'"{name}"', p.read_text())}
+        where -= WORDS.get(name, set())
         assert where <= {"studies/__init__.py", f"studies/{mod}.py", f"studies/{mod}/__init__.py"}, (name, where)
 
 

@@ -34,9 +34,27 @@ def same_help(got: str, shown: str) -> bool:
 
 def test_the_readme_is_short_and_its_first_screen_says_what_and_how():
     text = (ROOT / "README.md").read_text()
-    assert len(text.splitlines()) <= 310
+    assert len(text.splitlines()) <= 325
     first = "\n".join(text.splitlines()[:30])
     assert "![" in first and "make run" in first and "make test" in first
+
+
+def test_the_readme_s_batchnorm_std_is_the_theory_column_s():
+    """The std the README says BatchNorm-ReLU sits at is theory_std at the notebook's batch of 16
+    (the table's column), and its large-batch limit is sqrt((pi - 1) / (2 pi))."""
+    import math
+
+    from bncli.studies.depth import theory
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    at16 = re.search(r"the mean-field (\d\.\d+) at batch 16", text)
+    limit = re.search(r"\(2 pi\)\) = (\d\.\d+) as the batch grows", text)
+    assert at16 and limit, "README: the BatchNorm std sentence"
+    mu, sq = theory.sphere_moments(lambda z: z.clamp_min(0), 16, centred=True)
+    assert at16.group(1) == f"{math.sqrt(sq - mu * mu):.4f}"
+    assert limit.group(1) == f"{math.sqrt((math.pi - 1) / (2 * math.pi)):.4f}"
+    table = [o for c, o in shown("README.md") if c == "bncli depth-study --init kaiming --every 20"]
+    assert table and f"│     {at16.group(1)} │" in table[0]  # the table's theory_std column
 
 
 def test_every_readme_command_exits_and_prints_as_shown():
@@ -93,6 +111,7 @@ def inline_commands(name):
         "docs/statistics.md",
         "docs/guarantees.md",
         "docs/development.md",
+        "docs/train.md",
     ],
 )
 def test_every_command_named_in_the_docs_parses(name):
@@ -116,14 +135,33 @@ def test_every_command_named_in_the_docs_parses(name):
                 pytest.fail(f"{name}: `{span}`: {e.format_message()}")
 
 
+def anchors(path):
+    """GitHub's anchors of a markdown file's headings: lower case, punctuation dropped, spaces as dashes."""
+    headings = re.findall(r"^#+ (.+)$", path.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
 def test_links_between_the_docs_resolve():
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", path.read_text()):
-            if not target.startswith("http"):
-                assert (path.parent / target).exists(), (path.name, target)
+        for target, anchor in re.findall(r"\]\(([^)#]*)(?:#([^)]*))?\)", path.read_text()):
+            if target.startswith("http"):
+                continue
+            file = path.parent / target if target else path
+            assert file.exists(), (path.name, target)
+            if anchor and file.suffix == ".md":
+                assert anchor in anchors(file), (path.name, target, anchor)
 
 
-@pytest.mark.parametrize("name", ["docs/configs.md", "docs/statistics.md", "docs/probe.md"])
+@pytest.mark.parametrize("name", make_docs.FILES)
+def test_every_generated_block_is_made_by_make_docs_and_filled(name):
+    """A generated block names a function of docs/make_docs.py and holds what it made: the
+    numbers of docs/statistics.md, theory.md and guarantees.md come from runs, not by hand."""
+    for m in make_docs.GENERATED.finditer((ROOT / name).read_text()):
+        assert callable(getattr(make_docs, m.group(2), None)), (name, m.group(2))
+        assert m.group(0).count("\n") > 2, f"{name}: block {m.group(2)} is empty: run make docs"
+
+
+@pytest.mark.parametrize("name", ["docs/configs.md", "docs/statistics.md", "docs/probe.md", "docs/theory.md"])
 def test_the_tables_made_from_the_specs_are_current(name):
     """docs/configs.md lists every field of every study, and docs/statistics.md every column of
     layers.csv, as `make docs` makes them from the config specs and the statistics' records."""

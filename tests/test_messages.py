@@ -392,4 +392,4 @@ def test_sweep_counts_say_1_run():
 
 
 def test_registry_is_what_the_messages_list():
-    assert studies.names() == ["depth-study", "running-stats", "convergence", "probe"]
+    assert studies.names() == ["depth-study", "running-stats", "convergence", "probe", "train"]

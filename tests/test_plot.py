@@ -209,6 +209,9 @@ def test_a_sweep_mixing_diverging_and_stable_configs_gets_a_panel_per_norm(mixed
     assert bn.get_yscale() == "linear" and none.get_yscale() == "log"  # each panel its own scale
     assert bn.get_ylim()[1] < 1 and none.get_ylim()[1] > 1e10  # the stable lines fill their axis
     assert sorted(labelled(bn)) == sorted(labelled(none)) == ["init=kaiming", "init=normal"]
+    ln = fig.axes[1]  # BatchNorm's and LayerNorm's std compare on one axis; the explosion has its own
+    assert bn.get_shared_y_axes().joined(bn, ln) and bn.get_ylim() == ln.get_ylim()
+    assert not bn.get_shared_y_axes().joined(bn, none)
     assert legend_labels(fig)[:2] == ["init=kaiming", "init=normal"]  # one legend, each config once
     assert labelled(bn)["init=normal"].get_color() == labelled(none)["init=normal"].get_color()
     fig, _ = draw([mixed_sweep], facet="none")
@@ -216,6 +219,175 @@ def test_a_sweep_mixing_diverging_and_stable_configs_gets_a_panel_per_norm(mixed
     fig, _ = draw([small_sweep])  # nothing diverges: one panel, as before
     assert len(fig.axes) == 1
     plt.close("all")
+
+
+def test_panels_share_an_axis_only_where_each_fills_a_third_of_it():
+    from bncli.studies.depth import plots
+
+    bn, ln, big = np.array([0.55, 0.6]), np.array([0.5, 0.65]), np.array([50.0, 60.0])
+    assert plots.shared([bn, big, ln], [False, False, False]) == [[0, 2], [1]]  # 0.6 on an axis to 60: flat
+    assert plots.shared([bn, ln], [False, True]) == [[0], [1]]  # a log and a linear axis never share
+    wide, flat = np.array([1e-40, 1.0]), np.array([0.5, 2.0])  # 40 decades; 0.6 of one
+    assert plots.shared([wide, np.array([1.0, 1e30]), flat], [True] * 3) == [[0, 1], [2]]
+
+
+@pytest.fixture
+def depths_sweep(cli, tmp_path):
+    """One config at depths 2, 4 and 8, the same seeds: the shallower runs are the deeper's first layers."""
+    path = sweep_file(tmp_path, "d", base={"width": 8, "batch_size": 4}, grid={"depth": [2, 4, 8]}, seeds=[0, 1])
+    r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
+    assert r.exit_code == 0, r.output
+    return tmp_path / "out" / "sweeps" / "d"
+
+
+def overlap_note(ax):
+    notes = [a for a in ax.get_children() if a.get_gid() == "overlaps"]
+    return notes[0].get_title().get_text() if notes else ""
+
+
+def test_a_shorter_line_under_a_longer_one_is_noted(depths_sweep, small_sweep):
+    import matplotlib.pyplot as plt
+
+    from bncli import figures
+
+    fig, _ = draw([depths_sweep])
+    ax = fig.axes[0]
+    lines = labelled(ax)
+    assert sorted(lines) == ["depth=2", "depth=4", "depth=8"] and len(fig.axes) == 1
+    deep = lines["depth=8"].get_ydata()
+    for d in (2, 4):  # what the note claims: each is depth 8's first layers, to the last digit
+        np.testing.assert_array_equal(lines[f"depth={d}"].get_ydata(), deep[:d])
+    assert figures.overlaps(ax) == ["depth=2 and depth=4 = part of depth=8"]
+    assert overlap_note(ax) == "on top of each other:\ndepth=2 and depth=4 = part of depth=8"
+    fig, _ = draw([small_sweep])  # kaiming and xavier differ: no note
+    assert figures.overlaps(fig.axes[0]) == [] and overlap_note(fig.axes[0]) == ""
+    plt.close("all")
+
+
+def test_lines_the_same_everywhere_and_at_the_start_are_noted_once():
+    """LayerNorm makes every init's output the same: two full lines equal, and the shorter ones
+    equal to part of them are said once, with the group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bncli import figures
+
+    fig, ax = plt.subplots()
+    y = np.array([1.0, 0.5, 0.25, 0.125])
+    ax.plot(range(4), y, label="init=kaiming")
+    ax.plot(range(4), y * (1 + 1e-6), label="init=xavier")  # within 0.01%
+    ax.plot(range(2), y[:2], label="depth=2")
+    ax.plot([1, 2], y[1:3], label="from layer 1")  # not only the start
+    ax.plot(range(3), [1.0, 0.5, 0.3], label="apart")  # on it for two layers, then not: visible
+    ax.plot(range(4), y[::-1], label="_band")  # unlabelled artists are not lines of the legend
+    ax.plot([2, 3], y[2:], label="end 1")
+    ax.plot([2, 3], y[2:], label="end 2")  # two equal short lines: one group, said once, on the long one
+    assert figures.overlaps(ax) == ["depth=2 and from layer 1 and end 1 = end 2 = part of init=kaiming = init=xavier"]
+    plt.close(fig)
+    fig, ax = plt.subplots()  # the settings all the lines share are said once, in front
+    for pos, res, n in (("pre", 1, 4), ("post", 1, 4), ("pre", 0, 3), ("post", 0, 4), ("pre", 0, 4)):
+        ax.plot(range(n), y[:n] * (1 + res), label=f"norm_position={pos}, norm=none, residual={res}, n={n}")
+    assert figures.overlaps(ax) == [
+        "norm=none, residual=1, n=4: norm_position=pre = norm_position=post",
+        "norm=none, residual=0: norm_position=pre, n=3 = part of norm_position=post, n=4 = norm_position=pre, n=4",
+    ]
+    plt.close(fig)
+
+
+def test_the_residual_stream_panels_note_hidden_lines_and_share_comparable_axes(cli, tmp_path):
+    """Without a norm, pre- and post-LN are one network: their lines coincide in every panel."""
+    import matplotlib.pyplot as plt
+
+    from bncli import figures
+
+    path = sweep_file(
+        tmp_path,
+        "tr",
+        base={"arch": "transformer", "depth": 3, "width": 8, "tokens": 4, "heads": 2, "batch_size": 2},
+        grid={"norm_position": ["pre", "post"], "norm": ["layernorm", "none"]},
+    )
+    r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
+    assert r.exit_code == 0, r.output
+    fig, _ = draw([tmp_path / "out" / "sweeps" / "tr"])
+    assert [ax.get_title() for ax in fig.axes] == ["std", "token_cos"]
+    for ax in fig.axes:
+        same = "norm=none: norm_position=pre = norm_position=post"  # what they share, said once
+        assert figures.overlaps(ax) == [same] and overlap_note(ax).endswith(same)
+        lines = labelled(ax)
+        np.testing.assert_array_equal(*(lines[f"norm_position={p}, norm=none"].get_ydata() for p in ("pre", "post")))
+    fig, table = draw([tmp_path / "out" / "sweeps" / "tr"], facet="norm")  # a row per norm
+    std_ln, cos_ln, std_none, cos_none = fig.axes
+    assert cos_ln.get_shared_y_axes().joined(cos_ln, cos_none)  # token_cos is a cosine in either
+    grown = (
+        table[table["setting:norm"] == "none"]["std"].max() / table[table["setting:norm"] == "layernorm"]["std"].max()
+    )
+    assert grown > 3 and not std_ln.get_shared_y_axes().joined(std_ln, std_none)  # LayerNorm's would be flat
+    plt.close("all")
+
+
+def test_auto_facets_give_no_panel_of_one_line_and_split_a_crowd(cli, tmp_path, mixed_sweep):
+    import matplotlib.pyplot as plt
+
+    # the README's example: no norm, four inits, one holding: one panel, not one per init
+    fig, _ = draw([mixed_sweep], where=["norm=none"], metric="abs_max")
+    assert len(fig.axes) == 1 and len(labelled(fig.axes[0])) == 2
+    fig, _ = draw([mixed_sweep], where=["init=normal"])  # two norms hold, none explodes: a panel per
+    assert len(fig.axes) == 1 and len(labelled(fig.axes[0])) == 3  # norm would hold one line each
+    path = sweep_file(
+        tmp_path,
+        "crowd",
+        base={"depth": 3, "width": 8, "batch_size": 4},
+        grid={"init": ["kaiming", "xavier", "normal", "default"], "norm": ["batchnorm", "rmsnorm"]},
+    )
+    r = cli("sweep", path, "--out", tmp_path / "out", "--no-progress")
+    assert r.exit_code == 0, r.output
+    fig, _ = draw([tmp_path / "out" / "sweeps" / "crowd"])  # 8 stable lines: a panel per norm of 4
+    assert [ax.get_title() for ax in fig.axes] == ["norm=batchnorm", "norm=rmsnorm"]
+    assert [len(labelled(ax)) for ax in fig.axes] == [4, 4]
+    a, b = fig.axes
+    assert a.get_shared_y_axes().joined(a, b) and a.get_ylim() == b.get_ylim()
+    fig, _ = draw([tmp_path / "out" / "sweeps" / "crowd"], where=["norm=batchnorm"])  # 4 lines: one panel
+    assert len(fig.axes) == 1
+    plt.close("all")
+
+
+def test_theory_std_dashed_over_each_line(cli, small_sweep, mixed_sweep, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from bncli import figures
+
+    for paths, kw in (([small_sweep], {}), ([mixed_sweep], {"metric": "std"})):
+        fig, table = draw(paths, theory=True, **kw)
+        for ax in fig.axes:
+            theory = [ln for ln in ax.lines if ln.get_gid() == "theory_std"]
+            assert len(theory) == len(labelled(ax)) > 0
+            for ln, dashed in zip(labelled(ax).values(), theory, strict=True):  # drawn right after its line
+                assert dashed.get_color() == figures.darker(ln.get_color()) and dashed.get_linestyle() == "--"
+                rows = table[table["label"] == ln.get_label()]
+                if len(fig.axes) > 1:  # a panel per norm
+                    rows = rows[rows["setting:norm"] == ax.get_title().removeprefix("norm=")]
+                by_layer = rows.groupby("layer")["theory_std"]
+                assert (by_layer.nunique() == 1).all()  # the same for every seed: the mean is it
+                np.testing.assert_allclose(dashed.get_ydata(), by_layer.first().to_numpy(), rtol=1e-12)
+        assert "dashed: theory_std, each line's theory (darker)" in legend_labels(fig)
+    fig, _ = draw([small_sweep])
+    assert not [ln for ln in fig.axes[0].lines if ln.get_gid()]  # only when asked
+    plt.close("all")
+    r = cli("plot", small_sweep, "--theory", "--out", tmp_path / "t.png")
+    assert r.exit_code == 0 and is_png(tmp_path / "t.png"), r.output
+    for args, words in (
+        (["--metric", "abs_max"], ["--theory", "no column theory_abs_max", "the metrics with one: std"]),
+        ([], ["--theory", "no theory column"]),
+    ):
+        if not args:
+            assert cli("running-stats", "--iterations", 3, "--name", "rs").exit_code == 0
+        path = small_sweep if args else cli.out / "running-stats" / "rs"
+        r = cli("plot", path, "--theory", *args, "--out", tmp_path / "x.png")
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert all(w in r.output for w in words), r.output
+        assert not (tmp_path / "x.png").exists()
 
 
 def test_a_band_on_a_log_axis_has_no_holes(mixed_sweep):
@@ -245,11 +417,9 @@ def test_where_facet_scale_and_title(mixed_sweep):
     assert set(table["setting:norm"]) == {"none"} and len(fig.axes) == 1
     assert sorted(labelled(fig.axes[0])) == ["init=kaiming", "init=normal"]  # norm: the same for all
     assert title_of(fig).endswith("; norm=none")
-    fig, _ = draw([mixed_sweep], where=["norm=none"])  # kaiming holds, normal explodes: a panel each
-    assert [(ax.get_title(), ax.get_yscale()) for ax in fig.axes] == [
-        ("init=kaiming", "linear"),
-        ("init=normal", "log"),
-    ]
+    fig, _ = draw([mixed_sweep], where=["norm=none"])  # kaiming holds, normal explodes: a panel of one
+    assert len(fig.axes) == 1 and fig.axes[0].get_yscale() == "log"  # line each would compare nothing
+    assert sorted(labelled(fig.axes[0])) == ["init=kaiming", "init=normal"]
     fig, _ = draw([mixed_sweep], where=["norm=none", "norm=batchnorm", "init=kaiming"])  # a key twice: either
     assert sorted(labelled(fig.axes[0])) == ["norm=batchnorm", "norm=none"]
     fig, _ = draw([mixed_sweep], facet="init", logy=True, title="all of it")

@@ -26,6 +26,7 @@ REGISTRY = {
     "running-stats": "running_stats",
     "convergence": "convergence",
     "probe": "probe",
+    "train": "train",
 }
 ALIASES = {"running-stats-convergence": "convergence"}  # names runs were saved under before
 

@@ -30,6 +30,7 @@ class Result:
     status: str  # ok | diverged | interrupted
     info: dict[str, Any] = field(default_factory=dict)  # study-specific meta.json fields
     off: list[str] = field(default_factory=list)  # columns not computed: empty cells in the CSV
+    files: dict[str, pd.DataFrame] = field(default_factory=dict)  # more CSVs of the run (train's layers.csv), by name
 
 
 # -- what a sweep's summary holds: named numbers, formatted only when shown (bncli.report.cell) ----

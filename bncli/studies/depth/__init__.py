@@ -61,8 +61,18 @@ WS = {
     "scaled": "Brock et al.'s Scaled WS: per output channel zero mean and std gamma / sqrt(fan_in), "
     "gamma the activation's (1 / its std on N(0, 1))",
 }
+PADDINGS = {
+    "zeros": "zero padding, torch's default: a border pixel's window overhangs the image",
+    "circular": "the map wraps around (a torus): every pixel has a full window",
+}
 # fields that change only these architectures: another with a non-default value is refused
-ONLY = {"ws": ("resnet",), "nf_beta": ("resnet",), "causal": ("transformer",), "norm_position": ("transformer",)}
+ONLY = {
+    "ws": ("resnet",),
+    "nf_beta": ("resnet",),
+    "causal": ("transformer",),
+    "norm_position": ("transformer",),
+    "padding": ("conv", "resnet"),
+}
 BN_MODES = {
     "train": "batch statistics, as during training",
     "eval": "running statistics, 0 and 1 at init: almost the identity",
@@ -126,6 +136,7 @@ class DepthConfig(Config):
         False,
         help="SkipInit (De and Smith 2020): the skip connection kept, each branch scaled by 0: blocks are the identity",
     )
+    padding: str = field("zeros", choices=PADDINGS, help="how the k x k convs pad each map's border (conv, resnet)")
 
     def resolve(self, given: set[str]) -> dict[str, Any]:
         """The norm's and the architecture's checks; residual and (resnet) depth follow arch."""

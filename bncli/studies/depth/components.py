@@ -63,9 +63,13 @@ class Norm:
     norm that does not normalise at init (none, eval-mode BatchNorm); `scale(net)` multiplies
     the variance where it does not; `across_samples(net)` says whether its statistics mix the
     samples (train-mode BatchNorm), which a theory of one sample at a time (a transformer's
-    tokens) cannot follow. `check(net, features, field, pixels)` returns what is wrong
-    with using it in `net`, or None. Both are given the channels of `net`'s layers, the field
-    that sets them (width, channels) and the values per channel of one sample (pixels).
+    tokens) cannot follow; `centres_channels(net)` whether it takes out each channel's own mean
+    (train-mode BatchNorm, InstanceNorm, GroupNorm of one channel a group): only then do the
+    channels' means not build up with depth (Brock et al.'s mean shift), and a conv stack's
+    per-channel theory (theory_chan_sq_mean, theory_chan_var) holds. `check(net, features,
+    field, pixels)` returns what is wrong with using it in `net`, or None. Both are given the
+    channels of `net`'s layers, the field that sets them (width, channels) and the values per
+    channel of one sample (pixels).
 
     The input is (samples, channels) or (samples, channels, pixels...): axis 1 is the channel
     axis, as torch's norms take it. A transformer hands its norm the (batch x tokens, width)
@@ -78,6 +82,7 @@ class Norm:
     scale: Callable[[Net], float] = lambda net: 1.0
     check: Callable[[Net, int, str, int], str | None] = lambda net, features, field, pixels: None
     across_samples: Callable[[Net], bool] = lambda net: False
+    centres_channels: Callable[[Net], bool] = lambda net: False
 
 
 @dataclass(frozen=True)
@@ -320,6 +325,7 @@ NORMS: Registry[Norm] = Registry(
         scale=lambda net: 1 / (1 + EPS) if net.bn_mode == "eval" else 1.0,
         check=_bn_check,
         across_samples=lambda net: net.bn_mode == "train",
+        centres_channels=lambda net: net.bn_mode == "train",
     ),
     # over every feature of a sample: the MLP's width, or a feature map's C, H and W
     Norm(
@@ -334,6 +340,7 @@ NORMS: Registry[Norm] = Registry(
         lambda net, d, t: lambda x: F.group_norm(x, net.groups, eps=EPS),
         lambda net, c, px: (c // net.groups * px, True),
         check=_groups_check,
+        centres_channels=lambda net: net.groups == net.channels,
     ),
     Norm(
         "rmsnorm",
@@ -347,6 +354,7 @@ NORMS: Registry[Norm] = Registry(
         lambda net, d, t: lambda x: F.instance_norm(x, eps=EPS),
         lambda net, c, px: (px, True),
         check=_instance_check,
+        centres_channels=lambda net: True,
     ),
     Norm("none", "no normalization", lambda net, d, t: lambda x: x, lambda net, c, px: None),
 )
@@ -400,4 +408,12 @@ ACTIVATIONS: Registry[Activation] = Registry(
     Activation("gelu", "exact (erf) GELU", lambda net: F.gelu, lambda net: None, _gauss_gain(lambda net: F.gelu)),
     Activation("silu", "x sigmoid(x)", lambda net: F.silu, lambda net: None, _gauss_gain(lambda net: F.silu)),
     Activation("leaky_relu", "slope negative_slope below zero", _leaky, _leaky_moments, _leaky_gain),
+    # Ioffe and Szegedy's Figure 1 network (bncli train, configs/sweeps/bn_paper.yaml)
+    Activation(
+        "sigmoid",
+        "1 / (1 + exp(-x))",
+        lambda net: torch.sigmoid,
+        lambda net: None,
+        _gauss_gain(lambda net: torch.sigmoid),
+    ),
 )

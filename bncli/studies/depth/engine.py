@@ -156,7 +156,8 @@ def run(
         rate = theory.grad_rate(net)
         if rate is not None:
             info["grad_growth_theory"] = rate
-    table["theory_std"] = arch.theory_std(net)[: len(table)]
+    for s in stats.columns_of(net.arch, "theory"):  # theory_std, and conv's per-channel ones
+        table[s] = getattr(arch, s)(net)[: len(table)]
     columns = stats.columns(net.arch)
     computed = {s.name for s in stats.computed(net.arch, on, arch.BRANCH)}
     off = [c for c in columns if c not in computed]

@@ -31,7 +31,7 @@ else:
 # architecture (its module in this package) -> what --help and docs/configs.md say of it
 ARCHS: dict[str, str] = {
     "mlp": "Linear(bias=False) -> norm -> activation, the notebook's",
-    "conv": "Conv2d(C, C, k, padding k // 2, bias=False) -> norm -> activation on (batch, C, H, W) maps",
+    "conv": "Conv2d(C, C, k, padding k // 2, bias=False) -> norm -> activation on (batch, C, H, W) maps (see padding)",
     "resnet": "pre-activation (v2) residual blocks in stages; transitions halve H, W and double C",
     "transformer": "self-attention and MLP blocks on (batch, tokens, width) token matrices, pre- or post-norm",
 }
@@ -75,6 +75,7 @@ class Net:
     ws: str
     nf_beta: bool
     skipinit: bool
+    padding: str  # the convs' border: "zeros" or "circular"
 
     @property
     def skip(self) -> bool:
@@ -136,7 +137,9 @@ class Arch(Protocol):
 
     def held(self, net: Net) -> str: ...  # one layer's weights, for messages
 
-    def theory_std(self, net: Net) -> np.ndarray: ...  # predicted std of every layer's output
+    # predicted std of every layer's output; an architecture with more theory columns (stats.py,
+    # kind "theory", conv's theory_chan_sq_mean) has a function of each one's name
+    def theory_std(self, net: Net) -> np.ndarray: ...
 
 
 def architecture(name: str) -> Arch:

@@ -111,7 +111,7 @@ def step(net: Net, device: torch.device) -> Step:
     (conv1x1(h) + alpha f, f); (f, f) without a skip path. With --nf-beta the branch reads x / beta."""
     norm = net.norm.build(net, device, torch_dtype(net.dtype))
     act = net.activation.build(net)
-    pad, alpha = net.kernel_size // 2, net.residual
+    conv3, alpha = conv.conv2d(net), net.residual
     gain = net.activation.gamma(net)
     ws = standardize if net.ws == "scaled" else lambda w, gain: w
 
@@ -119,7 +119,7 @@ def step(net: Net, device: torch.device) -> Step:
         conv1, conv2, skip, b = w
         stride = 1 if conv1.shape[0] == conv1.shape[1] else 2  # a transition widens and halves
         h = act(norm(x if b == 1.0 else x / b))
-        f = F.conv2d(act(norm(F.conv2d(h, ws(conv1, gain), stride=stride, padding=pad))), ws(conv2, gain), padding=pad)
+        f = conv3(act(norm(conv3(h, ws(conv1, gain), stride=stride))), ws(conv2, gain))
         if not net.skip:
             return f, f
         shortcut = x if skip is None else F.conv2d(h, ws(skip, gain), stride=stride)

@@ -225,6 +225,21 @@ STATS: list[Stat] = [
         "the mean-field prediction of `std`, derived in [theory.md](theory.md)",
         "Poole et al. 2016; Yang et al. 2019",
     ),
+    Stat(
+        "theory_chan_sq_mean",
+        "theory",
+        "the mean-field prediction of `chan_sq_mean`, from the per-pixel maps of [theory.md](theory.md); "
+        "nan unless the norm takes out each channel's mean",
+        BROCK,
+        archs=("conv",),
+    ),
+    Stat(
+        "theory_chan_var",
+        "theory",
+        "the mean-field prediction of `chan_var`, from the same maps",
+        "same",
+        archs=("conv",),
+    ),
 ]
 
 
@@ -236,6 +251,11 @@ def flags() -> list[str]:
 def columns(arch: str) -> list[str]:
     """layers.csv's columns for rows of `arch`, in order."""
     return [s.name for s in STATS if s.archs is None or arch in s.archs]
+
+
+def columns_of(arch: str, kind: Kind) -> list[str]:
+    """The columns of `kind` that rows of `arch` have (its theory columns: one function of each one's name)."""
+    return [s.name for s in STATS if s.kind == kind and (s.archs is None or arch in s.archs)]
 
 
 def computed(arch: str, on: Collection[str], branch: bool) -> list[Stat]:

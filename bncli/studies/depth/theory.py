@@ -195,15 +195,17 @@ def act_correlation(
 # -- feature maps: conv and resnet -------------------------------------------------------------
 
 
-def box(m: np.ndarray, k: int, stride: int = 1) -> np.ndarray:
-    """The mean over each k x k window (zero padding k // 2) of a per-pixel map, at `stride`.
+def box(m: np.ndarray, k: int, stride: int = 1, circular: bool = False) -> np.ndarray:
+    """The mean over each k x k window (padding k // 2: zeros, or `circular`) of a per-pixel
+    map, at `stride`.
 
     With independent zero-mean weights a conv output's second moment at pixel p is
     sigma_w^2 C sum over the window of E[input^2], i.e. (fan_in sigma_w^2) times this mean:
-    pixels near the border see fewer inputs (the padding is zeros).
+    with zero padding pixels near the border see fewer inputs; circular padding wraps the map
+    around, so a uniform map stays uniform.
     """
     h, pad = m.shape[0], k // 2
-    padded = np.pad(m, pad)
+    padded = np.pad(m, pad, mode="wrap" if circular else "constant")
     total = sum(padded[i : i + h, j : j + h] for i in range(k) for j in range(k))
     assert isinstance(total, np.ndarray)  # k >= 1: a sum of arrays, never the 0 of an empty sum
     out = total / (k * k)
@@ -225,6 +227,7 @@ class Maps:
         self.normalises = net.norm.group(net, net.channels, net.image_size**2) is not None
         self.shrink = net.norm.scale(net)
         self.gamma = net.activation.gamma(net) if self.ok else math.nan
+        self.circular = net.padding == "circular"
 
     def norm(self, m: np.ndarray) -> np.ndarray:
         return m / m.mean() if self.normalises else m * self.shrink
@@ -232,7 +235,7 @@ class Maps:
     def conv(self, m: np.ndarray, c_in: int, k: int | None = None, stride: int = 1) -> np.ndarray:
         k = self.net.kernel_size if k is None else k
         n = c_in * k * k
-        return n * self.net.init.variance(self.net, n) * box(m, k, stride)
+        return n * self.net.init.variance(self.net, n) * box(m, k, stride, self.circular and k > 1)
 
     def conv_ws(self, s: np.ndarray, mu: np.ndarray, c_in: int, k: int | None = None, stride: int = 1) -> np.ndarray:
         """The second-moment map of a Scaled-WS conv's output, from its input's second-moment
@@ -242,11 +245,11 @@ class Maps:
 
             E out(p)^2 = gamma^2 / (n - 1) * (C S - ((C U)^2 + C V) / n),
 
-        S, U and V the window sums of s, mu and s - mu^2 (zero padding): gamma^2 times the
+        S, U and V the window sums of s, mu and s - mu^2 (padded as the net is): gamma^2 times the
         input's variance inside the image, where the channel mean is taken out exactly."""
         k = self.net.kernel_size if k is None else k
         n, g = c_in * k * k, self.gamma
-        ssum, usum, vsum = (k * k * box(a, k, stride) for a in (s, mu, s - mu * mu))
+        ssum, usum, vsum = (k * k * box(a, k, stride, self.circular and k > 1) for a in (s, mu, s - mu * mu))
         if n == 1:  # one weight, standardized to 0
             return np.zeros_like(ssum)
         return g * g / (n - 1) * (c_in * ssum - (c_in * c_in * usum * usum + c_in * vsum) / n)
