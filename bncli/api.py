@@ -19,13 +19,16 @@ import functools
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bncli import API, comparison, config, plot, ray_backend, results, studies, sweeps
+from bncli import API, comparison, config, plot, results, studies
 from bncli.comparison import Comparison
 from bncli.config import Config
 from bncli.errors import BncliError, RunError
 from bncli.results import Run, SavedSweep, open_run, open_sweep
+
+if TYPE_CHECKING:  # both load torch: imported where a sweep runs, so runs, show and compare never do
+    from bncli import ray_backend, sweeps
 
 __all__ = list(API)
 # and one function per registered study: bncli.depth_study, bncli.running_stats, ...
@@ -124,6 +127,8 @@ def sweep(
     KEY=VALUE strings (["depth=50"], ["init=kaiming,xavier"]) and errors name the flags. Every
     grid point is checked before anything runs; the resolved sweep is saved as sweep.yaml.
     """
+    from bncli import sweeps
+
     plan = plan_sweep(file, out, name, study=study, base=base, grid=grid, seeds=seeds, flags=flags)
     outcome = sweeps.run(plan, resume=resume, fail_fast=fail_fast, workers=workers, progress=progress, ray=ray)
     if (plan.dir / "aggregate.csv").exists() and not outcome.unaggregated:  # else: nothing (new) to draw
@@ -144,6 +149,8 @@ def plan_sweep(
 ) -> sweeps.Plan:
     """The sweep `sweep` would run, checked, with nothing run or written: its name, directory and
     points (.points: each run's name, grid values and validated config); `bncli sweep --dry-run`."""
+    from bncli import sweeps
+
     path = Path(file) if file is not None else None
     return sweeps.plan(path, Path(out), name, study=study, base=base, grid=grid, seeds=seeds, flags=flags)
 
@@ -156,7 +163,8 @@ def list_runs(
     `status` and matching `where` (["init=normal"], or {"init": "normal"} or {"init": [...]})."""
     if not Path(out).is_dir():
         raise BncliError(f"OUT: {out} is not a directory (give a results directory, like results)")
-    return results.select(results.list_runs(out), study=study, status=status, where=where)
+    keep = results.filters(study=study, status=status, where=where)  # a typo refused before any reading
+    return [e for e in results.list_runs(out) if keep(e)]
 
 
 def show(path: Path | str) -> Run | SavedSweep | list[dict[str, Any]]:

@@ -266,6 +266,30 @@ def _console(stderr: bool = False):
     return console if console.width >= 20 else terminal(file=out, width=80)  # COLUMNS=0 would print nothing
 
 
+def _narrow(console: Any, table: Any) -> list[Any]:
+    """Leave out columns until the table fits: those the table names first (its `drop`),
+    else the last ones, never the first; returns their headers, in the table's order."""
+    widths = [console._natural(c) for c in table.columns]
+    named = [i for h in getattr(table, "drop", ()) for i, c in enumerate(table.columns) if c.header == h]
+    for i, c in enumerate(table.columns):  # but for the text that may wrap, a column is on one line, or goes
+        if named and c.header not in getattr(table, "wrap", ()):
+            widths[i] = console._natural(c, one_line=True)
+    gone: list[int] = []
+    for i in named or range(len(widths) - 1, 0, -1):
+        if sum(w for j, w in enumerate(widths) if j not in gone) + 1 <= console.width:  # + 1: the left border
+            break
+        gone.append(i)
+    headers = [table.columns[i].header for i in sorted(gone)]
+    for i in sorted(gone, reverse=True):
+        table.columns.pop(i)
+    if named and sum(w for j, w in enumerate(widths) if j not in gone) + 1 > console.width:
+        # still too wide, with only the columns that must stay: the text folds, each keeping a share
+        share = max(8, (console.width - 1) // len(table.columns) - 3)
+        for c in table.columns:
+            c.no_wrap, c.min_width = False, min(share, console._natural(c) - 3)
+    return headers
+
+
 @functools.cache
 def _consoles():
     """(piped, terminal) console classes. Into a file or a pipe, tables are plain columns with no
@@ -287,10 +311,11 @@ def _consoles():
             return "\n".join(line.rstrip(" ") for line in super()._render_buffer(buffer).split("\n"))
 
     class Terminal(Console):
-        def _natural(self, column) -> int:
+        def _natural(self, column, one_line: bool = False) -> int:
             """The column's width with its padding and border: numbers and names keep their
-            widest cell on one line; text (left-justified, with spaces) may wrap between words."""
-            column.no_wrap = column.justify != "left" or not any(" " in str(c) for c in column._cells)
+            widest cell on one line; text (left-justified, with spaces) may wrap between words,
+            unless `one_line`."""
+            column.no_wrap = one_line or column.justify != "left" or not any(" " in str(c) for c in column._cells)
             size = [Measurement.get(self, self.options, c) for c in [column.header, *column._cells]]
             return max(m.maximum if column.no_wrap else m.minimum for m in size) + 3
 
@@ -298,10 +323,7 @@ def _consoles():
             for o in objects:
                 left_out: list[RenderableType] = []
                 if isinstance(o, Table):
-                    widths = [self._natural(c) for c in o.columns]
-                    while len(widths) > 1 and sum(widths) + 1 > self.width:  # + 1: the left border
-                        widths.pop()
-                        left_out.insert(0, o.columns.pop().header)
+                    left_out = _narrow(self, o)
                 super().print(o, **kwargs)
                 if left_out:
                     super().print(
@@ -476,15 +498,30 @@ def _print_data(console, document: dict, csv: Path, fmt: Format) -> None:
     """--format csv: the CSV file as it is on disk; json: one document, non-finite numbers null."""
     if fmt == Format.json:
         return _print_json(console, document)
-    console.file.write(csv.read_text() if csv.is_file() else "")
+    from bncli import results
+
+    # bounded, and refused unless a regular file: it has been read and checked already, but may have changed since
+    console.file.write(results.read_file(csv, results.MAX_TABLE).decode() if csv.exists() else "")
     console.file.flush()
 
 
+def _finite(v: Any) -> Any:
+    """`v` with every number that is not finite as None: strict JSON, whatever a saved file held
+    (`"wall_seconds": NaN` in meta.json, `init_std: .nan` in config.yaml)."""
+    if isinstance(v, float):
+        return v if v == v and v not in (float("inf"), float("-inf")) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
 def _print_json(console, document) -> None:
-    """One strict JSON document (its numbers already finite or None) on one line."""
+    """One strict JSON document on one line: a number that is not finite is null."""
     import json
 
-    console.file.write(json.dumps(document, allow_nan=False, default=str) + "\n")
+    console.file.write(json.dumps(_finite(document), allow_nan=False, default=str) + "\n")
     console.file.flush()
 
 
@@ -815,15 +852,17 @@ def runs_cmd(
     status: Annotated[
         Optional[str],
         typer.Option(
-            help="Only runs with this status (ok, diverged, failed, interrupted, running); sweeps holding one.",
+            help="Only runs with this status (ok, diverged, failed, interrupted, running, or damaged: files bncli "
+            "cannot read); sweeps holding one.",
             show_default=False,
         ),
     ] = None,
     where: Annotated[
         Optional[list[str]],
         typer.Option(
-            help="KEY=VALUE: only runs with this setting (repeatable: a key twice matches either value); a sweep "
-            "whose grid has the value.",
+            help="KEY=VALUE: only runs with this setting, defaults included, the value read as the field reads it "
+            "(init_std=2 matches 2.0; repeatable: a key twice matches either value); a sweep whose grid or base has "
+            "it. A key or value no study has is refused.",
             show_default=False,
         ),
     ] = None,
@@ -834,12 +873,19 @@ def runs_cmd(
 
     Example: bncli runs results --study depth-study --where init=normal
     """
-    from bncli import report, results
+    from bncli import results
 
     if not out.is_dir():
         raise BncliError(f"OUT: {out} is not a directory (give a results directory, like results)")
+    keep = results.filters(study=study, status=status, where=where or [])  # a typo refused before any reading
     every = results.list_runs(out)
-    entries = results.select(every, study=study, status=status, where=where or [])
+    _print_listing([e for e in every if keep(e)], len(every), format)
+
+
+def _print_listing(entries: list[dict[str, Any]], total: int, format: Format) -> None:
+    """`bncli runs`' output: a table (on a narrow terminal, kind and study go first), csv or json."""
+    from bncli import report, results
+
     console = _console()
     if format == Format.json:
         return _print_json(console, entries)
@@ -850,11 +896,9 @@ def runs_cmd(
             e["study"] or "?",
             e["name"],
             e["status"],
-            " ".join(
-                f"{k}={','.join(v) if isinstance(v, list) else results.word(v)}" for k, v in e["settings"].items()
-            ),
+            results.settings_text(e),
             e["started"] or "-",
-            "-" if e["wall_seconds"] is None else f"{e['wall_seconds']:.2f}",
+            "-" if not isinstance(e["wall_seconds"], (int, float)) else f"{e['wall_seconds']:.2f}",
         ]
         for e in entries
     ]
@@ -868,11 +912,13 @@ def runs_cmd(
         writer = csv.writer(console.file, lineterminator="\n")
         writer.writerows([header, *rows])
         return
-    table = report.table(header, justify="left")
+    # too narrow for every column: kind and study go first (the name says both), then the times;
+    # name, status and settings stay, since they tell the runs apart
+    table = report.table(header, justify="left", drop=["kind", "study", "wall_s", "started"], wrap=["settings"])
     for row in rows:
         table.add_row(*[_plain(c) for c in row])
     console.print(table)
-    console.print(f"{len(entries)} of {len(every)} listed")
+    console.print(f"{len(entries)} of {total} listed")
 
 
 @app.command("show", short_help="Re-render a saved run or sweep from its files.")
@@ -897,8 +943,8 @@ def show_cmd(
     console = _console()
     with _reading(path):
         shown = api.show(path)
-        if isinstance(shown, list):  # a results directory: its listing
-            return runs_cmd(path, None, None, None, format)
+        if isinstance(shown, list):  # a results directory: its listing, listed once
+            return _print_listing(shown, len(shown), format)
         if isinstance(shown, results.SavedSweep):
             if format != Format.table:
                 return _print_sweep_data(console, shown, format)

@@ -182,7 +182,7 @@ def load(path: Path | str, flag: str = "RUN") -> Run:
         raise BncliError(
             f"{flag}: {path} is a sweep; compare takes run directories, like the ones under {path / 'runs'}"
         )
-    if path.is_dir() and not (path / "meta.json").exists() and results.list_runs(path):
+    if path.is_dir() and not (path / "meta.json").exists() and results.holds_runs(path):
         raise BncliError(f"{flag}: {path} is a results directory, not a run; `bncli runs {path}` lists its runs")
     if not path.is_dir() or not (path / "meta.json").is_file():
         raise BncliError(

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bncli import results, studies
-from bncli.errors import BncliError, show
+from bncli.errors import BncliError, show, word
 from bncli.figures import SETTING, THEORY, Options
 
 FORMATS = (".png", ".svg", ".pdf")  # what --out's extension picks
@@ -168,13 +168,16 @@ def label(table: pd.DataFrame, study: str, grid: Sequence[str] = (), facet: str 
     return table.assign(label=table["line"].map(lambda k: tags[k][0]), parts=table["line"].map(lambda k: tags[k][1]))
 
 
-def select(table: pd.DataFrame, items: list[str]) -> tuple[pd.DataFrame, str]:
+def select(table: pd.DataFrame, items: list[str], study: str | None = None) -> tuple[pd.DataFrame, str]:
     """The rows whose settings match every KEY=VALUE (a key given twice: either value), and the
-    filter in words for the title."""
+    filter in words for the title. Values are read as `bncli runs --where` reads them (typed by
+    the study's field: `init_std=2.0` is the 2 the rows hold; a choice that is not one refused)."""
     wanted = results.parse_where(items)
     for key, values in wanted.items():
         if SETTING + key not in table:
             raise BncliError(f"--where: no setting {key!r} in these results; available: {', '.join(fields(table))}")
+        if study is not None and key in studies.get(study).CONFIG.FIELDS:
+            values[:] = [word(results.typed(study, key, v)) for v in values]
         have = list(dict.fromkeys(table[SETTING + key]))
         for value in values:
             if value not in have:
@@ -262,7 +265,7 @@ def prepare(
         _check_theory(available, metric)
     note = ""
     if where:
-        table, note = select(table, list(where))
+        table, note = select(table, list(where), study)
     grid = [k for k in dict.fromkeys(k for p in table["parts"] for k, _ in p) if k and k != "run"]  # load's order
     column = _facet(table, study, metric, facet, grid)
     return study, label(table, study, grid, column), Options(logy, title, column, note, theory, mathtext=mathtext)

@@ -37,8 +37,23 @@ def num(v: float) -> str:
     return f"{v:.3f}" if math.isfinite(v) and (v == 0 or 1e-2 <= abs(v) < 1e4) else fmt(float(v))
 
 
-def table(columns: list[str], title: str | None = None, justify: JustifyMethod = "right") -> Table:
-    t = Table(title=title, header_style="bold")
+class Listing(Table):
+    """A table that names the columns a too-narrow terminal leaves out first (`drop`, in order),
+    the others kept on one line but for those that may `wrap`; a plain Table loses its last columns."""
+
+    drop: tuple[str, ...] = ()
+    wrap: tuple[str, ...] = ()
+
+
+def table(
+    columns: list[str],
+    title: str | None = None,
+    justify: JustifyMethod = "right",
+    drop: list[str] | None = None,
+    wrap: list[str] | None = None,
+) -> Table:
+    t = Listing(title=title, header_style="bold")
+    t.drop, t.wrap = tuple(drop or ()), tuple(wrap or ())
     for col in columns:
         t.add_column(col, justify=justify, overflow="fold")  # a narrow screen wraps a cell, never cuts it
     return t

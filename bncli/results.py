@@ -31,16 +31,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
 
 import pandas as pd
-import torch
 
 from bncli import __version__, studies
-from bncli.config import read_yaml
-from bncli.errors import BncliError, Damaged, RunError, first_line, show, word
+from bncli.config import MAX_FILE, NotRegular, TooLarge, read_bytes, read_yaml
+from bncli.errors import BncliError, Damaged, RunError, first_line, not_a_field, not_one_of, show, word
 from bncli.fields import Config, validate
 from bncli.studies.base import Result, Summary
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from bncli.lazy import lazy
+
+    torch = lazy("torch")  # runs, show and compare only read files: they never load torch
 
 STATUSES = ("running", "ok", "diverged", "failed", "interrupted")  # a run's, in meta.json
 DONE = ("ok", "diverged")  # statuses a resumed sweep does not redo
@@ -144,16 +150,31 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+MAX_TABLE = 2**30  # a saved CSV is read up to this many bytes (a million-layer run writes ~300 MiB)
+
+
+def read_file(path: Path, limit: int = MAX_FILE) -> bytes:
+    """A saved file's bytes, bounded (config.read_bytes): one that is not a regular file (a FIFO,
+    a link to /dev/zero) or is over `limit` is Damaged, naming its directory; never waited on."""
+    path = Path(path)
+    try:
+        return read_bytes(path, limit)
+    except (NotRegular, TooLarge) as e:
+        raise Damaged(path.parent, f"{path.name} {e}") from None
+
+
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """meta.json's content (bounded, a regular file); ValueError where it is not JSON."""
+    return json.loads(read_file(path))
 
 
 def read_table(path: Path) -> pd.DataFrame:
     """A CSV as written: empty cells and nan read as NaN, floats exactly as written."""
     # pandas 3 parses round-trip by default; older pandas needs asking
     exact: dict[str, Any] = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+    raw = read_file(path, MAX_TABLE)
     try:
-        return pd.read_csv(path, keep_default_na=False, na_values=["nan", ""], **exact)
+        return pd.read_csv(io.BytesIO(raw), keep_default_na=False, na_values=["nan", ""], **exact)
     except (ValueError, UnicodeDecodeError) as e:  # pandas' parser and empty-data errors are ValueErrors
         raise Damaged(Path(path).parent, f"{Path(path).name} is not a CSV table: {first_line(e)}") from None
 
@@ -498,26 +519,30 @@ def _study_of(value: Any, where: Path) -> str:
     return studies.ALIASES.get(value, value)
 
 
-def open_run(path: Path) -> Run:
+def open_run(path: Path, table: bool = True) -> Run:
     """A saved run directory, from its files only (its table None when it has no CSV); files
-    that are not as bncli writes them are Damaged."""
+    that are not as bncli writes them are Damaged. With table=False the CSV is only checked to be
+    a regular file, not read: what `bncli runs` shows of a run is in meta.json and config.yaml."""
     path = Path(path)
-    if not (path / "meta.json").is_file():
+    if not (path / "meta.json").exists():  # exists, not is_file: a FIFO meta.json is damaged, not absent
         raise BncliError(f"{path}: not a run or sweep directory (no meta.json or sweep.yaml)")
     try:
         meta = read_json(path / "meta.json")
     except ValueError as e:
-        raise BncliError(f"{path}/meta.json: not valid JSON: {e}") from None
+        raise Damaged(path, f"meta.json is not valid JSON: {first_line(e)}") from None
     study = _study_of(meta.get("study") if isinstance(meta, dict) else None, path / "meta.json")
     mod = studies.get(study)
     meta = check_meta(meta, path, mod.INFO)
-    settings = read_yaml(path / "config.yaml") or {}
+    settings = read_yaml(path / "config.yaml", "config.yaml", saved=True) or {}
     settings = {k: v for k, v in settings.items() if k != "study"} if isinstance(settings, dict) else {}
     csv = path / mod.CSV
     result = None
-    if csv.exists():
-        table = check_table(read_table(csv), csv, mod.columns(settings), mod.ID_COLUMNS, mod.TEXT_COLUMNS)
-        result = Result(table, meta.get("status", "running"))
+    if not table:
+        if csv.exists() and not csv.is_file():  # a FIFO or a device: damaged, whoever reads it next
+            raise Damaged(path, f"{mod.CSV} is not a regular file")
+    elif csv.exists():
+        checked = check_table(read_table(csv), csv, mod.columns(settings), mod.ID_COLUMNS, mod.TEXT_COLUMNS)
+        result = Result(checked, meta.get("status", "running"))
     return Run(study, settings, meta, result, dir=path)
 
 
@@ -601,7 +626,8 @@ def setting_columns(study: str, columns: Any) -> dict[str, str]:
 
 
 def is_sweep(path: Path) -> bool:
-    return (Path(path) / "sweep.yaml").is_file()
+    # exists, not is_file: a sweep whose sweep.yaml is a FIFO is a damaged sweep, refused by read_yaml
+    return (Path(path) / "sweep.yaml").exists()
 
 
 def open_sweep(path: Path) -> SavedSweep:
@@ -650,29 +676,37 @@ def _check_readable(csv: Path) -> None:
 
 # -- listing -------------------------------------------------------------------------------------
 
+LISTED = (*STATUSES, "damaged")  # what `bncli runs` says of a run: its status, or that its files are damaged
+
+
+@cache
+def defaults(study: str) -> dict[str, Any]:
+    """The study's default settings (built once: a listing of 10,000 runs asks for them 10,000 times)."""
+    return studies.get(study).CONFIG().settings()
+
 
 def changed_settings(run: Run) -> dict[str, Any]:
     """The run's settings that differ from its study's defaults, in config.yaml's order: what
     `bncli runs`, `bncli show` and `bncli compare` say about a run. Keys the study no longer
     has (a file from an older bncli) are left out: they have no default to differ from."""
     cls = studies.get(run.study).CONFIG
-    defaults = cls().settings()
-    changed = {k: v for k, v in run.settings.items() if k in defaults and not _same(defaults[k], v)}
+    known = defaults(run.study)
+    changed = {k: v for k, v in run.settings.items() if k in known and not _unchanged(known[k], v)}
     follows = [k for k in changed if cls.FIELDS[k].default is None]  # residual: 1 for a resnet, 0 for an mlp
     if follows:  # at the default its other settings give it (given explicitly or not): not a change
         try:
-            own = validate(cls, {k: v for k, v in run.settings.items() if k in defaults and k not in follows})
+            own = validate(cls, {k: v for k, v in run.settings.items() if k in known and k not in follows})
         except BncliError:  # settings an older bncli wrote: compare them as they are
             return changed
         resolved = own.settings()
-        changed = {k: v for k, v in changed.items() if k not in follows or not _same(resolved[k], v)}
+        changed = {k: v for k, v in changed.items() if k not in follows or not _unchanged(resolved[k], v)}
     return changed
 
 
-def _same(a: Any, b: Any) -> bool:
+def _unchanged(a: Any, b: Any) -> bool:
     """Equal as settings: a tuple default and the list config.yaml reads back, 1 and 1.0."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(_unchanged(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
@@ -680,6 +714,15 @@ def settings_line(run: Run) -> str:
     """`settings: init=normal norm=none depth=30`, or `settings: defaults`."""
     changed = changed_settings(run)
     return "settings: " + (" ".join(f"{k}={word(v)}" for k, v in changed.items()) or "defaults")
+
+
+def settings_text(entry: dict[str, Any]) -> str:
+    """A listing entry's settings as `bncli runs` shows them: `dims=2x2 init=normal` for a run
+    (a list as `word` writes it, as show and plot titles do), `depth=10,20` for a sweep's grid
+    (its values, comma-separated)."""
+    if entry["kind"] == "sweep":
+        return " ".join(f"{k}={','.join(word(v) for v in vs)}" for k, vs in entry["settings"].items())
+    return " ".join(f"{k}={word(v)}" for k, v in entry["settings"].items())
 
 
 def parse_where(items: list[str]) -> dict[str, list[str]]:
@@ -694,10 +737,136 @@ def parse_where(items: list[str]) -> dict[str, list[str]]:
     return wanted
 
 
+def typed(study: str, key: str, value: Any) -> Any:
+    """A `--where` value as the study's field `key` holds it: text read as a config file reads it
+    (`2.0` the number, `2,2` a list where the field is one), then the field's own reading;
+    BncliError where it is not one of the field's choices."""
+    from bncli.config import loads
+
+    f = studies.get(study).CONFIG.FIELDS[key]
+    if isinstance(value, str):
+        try:
+            value = loads(value, "--where", f"{key}={value}") if value.strip() else value
+        except BncliError:
+            pass  # text YAML cannot read is text
+    if f.parse is not None:
+        try:
+            value = f.parse(value)
+        except ValueError as e:
+            raise BncliError(f"--where: {key}={show(value)}: {key} {e}") from None
+    value = getattr(value, "value", value)
+    words = f.words()
+    if words is not None and not isinstance(value, list) and value not in words:
+        raise BncliError(f"--where: {key}: {not_one_of(value, words)}")
+    return value
+
+
+def _wanted(where: Any) -> dict[str, list[Any]]:
+    if isinstance(where, dict):
+        return {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in where.items()}
+    return {k: list(vs) for k, vs in parse_where(list(where)).items()}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Settings equal as values: 2 and 2.0, [2] and [2]; text only as the same text."""
+    if isinstance(a, list) or isinstance(b, list):
+        a, b = (a if isinstance(a, list) else [a]), (b if isinstance(b, list) else [b])
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b or word(a) == word(b)
+
+
+def filters(*, study: str | None = None, status: str | None = None, where: Any = ()):
+    """A check of listing entries (select's), built once: the study, status and `where` keys and
+    values are checked against what bncli knows first, and a typo is refused in one line naming
+    the valid ones (`--where nope=1`, `--status okk`, `--study depth`), never an empty listing."""
+    if study is not None and study not in studies.REGISTRY:
+        if studies.ALIASES.get(study) not in studies.REGISTRY:
+            raise BncliError(f"--study: {not_one_of(study, studies.names())}")
+        study = studies.ALIASES[study]
+    if status is not None and status not in LISTED:
+        raise BncliError(f"--status: {not_one_of(status, LISTED)}")
+    wanted = _wanted(where)
+    values = _where_values(study, wanted)
+
+    def keep(entry: dict[str, Any]) -> bool:
+        if study is not None and entry["study"] != study:
+            return False
+        if status is not None and status not in entry["status"].replace(",", " ").split():
+            return False
+        if not wanted:
+            return True
+        own = values.get(entry["study"] or "")
+        if own is None or set(own) != set(wanted):  # a study without one of the keys, or damaged
+            return False
+        resolved = resolved_settings(entry)
+        return all(
+            any(_has(resolved.get(k), v, entry["kind"] == "sweep" and k in entry["settings"]) for v in vs)
+            for k, vs in own.items()
+        )
+
+    return keep
+
+
+def _where_values(study: str | None, wanted: dict[str, list[Any]]) -> dict[str, dict[str, list[Any]]]:
+    """study -> key -> the typed values `wanted` asks of it; BncliError for a key no study (or
+    not `study`) has, or a value its field cannot take in any study that has it."""
+    owners = [study] if study is not None else studies.names()
+    keys = list(dict.fromkeys(k for s in owners for k in studies.get(s).CONFIG.FIELDS))
+    values: dict[str, dict[str, list[Any]]] = {}
+    for key, given in wanted.items():
+        if key not in keys:
+            raise BncliError(f"--where: {show(key)} is {not_a_field(key, study or 'any study', keys, 'setting')}")
+        errors = []
+        for s in owners:
+            if key in studies.get(s).CONFIG.FIELDS:
+                try:
+                    values.setdefault(s, {})[key] = [typed(s, key, v) for v in given]
+                except BncliError as e:
+                    errors.append(e)
+        if errors and not any(key in v for v in values.values()):
+            raise errors[0]
+    return values
+
+
+def _has(got: Any, value: Any, alternatives: bool) -> bool:
+    if alternatives:  # a sweep's grid key: its values as words, one of them the wanted one
+        return any(g == word(value) for g in got)
+    return _same(got, value)
+
+
+def resolved_settings(entry: dict[str, Any]) -> dict[str, Any]:
+    """Every setting of a listed run (its study's defaults and those that differ); a sweep's base
+    settings likewise, its grid keys as the lists of words they take."""
+    return {**defaults(entry["study"]), **getattr(entry, "base", {}), **entry["settings"]}
+
+
+def select(
+    entries: list[dict[str, Any]], *, study: str | None = None, status: str | None = None, where: Any = ()
+) -> list[dict[str, Any]]:
+    """The entries of list_runs of `study`, with `status` (a sweep: holding a run with it), and
+    matching every `where` filter: KEY=VALUE strings (bncli runs --where) or a mapping of key to
+    one value or a list of them; a key given twice, or a list, matches either value. Values are
+    compared with each run's resolved settings (its defaults too), as typed values: `init_std=2`
+    matches `init_std: 2.0`. An unknown study, status, key or value is refused (BncliError)."""
+    keep = filters(study=study, status=status, where=where)
+    return [e for e in entries if keep(e)]
+
+
+def holds_runs(out: Path | str) -> bool:
+    """Whether `out` holds any run or sweep, found without listing them all."""
+    out = Path(out)
+    return any(m.parent.parent.name != "sweeps" for m in out.glob("*/*/meta.json")) or any(
+        out.glob("sweeps/*/sweep.yaml")
+    )
+
+
 def list_runs(out: Path | str = "results") -> list[dict[str, Any]]:
     """Every run and sweep under `out`, newest first: kind, study, name (its path under out),
     status, start time, wall time and the settings that differ from the study's defaults (a
-    sweep's: its grid keys). A run whose files cannot be read is listed as `unreadable`."""
+    sweep's: its grid keys). Only meta.json and config.yaml are read (a sweep's: sweep.yaml and
+    its runs' meta.json): a run whose files cannot be read is listed as `damaged`."""
     out = Path(out)
     found = []
     for meta in sorted(out.glob("*/*/meta.json")):
@@ -709,44 +878,31 @@ def list_runs(out: Path | str = "results") -> list[dict[str, Any]]:
     return sorted(found, key=lambda e: e["started"] or "", reverse=True)
 
 
-def select(
-    entries: list[dict[str, Any]], *, study: str | None = None, status: str | None = None, where: Any = ()
-) -> list[dict[str, Any]]:
-    """The entries of list_runs of `study`, with `status` (a sweep: holding a run with it), and
-    matching every `where` filter: KEY=VALUE strings (bncli runs --where) or a mapping of key to
-    one value or a list of them; a key given twice, or a list, matches either value."""
-    if isinstance(where, dict):
-        wanted = {k: [word(x) for x in (v if isinstance(v, (list, tuple)) else [v])] for k, v in where.items()}
-    else:
-        wanted = parse_where(list(where))
+class Entry(dict):
+    """One listed run or sweep: a plain dict (what --format json prints), and for a sweep, as an
+    attribute, the base settings --where compares its keys outside the grid with."""
 
-    def keep(entry: dict[str, Any]) -> bool:
-        if study is not None and entry["study"] != study:
-            return False
-        if status is not None and status not in entry["status"].replace(",", " ").split():
-            return False
-        for key, values in wanted.items():
-            got = entry["settings"].get(key)
-            words = [word(v) for v in got] if isinstance(got, list) else [word(got)]
-            if got is None or not set(values) & set(words):
-                return False
-        return True
+    base: dict[str, Any] = {}
 
-    return [e for e in entries if keep(e)]
+
+def _entry(kind: str, study: str | None, name: str) -> Entry:
+    return Entry(
+        {
+            "kind": kind,
+            "study": study,
+            "name": name,
+            "status": "damaged",
+            "started": None,
+            "wall_seconds": None,
+            "settings": {},
+        }
+    )
 
 
 def _run_entry(path: Path, out: Path) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "kind": "run",
-        "study": path.parent.name,
-        "name": str(path.relative_to(out)),
-        "status": "unreadable",
-        "started": None,
-        "wall_seconds": None,
-        "settings": {},
-    }
+    entry = _entry("run", path.parent.name, str(path.relative_to(out)))
     try:
-        run = open_run(path)
+        run = open_run(path, table=False)
         entry.update(
             study=run.study,
             status=run.status,
@@ -754,40 +910,40 @@ def _run_entry(path: Path, out: Path) -> dict[str, Any]:
             wall_seconds=run.meta.get("wall_seconds"),
             settings=changed_settings(run),
         )
-    except (BncliError, OSError):  # damaged (BncliError) or unreadable: listed as unreadable
+    except (BncliError, OSError):  # damaged (BncliError) or unreadable: listed as damaged
         pass
     return entry
 
 
 def _sweep_entry(path: Path, out: Path) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "kind": "sweep",
-        "study": None,
-        "name": str(path.relative_to(out)),
-        "status": "unreadable",
-        "started": None,
-        "wall_seconds": None,
-        "settings": {},
-    }
+    entry = _entry("sweep", None, str(path.relative_to(out)))
     try:
-        data = read_yaml(path / "sweep.yaml")
+        data = read_yaml(path / "sweep.yaml", "sweep.yaml", saved=True)
         if not isinstance(data, dict):
             raise Damaged(path / "sweep.yaml", f"it holds a {type(data).__name__}, not a sweep's mapping")
         grid = data.get("grid") or {}
         if not isinstance(grid, dict) or not all(isinstance(vs, list) for vs in grid.values()):
             raise Damaged(path / "sweep.yaml", "its grid is not a mapping of field: [values]")
+        for name in ("summary.csv", "aggregate.csv"):  # not read here; a FIFO would hang show and plot
+            if (path / name).exists() and not (path / name).is_file():
+                raise Damaged(path, f"{name} is not a regular file")
+        base = data.get("base") or {}
+        study = _study_of(data.get("study"), path / "sweep.yaml")
         runs = [_run_entry(m.parent, path / "runs") for m in sorted((path / "runs").glob("*/meta.json"))]
         counts = {
-            s: sum(r["status"] == s for r in runs) for s in ("ok", "diverged", "failed", "interrupted", "running")
+            s: sum(r["status"] == s for r in runs)
+            for s in ("ok", "diverged", "failed", "interrupted", "running", "damaged")
         }
         starts = [r["started"] for r in runs if r["started"]]
         entry.update(
-            study=_study_of(data.get("study"), path / "sweep.yaml"),
+            study=study,
             started=min(starts, default=None),
             wall_seconds=round(sum(r["wall_seconds"] or 0 for r in runs), 6),
             status=", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no run yet",
             settings={k: [word(v) for v in vs] for k, vs in grid.items()},
         )
-    except (BncliError, OSError):  # damaged (BncliError) or unreadable: listed as unreadable
+        if isinstance(base, dict):  # what --where compares a sweep's other settings with; not listed
+            entry.base = {k: v for k, v in base.items() if k in defaults(study)}
+    except (BncliError, OSError):  # damaged (BncliError) or unreadable: listed as damaged
         pass
     return entry

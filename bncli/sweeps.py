@@ -20,6 +20,7 @@ import csv as csvmod
 import errno
 import fcntl
 import hashlib
+import io
 import itertools
 import math
 import multiprocessing as mp
@@ -316,7 +317,7 @@ def _from_file(path: Path | None, study: str | None, flag: str) -> tuple[SweepFi
             f"{flag}: {show(study)} differs from the study of {path} ({sf.study}); "
             "leave out " + flag + " or give a sweep file of that study"
         )
-    return sf, Path(path).read_text(encoding="utf-8")
+    return sf, cfgmod.read_bytes(path).decode("utf-8")  # as read_yaml read it: bounded, a regular file
 
 
 def spec(
@@ -1018,7 +1019,8 @@ def _read_run(path: Path, ids: list[str], stats: list[str]) -> tuple[pd.Index, n
     empty cell is not computed, nan and inf are computed values that overflowed."""
     exact: dict[str, Any] = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
     try:
-        table = pd.read_csv(path, keep_default_na=False, na_values=["nan"], **exact)
+        raw = results.read_file(path, results.MAX_TABLE)  # a regular file, bounded, as every result read back
+        table = pd.read_csv(io.BytesIO(raw), keep_default_na=False, na_values=["nan"], **exact)
     except (ValueError, UnicodeDecodeError) as e:
         raise Damaged(path.parent, f"{path.name} is not a CSV table: {first_line(e)}") from None
     values = np.full((len(table), len(stats)), np.nan)

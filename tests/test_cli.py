@@ -148,7 +148,7 @@ BAD = [
     (["depth-study", "--residual", "-1"], "--residual: Input should be greater than or equal to 0"),
     (["depth-study", "--negative-slope", "-0.1"], "--negative-slope: Input should be greater than or equal to 0"),
     (["depth-study", "--init-gain", "0"], "--init-gain: Input should be greater than 0"),
-    (["depth-study", "--activation", "sigmoid"], "--activation"),
+    (["depth-study", "--activation", "swish"], "--activation"),
     (["depth-study", "--dtype", "float16"], "--dtype"),
     (["depth-study", "--depth", "0"], "--depth: Input should be greater than or equal to 1"),
     (["depth-study", "--width", "0"], "--width: Input should be greater than or equal to 1"),

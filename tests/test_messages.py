@@ -131,7 +131,7 @@ def test_api_fields_and_values():
     with pytest.raises(BncliError) as e:
         bncli.run("depth-studdy")
     assert (
-        str(e.value) == "study: 'depth-studdy' is not one of depth-study, running-stats, convergence, probe "
+        str(e.value) == "study: 'depth-studdy' is not one of depth-study, running-stats, convergence, probe, train "
         "(did you mean 'depth-study'?)"
     )
 
@@ -149,7 +149,7 @@ def test_sweep_file_keys_and_grid(cli, tmp_path):
     )
     f = sweep_file(tmp_path, "c", study="depht-study")
     assert one_line(cli("sweep", f, "--out", tmp_path)) == (
-        f"Error: {f}: study: 'depht-study' is not one of depth-study, running-stats, convergence, probe "
+        f"Error: {f}: study: 'depht-study' is not one of depth-study, running-stats, convergence, probe, train "
         "(did you mean 'depth-study'?)"
     )
 
@@ -324,7 +324,7 @@ def test_the_study_key(cli, tmp_path):
     assert bncli.load("convergence", f).iterations == 3
     f.write_text("study: convergance\n")
     assert one_line(cli("convergence", "--config", f)) == (
-        f"Error: study in {f}: 'convergance' is not one of depth-study, running-stats, convergence, probe "
+        f"Error: study in {f}: 'convergance' is not one of depth-study, running-stats, convergence, probe, train "
         "(did you mean 'convergence'?)"
     )
 

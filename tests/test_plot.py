@@ -445,7 +445,8 @@ def test_svg_and_pdf_by_the_extension(cli, small_sweep, tmp_path):
     [
         (["--out", "x.jpg"], ["--out", ".png, .svg, .pdf"]),
         (["--where", "inits=kaiming"], ["--where", "'inits'", "available: depth, width", "init,"]),
-        (["--where", "init=he"], ["--where", "init is one of: kaiming, xavier"]),
+        (["--where", "init=he"], ["--where", "init: 'he' is not one of kaiming,"]),  # as bncli runs refuses it
+        (["--where", "init=normal"], ["--where", "no run has init=normal; init is one of: kaiming, xavier"]),
         (["--where", "init"], ["--where", "KEY=VALUE"]),
         (["--facet", "nrom"], ["--facet", "'nrom'", "available: none, depth", "norm"]),
         (["--title", "$x^$", "--mathtext"], ["--title: '$x^$' is not valid mathtext: end of text at character 3"]),

@@ -572,9 +572,18 @@ def test_python_tags_are_refused_and_never_run(cli, tmp_path, payload, study):
 
 def test_yaml_is_only_ever_safe_loaded():
     sources = "\n".join(p.read_text() for p in (ROOT / "bncli").rglob("*.py"))
-    for unsafe in ("yaml.load(", "unsafe_load", "full_load", "yaml.Loader", "FullLoader", "UnsafeLoader"):
+    for unsafe in (
+        "yaml.load(",
+        "unsafe_load",
+        "full_load",
+        "yaml.Loader",
+        "yaml.CLoader",
+        "FullLoader",
+        "UnsafeLoader",
+    ):
         assert unsafe not in sources, unsafe
-    assert "yaml.safe_load(" in sources or "class _Loader(yaml.SafeLoader)" in sources  # the one loader
+    # the one loader, and its libyaml twin for saved files: both safe
+    assert "class _Loader(_Keys, yaml.SafeLoader)" in sources and "class _Saved(_Keys, yaml.CSafeLoader)" in sources
 
 
 # -- hostile names ------------------------------------------------------------------------------

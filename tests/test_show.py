@@ -124,7 +124,7 @@ def test_runs_lists_filters_and_formats(cli, tmp_path):
     assert by_name["depth-study/n"]["settings"] == {"depth": 4, "width": 8, "init": "normal", "norm": "none"}
     assert by_name["sweeps/s"]["status"] == "2 ok"
     assert by_name["sweeps/s"]["settings"] == {"init": ["kaiming", "xavier"]}
-    assert by_name["depth-study/broken"]["status"] == "unreadable"
+    assert by_name["depth-study/broken"]["status"] == "damaged"
     starts = [e["started"] for e in listed if e["started"]]
     assert starts == sorted(starts, reverse=True)  # newest first
     r = cli("runs", cli.out, "--where", "init=normal", "--format", "csv")

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from bncli.runtime import torch_dtype
 from bncli.studies.depth import theory
 from bncli.studies.depth.net import Net, Step, draw, layer, plain_readout, whole
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:  # torch loads on first use: `bncli runs` resolves a config's defaults (its arch's check) without it
+    from bncli.lazy import lazy
+
+    torch, F = lazy("torch"), lazy("torch.nn.functional")
 
 IDS = ["stage"]  # 0 for every layer: the column a ResNet's rows share
 BRANCH = False

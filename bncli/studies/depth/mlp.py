@@ -6,15 +6,21 @@ bncli depth-study --arch mlp --width 256 --depth 100
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from bncli.runtime import torch_dtype
 from bncli.studies.depth import theory
 from bncli.studies.depth.net import Net, Step, draw, layer, plain_readout, whole
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:  # torch loads on first use: `bncli runs` resolves a config's defaults (its arch's check) without it
+    from bncli.lazy import lazy
+
+    torch, F = lazy("torch"), lazy("torch.nn.functional")
 
 IDS: list[str] = []
 BRANCH = False

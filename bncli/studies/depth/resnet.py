@@ -20,15 +20,21 @@ blocks of a stage (a transition's 1x1 conv on a unit-variance input restarts it 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from bncli.runtime import torch_dtype
 from bncli.studies.depth import conv, theory
 from bncli.studies.depth.net import Net, Step, draw
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:  # torch loads on first use: `bncli runs` resolves a config's defaults (its arch's check) without it
+    from bncli.lazy import lazy
+
+    torch, F = lazy("torch"), lazy("torch.nn.functional")
 
 IDS = ["stage"]
 BRANCH = True  # a step returns (output, branch output): branch_var

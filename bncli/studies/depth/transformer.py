@@ -19,15 +19,21 @@ normalise every token over its features, batchnorm every feature over the batch'
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from bncli.runtime import torch_dtype
 from bncli.studies.depth import theory
 from bncli.studies.depth.net import Net, Step, draw
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:  # torch loads on first use: `bncli runs` resolves a config's defaults (its arch's check) without it
+    from bncli.lazy import lazy
+
+    torch, F = lazy("torch"), lazy("torch.nn.functional")
 
 IDS: list[str] = []
 BRANCH = False  # a block has two branches; the rows are the residual stream
