@@ -155,3 +155,19 @@ def test_a_run_csv_that_does_not_read_is_damaged_naming_the_run(tmp_path):
         with pytest.raises(Damaged, match=f"^{csv_path.parent}: these results are damaged .*layers.csv is not a CSV"):
             sweeps.aggregate(plan)
         assert not list(plan.dir.glob(".*.tmp"))  # nothing half-written left
+
+
+def test_a_bounded_read_costs_the_file_not_the_bound(tmp_path):
+    """read_bytes' bound (1 GiB for a CSV) is a limit, not an allocation: read(n) allocates n bytes
+    at once, so a 2 kB file had cost 1 GiB per read (every run's CSV in a summary, every show)."""
+    import pytest
+
+    from bncli.config import TooLarge, read_bytes
+
+    f = tmp_path / "small.csv"
+    f.write_bytes(b"x" * 2000)
+    peak = peak_of(lambda: read_bytes(f, 2**30))
+    assert peak < 100_000, peak
+    assert read_bytes(f, 2000) == b"x" * 2000
+    with pytest.raises(TooLarge):
+        read_bytes(f, 1999)
