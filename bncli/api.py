@@ -59,8 +59,10 @@ def execute(
     out: Path | str | None = None,
     name: str | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    flags: bool = False,
 ) -> Run:
-    """Check, run and (with `out`) record one study.
+    """Check, run and (with `out`) record one study (flags=True: errors name --out and --name).
 
     Bad input raises BncliError before any directory exists. With `out`, the run is written to
     `out/<study>/<name>/` as it goes: config.yaml and meta.json (running) first, the results
@@ -71,7 +73,7 @@ def execute(
     device = mod.preflight(cfg)
     start = None
     if out is not None:
-        run_dir = results.new_run_dir(out, study, name, results.default_name(study, cfg))
+        run_dir = results.new_run_dir(out, study, name, results.default_name(study, cfg), flags)
 
         def start(r: Run) -> None:
             r.dir = run_dir
@@ -190,12 +192,14 @@ def plot_runs(
     title: str | None = None,
     facet: str | None = None,
     theory: bool = False,
+    mathtext: bool = False,
 ) -> Path:
     """Draw saved runs and sweeps into one PNG, SVG or PDF (`bncli plot`, by `out`'s extension);
     returns its path. `where`: "key=value" filters on settings (a key twice: either value);
-    `logy`: True or False forces the y scale; `title`: the figure's; `facet`: a setting with a
-    panel per value ("none": one panel; default: the study's pick); `theory`: each line's
-    theory_<metric> column dashed over it (theory_std on std plots)."""
+    `logy`: True or False forces the y scale; `title`: the figure's, plain text (read as
+    matplotlib mathtext with `mathtext`); `facet`: a setting with a panel per value ("none": one
+    panel; default: the study's pick); `theory`: each line's theory_<metric> column dashed over
+    it (theory_std on std plots)."""
     return plot.plot(
         [Path(p) for p in paths],
         Path(out) if out is not None else None,
@@ -205,6 +209,7 @@ def plot_runs(
         title=title,
         facet=facet,
         theory=theory,
+        mathtext=mathtext,
     )
 
 

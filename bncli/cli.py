@@ -63,6 +63,7 @@ class _Group(TyperGroup):
     ) -> Any:
         args = sys.argv[1:] if args is None else list(args)
         _refuse_nul(args)
+        completing = _check_completion(complete_var or COMPLETE_VAR)
         try:
             rv = super().main(
                 args=args,
@@ -79,6 +80,8 @@ class _Group(TyperGroup):
         except Exception as e:
             # click's usage errors (typer vendors click in recent releases, so match by shape)
             exit_code = getattr(e, "exit_code", None)
+            if completing and not hasattr(e, "format_message"):  # what the shell asked could not be answered
+                _fail(f"{completing}: shell completion failed: {first_line(e)}", 1)
             if not (hasattr(e, "format_message") and isinstance(exit_code, int)):
                 raise
             ctx = getattr(e, "ctx", None)
@@ -87,6 +90,32 @@ class _Group(TyperGroup):
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+COMPLETE_VAR = "_BNCLI_COMPLETE"  # what the completion script bncli --install-completion writes sets
+
+
+def _check_completion(var: str) -> str | None:
+    """`VAR=INSTRUCTION` when the shell asks for completions (None otherwise). Bash passes the
+    words in COMP_WORDS and the index of the one being completed in COMP_CWORD; a request without
+    them, or with an index that is not a whole number, is one line, not Typer's traceback."""
+    import os
+
+    instruction = os.environ.get(var)
+    if instruction is None:
+        return None
+    if instruction == "complete_bash":
+        missing = [v for v in ("COMP_WORDS", "COMP_CWORD") if v not in os.environ]
+        if missing:
+            _fail(
+                f"{var}={instruction}: bash completion needs {' and '.join(missing)}, which bash sets "
+                "(install it with bncli --install-completion)",
+                2,
+            )
+        cword = os.environ["COMP_CWORD"]
+        if not cword.strip().isdigit():
+            _fail(f"COMP_CWORD: expected the index of the word to complete (a whole number >= 0), got {cword!r}", 2)
+    return f"{var}={instruction}"
 
 
 def _choices(param) -> list[str] | None:
@@ -181,9 +210,19 @@ def _root(
     pass
 
 
+class OutputError(Exception):
+    """stdout refused the printout (closed, full, an I/O error): not an OSError, so that no reader
+    of saved results (`_reading`) mistakes it for a file it could not read; main reports it."""
+
+    def __init__(self, e: OSError) -> None:
+        super().__init__(e.strerror or str(e))
+        self.errno = e.errno
+
+
 class _Out:
     """stdout as rich writes to it: a reader that went away (`| head -1`) ends the printout,
-    not the command, which has saved its results and exits 0."""
+    not the command, which has saved its results and exits 0; any other failure to write is an
+    OutputError."""
 
     def __init__(self, stream):
         self.stream, self.gone = stream, False
@@ -194,6 +233,8 @@ class _Out:
                 return self.stream.write(text)
             except BrokenPipeError:
                 self.gone = True
+            except OSError as e:
+                raise OutputError(e) from None
         return len(text)
 
     def flush(self) -> None:
@@ -202,6 +243,8 @@ class _Out:
                 self.stream.flush()
             except BrokenPipeError:
                 self.gone = True
+            except OSError as e:
+                raise OutputError(e) from None
 
     def __getattr__(self, name):  # isatty, encoding, fileno: the stream's own
         return getattr(self.stream, name)
@@ -417,7 +460,7 @@ def _run(
     total = mod.progress_total(cfg)
     try:
         with _sigterm_as_interrupt(), _progress(total or 0, study, total is not None) as cb:
-            run = api.execute(study, cfg, out, name, progress=cb)
+            run = api.execute(study, cfg, out, name, progress=cb, flags=True)
     except KeyboardInterrupt:  # before the study's first step: there was nothing to keep
         _console().print("interrupted before the run started: nothing was saved")
         raise typer.Exit(130) from None
@@ -759,7 +802,12 @@ def plot_cmd(
             show_default=False,
         ),
     ] = None,
-    title: Annotated[Optional[str], typer.Option(help="The figure's title.", show_default=False)] = None,
+    title: Annotated[
+        Optional[str], typer.Option(help="The figure's title, plain text ($ signs stay).", show_default=False)
+    ] = None,
+    mathtext: Annotated[
+        bool, typer.Option("--mathtext", help="Read --title as matplotlib mathtext: $x^2$ is x squared.")
+    ] = False,
     facet: Annotated[
         Optional[str],
         typer.Option(
@@ -791,7 +839,9 @@ def plot_cmd(
     from bncli import api
 
     with _reading(paths[0] if len(paths) == 1 else "PATH"):
-        path = api.plot_runs(paths, out, metric, where=where or [], logy=logy, title=title, facet=facet, theory=theory)
+        path = api.plot_runs(
+            paths, out, metric, where=where or [], logy=logy, title=title, facet=facet, theory=theory, mathtext=mathtext
+        )
     _console().print(f"plot: {_plain(str(path))}", markup=False)
 
 
@@ -986,6 +1036,7 @@ def main():
     import errno
     import os
 
+    _closed_streams()
     for stream in (sys.stdout, sys.stderr):  # `±`, `…` and box lines on an ASCII stream: replaced
         reconfigure = getattr(stream, "reconfigure", None)  # io.TextIOWrapper's; a stream put in its place may lack it
         try:
@@ -1003,8 +1054,50 @@ def main():
     except BrokenPipeError:  # `bncli ... | head -1`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         sys.exit(0)
-    except OSError as e:
+    except (OSError, OutputError) as e:
         if e.errno not in (errno.ENOSPC, errno.EIO, errno.EBADF):
             raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        _fail(f"cannot write the output: {e.strerror} (what the command saved is on disk)", 1)
+        text = e.strerror if isinstance(e, OSError) else str(e)
+        _fail(f"cannot write the output: {text} (what the command saved is on disk)", 1)
+
+
+class _Closed:
+    """A standard stream the shell closed (`bncli ... >&-`), where Python leaves None: the command
+    runs and saves as ever, and its first write fails as a write to a closed descriptor does
+    (EBADF), which main reports in one line."""
+
+    encoding, errors = "utf-8", "replace"
+
+    def __init__(self, name: str, fd: int) -> None:
+        self.name, self.fd = name, fd
+
+    def write(self, text: str) -> int:
+        import errno
+
+        raise OSError(errno.EBADF, f"{self.name} is closed")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+def _closed_streams() -> None:
+    """Stand-ins for a closed stdout or stderr, and /dev/null on their descriptors: else the next
+    file opened (a result being written) would take descriptor 1 or 2, and whatever writes there
+    (a library's C code, a subprocess) would write into it."""
+    import os
+
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        if getattr(sys, name) is not None:
+            continue
+        null = os.open(os.devnull, os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, _Closed(name, fd) if name == "stdout" else open(fd, "w", closefd=False))

@@ -58,6 +58,7 @@ class Comparison:
     atol: float
     table: pd.DataFrame
     present: pd.DataFrame  # one bool column per run name, on table's index
+    computed: pd.DataFrame | None = None  # per run name: False where its metric was not computed (off)
 
     @cached_property
     def differs(self) -> pd.Series:
@@ -125,11 +126,12 @@ class Comparison:
         """The side-by-side rows for --format csv: a missing cell is empty, a non-finite one
         nan (as in the runs' own CSVs), `differs` true/false (empty where a run lacks the row)."""
         out = self.table.astype({c: object for c in [*self.names, *self.change_columns]})
+        on = self.present if self.computed is None else self.present & self.computed  # a value to show
         whole = self.present.all(axis=1)
         for n, c in zip(self.names, [None, *self.change_columns], strict=True):
-            out.loc[~self.present[n], n] = ""
+            out.loc[~on[n], n] = ""  # missing or not computed: empty, as in the runs' CSVs (nan: overflow)
             if c is not None:
-                out.loc[~whole, c] = ""
+                out.loc[~whole | ~on[n] | ~on[self.names[0]], c] = ""
         out["differs"] = ["" if d is None else str(d).lower() for d in self.differs]
         return out.iloc[self.rows(every)]
 
@@ -264,6 +266,7 @@ def compare(*runs: Path | str | Run, metric: str | None = None, rtol: float = RT
         )
     names = _names(loaded, [*ids, "differs", "missing"])
     table, present = _side_by_side(loaded, names, ids, metric)
+    computed = _side_by_side(loaded, names, ids, metric, _computed)[0][names].astype("boolean").fillna(False)
     mode = _mode(table[names].to_numpy(float))
     changes = _changes(table, names, mode)
     return Comparison(
@@ -279,23 +282,41 @@ def compare(*runs: Path | str | Run, metric: str | None = None, rtol: float = RT
         float(atol),
         pd.concat([table, changes], axis=1),
         present,
+        computed.astype(bool),
     )
+
+
+def _computed(run: Run, metric: str) -> np.ndarray:
+    """Per row of the run's table: whether `metric` was computed (the run's CSV holds a value,
+    nan and inf included, not an empty cell; a run in memory: the metric is not among its off)."""
+    assert run.table is not None
+    if run.result is not None and metric in run.result.off:
+        return np.zeros(len(run.table), bool)
+    csv = None if run.dir is None else run.dir / studies.get(run.study).CSV
+    if csv is None or not csv.is_file():
+        return np.ones(len(run.table), bool)
+    try:  # only the one column, as text: what read_table reads as NaN for both
+        cells = pd.read_csv(csv, usecols=[metric], dtype=str, keep_default_na=False)[metric]
+    except (ValueError, OSError):
+        return np.ones(len(run.table), bool)
+    return (cells != "").to_numpy() if len(cells) == len(run.table) else np.ones(len(run.table), bool)
 
 
 def _where(run: Run) -> str:
     return str(run.dir) if run.dir is not None else "an in-memory run"
 
 
-def _side_by_side(runs: list[Run], names: list[str], ids: list[str], metric: str):
+def _side_by_side(runs: list[Run], names: list[str], ids: list[str], metric: str, value=None):
     """Every row id any run holds, in the order the runs hold them (run 1's first), with
-    each run's value and whether it holds the row."""
+    each run's value (or value(run, metric) per row) and whether it holds the row."""
     parts: list[pd.DataFrame] = []
     for run, name in zip(runs, names, strict=True):
         table = _table(run)
         part = table[ids].copy()
         if parts and not len(part):  # an empty CSV reads its id columns as text
             part = part.astype(parts[0][ids].dtypes.to_dict())
-        columns: dict[str, Any] = {name: table[metric].to_numpy(float), f"\0{name}": True}
+        cells = table[metric].to_numpy(float) if value is None else value(run, metric)
+        columns: dict[str, Any] = {name: cells, f"\0{name}": True}
         parts.append(part.assign(**columns))
     # a left merge keeps the keys' order; an outer one would sort them (estimator names, alphabetically)
     merged = pd.concat([p[ids] for p in parts], ignore_index=True).drop_duplicates(ignore_index=True)

@@ -187,7 +187,17 @@ def read_bytes(path: Path | str, limit: int = MAX_FILE) -> bytes:
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise NotRegular(None, "is not a regular file", str(path))
-        raw = f.read(limit + 1)  # bounded, whatever the file's size says
+        # bounded, whatever the file's size says; asked for its size (not the bound) first, since
+        # read(n) allocates n bytes up front: a 1 GiB bound would cost 1 GiB for a 2 kB file
+        chunks, total, want = [], 0, min(os.fstat(fd).st_size, limit) + 1
+        while total <= limit:
+            ask = min(want, limit + 1 - total)
+            chunk = f.read(ask)
+            chunks.append(chunk)
+            total, want = total + len(chunk), 1 << 20  # a file that grew meanwhile: the rest in steps
+            if len(chunk) < ask:  # the end of a regular file
+                break
+        raw = b"".join(chunks)
     if len(raw) > limit:
         raise TooLarge(None, f"is over {_size(limit)}", str(path))
     return raw

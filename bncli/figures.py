@@ -34,6 +34,7 @@ class Options:
     facet: str | None = None  # a column of the table: one panel per value (None: one panel)
     note: str = ""  # what the rows were picked by (--where), for the title
     theory: bool = False  # each line's theory_<metric> dashed over it, where the results have one
+    mathtext: bool = False  # the title read as matplotlib mathtext ($x^2$); else plain text, $ signs kept
 
 
 THEORY = "theory_"  # a statistic's prediction is the column theory_<statistic> (theory_std)
@@ -150,15 +151,16 @@ def subplots(plt, rows: int, cols: int, width: float, height: float, n: int | No
 
 def title(fig, axes: list, text: str, opts: Options | None) -> None:
     """The figure's title (opts.title, else `text` with the --where note): above the only
-    panel, else above them all."""
+    panel, else above them all. Plain text (a `$` is a dollar sign), unless opts.mathtext."""
     if opts is not None and opts.title is not None:
         text = opts.title
     elif opts is not None and opts.note:
         text = f"{text}; {opts.note}"
+    math = opts is not None and opts.mathtext
     if len(axes) == 1 and not axes[0].get_title():
-        axes[0].set_title(text)
+        axes[0].set_title(text, parse_math=math)
     else:
-        fig.suptitle(text)
+        fig.suptitle(text, parse_math=math)
 
 
 def _same(x, y, bx, by) -> bool:

@@ -15,6 +15,7 @@ seed (a re-run in another directory) stay separate lines.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from bncli import results, studies
-from bncli.errors import BncliError, word
+from bncli.errors import BncliError, show, word
 from bncli.figures import SETTING, THEORY, Options
 
 FORMATS = (".png", ".svg", ".pdf")  # what --out's extension picks
@@ -246,8 +247,10 @@ def prepare(
     title: str | None = None,
     facet: str | None = None,
     theory: bool = False,
+    mathtext: bool = False,
 ) -> tuple[str, pd.DataFrame, Options]:
     """(study, the labelled rows to draw, the figure's Options) of `plot`'s arguments, all checked."""
+    check_title(title, mathtext)
     if not paths:
         raise BncliError("PATH: give at least one run or sweep directory")
     study, table, stats = load(paths)
@@ -265,7 +268,33 @@ def prepare(
         table, note = select(table, list(where), study)
     grid = [k for k in dict.fromkeys(k for p in table["parts"] for k, _ in p) if k and k != "run"]  # load's order
     column = _facet(table, study, metric, facet, grid)
-    return study, label(table, study, grid, column), Options(logy, title, column, note, theory)
+    return study, label(table, study, grid, column), Options(logy, title, column, note, theory, mathtext=mathtext)
+
+
+def check_title(title: str | None, mathtext: bool = False) -> None:
+    """A title is text matplotlib can draw: printable characters and new lines; with `mathtext`,
+    each line's $...$ parts as matplotlib's mathtext parses them. Else one line naming --title."""
+    if title is None:
+        return
+    bad = next((c for c in title if not c.isprintable() and c != "\n"), None)
+    if bad is not None:
+        raise BncliError(f"--title: {show(title)} holds {ascii(bad)}, which cannot be drawn; give printable text")
+    if not mathtext:
+        return
+    from matplotlib import cbook
+    from matplotlib.mathtext import MathTextParser
+
+    parser = MathTextParser("path")
+    for line in title.split("\n"):
+        if cbook.is_math_text(line):
+            try:
+                parser.parse(line)
+            except ValueError as e:  # pyparsing's message: the expression, a caret, then the grammar expected
+                found = re.search(r"found (.*?)\s*\(at char (\d+)\)", " ".join(str(e).split()))
+                where = f": {found[1]} at character {int(found[2]) + 1} of its math" if found else ""
+                raise BncliError(
+                    f"--title: {show(title)} is not valid mathtext{where}; leave out --mathtext for plain text"
+                ) from None
 
 
 def plot(
@@ -278,14 +307,18 @@ def plot(
     title: str | None = None,
     facet: str | None = None,
     theory: bool = False,
+    mathtext: bool = False,
 ) -> Path:
     """Draw the runs and sweeps at `paths` into one figure (PNG, SVG or PDF by `out`'s
     extension); returns its path. `where`: KEY=VALUE filters; `logy`: force the y scale;
     `facet`: a setting with one panel per value ("none": one panel; default: the study's pick);
-    `theory`: each line's theory_<metric> column dashed over it (theory_std on std plots)."""
+    `theory`: each line's theory_<metric> column dashed over it (theory_std on std plots);
+    `title`: plain text, or matplotlib mathtext with `mathtext`."""
     if out is not None and Path(out).suffix.lower() not in FORMATS:
         raise BncliError(f"--out: {out}: the extension picks the format; use one of {', '.join(FORMATS)}")
-    study, table, opts = prepare(paths, metric, where=where, logy=logy, title=title, facet=facet, theory=theory)
+    study, table, opts = prepare(
+        paths, metric, where=where, logy=logy, title=title, facet=facet, theory=theory, mathtext=mathtext
+    )
     out = Path(out) if out is not None else _free(default_out(paths, study, metric))
     if not out.parent.is_dir():
         raise BncliError(f"--out: directory {out.parent} does not exist")

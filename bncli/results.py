@@ -38,7 +38,7 @@ import pandas as pd
 from bncli import __version__, studies
 from bncli.config import MAX_FILE, NotRegular, TooLarge, read_bytes, read_yaml
 from bncli.errors import BncliError, Damaged, RunError, first_line, not_a_field, not_one_of, show, word
-from bncli.fields import Config
+from bncli.fields import Config, validate
 from bncli.studies.base import Result, Summary
 
 if TYPE_CHECKING:
@@ -257,8 +257,9 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def make_dir(path: Path) -> Path:
-    """Create a new directory; an existing one is never reused."""
+def make_dir(path: Path, flag: str = "name") -> Path:
+    """Create a new directory; an existing one is never reused. `flag` is how an error names the
+    name that chose it: `name` (the API's argument) or `--name` (the command line's flag)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (OSError, ValueError) as e:  # a file in the way, no permission, a NUL in the path
@@ -267,18 +268,20 @@ def make_dir(path: Path) -> Path:
         path.mkdir()
     except FileExistsError:
         raise BncliError(
-            f"--name: {path} already exists; bncli never overwrites a run, choose another --name"
+            f"{flag}: {path} already exists; bncli never overwrites a run, choose another {flag}"
         ) from None
     except (OSError, ValueError) as e:
         raise RunError(f"cannot create {path}: {getattr(e, 'strerror', None) or e}") from None
     return path
 
 
-def new_run_dir(out: Path | str, study: str, name: str | None, default: str) -> Path:
-    """<out>/<study>/<name>. Explicit names must be new; default names get a -2, -3... suffix."""
-    parent = check_out(out) / study
+def new_run_dir(out: Path | str, study: str, name: str | None, default: str, flags: bool = False) -> Path:
+    """<out>/<study>/<name>. Explicit names must be new; default names get a -2, -3... suffix.
+    Errors name `out` and `name` as the API's arguments, or with flags=True as --out and --name."""
+    parent = check_out(out, "--out" if flags else "out") / study
     if name is not None:
-        return make_dir(parent / check_name(name))
+        flag = "--name" if flags else "name"
+        return make_dir(parent / check_name(name, flag), flag)
     for k in range(1, 1000):
         candidate = parent / (default if k == 1 else f"{default}-{k}")
         if not candidate.exists():
@@ -638,6 +641,7 @@ def open_sweep(path: Path) -> SavedSweep:
     keys = list(data.get("grid") or {}) if isinstance(data.get("grid"), dict) else []
     csv = path / "summary.csv"
     mod = studies.get(study)
+    _check_readable(csv)
     table = read_table(csv)
     grid = [setting_column(k, mod.COLUMNS) for k in keys]
     return SavedSweep(
@@ -647,6 +651,26 @@ def open_sweep(path: Path) -> SavedSweep:
         check_table(
             table, csv, ["run", "status", *grid, *mod.ID_COLUMNS], [], ["run", "status", *grid, *mod.TEXT_COLUMNS]
         ),
+    )
+
+
+SUMMARY_BYTES = 4  # bytes in memory per byte of summary.csv, read as a table (measured: 2.2 to 3.2)
+
+
+def _check_readable(csv: Path) -> None:
+    """A summary.csv is read whole (show groups it by config): one that would not fit in this
+    process's memory is refused up front, not a MemoryError (the sweep wrote it run by run)."""
+    from bncli.runtime import check_fits
+
+    try:
+        size = csv.stat().st_size
+    except OSError:
+        return  # read_table names what is wrong
+    check_fits(
+        torch.device("cpu"),
+        SUMMARY_BYTES * size,
+        f"reading {csv} ({size / 2**30:.1f} GiB) as a table",
+        f"its aggregate.csv (per config per layer) or the runs under {csv.parent / 'runs'}",
     )
 
 
@@ -665,8 +689,25 @@ def changed_settings(run: Run) -> dict[str, Any]:
     """The run's settings that differ from its study's defaults, in config.yaml's order: what
     `bncli runs`, `bncli show` and `bncli compare` say about a run. Keys the study no longer
     has (a file from an older bncli) are left out: they have no default to differ from."""
+    cls = studies.get(run.study).CONFIG
     known = defaults(run.study)
-    return {k: v for k, v in run.settings.items() if k in known and known[k] != v}
+    changed = {k: v for k, v in run.settings.items() if k in known and not _unchanged(known[k], v)}
+    follows = [k for k in changed if cls.FIELDS[k].default is None]  # residual: 1 for a resnet, 0 for an mlp
+    if follows:  # at the default its other settings give it (given explicitly or not): not a change
+        try:
+            own = validate(cls, {k: v for k, v in run.settings.items() if k in known and k not in follows})
+        except BncliError:  # settings an older bncli wrote: compare them as they are
+            return changed
+        resolved = own.settings()
+        changed = {k: v for k, v in changed.items() if k not in follows or not _unchanged(resolved[k], v)}
+    return changed
+
+
+def _unchanged(a: Any, b: Any) -> bool:
+    """Equal as settings: a tuple default and the list config.yaml reads back, 1 and 1.0."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_unchanged(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def settings_line(run: Run) -> str:

@@ -121,10 +121,30 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def capacity(device: torch.device) -> int:
-    """Bytes of memory of `device`: the GPU's, or this machine's RAM."""
+    """Bytes of memory of `device`: the GPU's, or what this process may use of the machine's
+    RAM (a container's cgroup limit or an address-space rlimit, where lower: `ulimit -v 8000000`
+    caps at 8 GB a machine of 128)."""
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory)
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return min([os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), *_limits()])
+
+
+def _limits() -> list[int]:
+    import resource
+
+    out = []
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY:
+        out.append(soft)
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read(64).strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            out.append(int(text))
+    return out
 
 
 def check_fits(device: torch.device, need: int, sizes: str, smaller: str) -> None:

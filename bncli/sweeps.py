@@ -16,7 +16,11 @@ pool worker or a Ray task) and results.write_run (always here, in the parent).
 
 from __future__ import annotations
 
+import csv as csvmod
+import errno
+import fcntl
 import hashlib
+import io
 import itertools
 import math
 import multiprocessing as mp
@@ -25,13 +29,16 @@ import re
 import shutil
 import signal
 import socket
+import stat
+import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional, cast
+from typing import Annotated, Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -40,14 +47,17 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from bncli import config as cfgmod
 from bncli import fields, ray_backend, results, studies
-from bncli.errors import BncliError, RunError, describe, not_a_field, not_one_of, show, word
+from bncli.errors import BncliError, Damaged, RunError, describe, first_line, not_a_field, not_one_of, show, word
 from bncli.results import FINISHED, Run
 from bncli.runtime import check_fits
 
 SWEEPS = "sweeps"
 PARENT_CHECK_SECONDS = 1.0  # how soon a pool worker notices its parent is gone
-LOCK = ".lock"  # a sweep directory's: the pid and host of the process working in it
+LOCK = ".lock"  # a sweep directory's: flocked by the process working in it, and naming it (pid host)
+_HELD: dict[Path, int] = {}  # sweep directory -> the descriptor holding its lock
 MAX_RUNS = 100_000  # grid points x seeds: checked from the lists' sizes before any is built
+MAX_NAMED = 3  # fields an error names; the rest are counted
+MAX_HEADER = 1 << 20  # characters of a run CSV's header line read: a line longer is no header bncli wrote
 
 
 def _none_is_empty(v: Any) -> Any:
@@ -124,6 +134,7 @@ class Plan:
     keys: list[str]  # the grid's fields, in file order
     points: list[Point]
     data: dict[str, Any] = field(default_factory=dict)  # the resolved sweep: study, name, base, grid, seeds
+    flags: bool = False  # errors name the command line's flags (--resume, --name), else the API's arguments
 
 
 @dataclass
@@ -335,13 +346,14 @@ def spec(
     new_seeds = parse_seeds(seeds, "--seeds" if flags else "seeds") if seeds is not None else None
     data: dict[str, Any] = {
         "study": sf.study,
-        "name": name or sf.name,
+        "name": name if name is not None else sf.name,  # '' is refused as a name, as for a single run
         "base": {k: v for k, v in sf.base.items() if k not in axes} | sets,
         "grid": {k: axes.get(k, v) for k, v in sf.grid.items() if k not in sets} | axes,
         "seeds": sf.seeds if new_seeds is None else new_seeds,
     }
     what = "base" if not flags else "--set"  # how an unwritable value is named
-    data["name"] = data["name"] or (path.stem if path else _default_name(data, what))
+    if data["name"] is None:
+        data["name"] = path.stem if path else _default_name(data, what)
     given = {f"base.{k}" for k in sets} | {f"grid.{k}" for k in axes} | ({"seeds"} if new_seeds is not None else set())
     return Spec(
         data,
@@ -438,8 +450,10 @@ def plan(path: Path | str | None, out: Path, name: str | None = None, **given: A
     cls = studies.get(study).CONFIG
     _check_keys(sp, cls)
     _check_sizes(sp)
-    sweep_name = results.check_name(sp.data["name"], "--name" if name else "name")
-    out = results.check_out(out)
+    flags = bool(given.get("flags"))
+    label = ("--name" if flags else "name") if name is not None else (f"{path}: name" if path is not None else "name")
+    sweep_name = results.check_name(sp.data["name"], label)
+    out = results.check_out(out, "--out" if flags else "out")
     points = []
     for values in expand(sp.data["grid"], sp.data["seeds"]):
         rname = results.check_name(run_name(values), "grid")
@@ -448,7 +462,7 @@ def plan(path: Path | str | None, out: Path, name: str | None = None, **given: A
         except BncliError as e:
             raise BncliError(f"{sp.source}: run {rname}: {e}") from None
         points.append(Point(rname, values, cfg))
-    return Plan(study, sweep_name, out / SWEEPS / sweep_name, sp.text, list(sp.data["grid"]), points, sp.data)
+    return Plan(study, sweep_name, out / SWEEPS / sweep_name, sp.text, list(sp.data["grid"]), points, sp.data, flags)
 
 
 def _canonical(data: dict[str, Any], what: str = "config") -> dict[str, str]:
@@ -579,7 +593,8 @@ def _prepare(plan: Plan, resume: bool) -> tuple[list[Point], Outcome]:
     given = plan.dir / "sweep.yaml"
     if plan.dir.exists():
         if not resume:
-            raise BncliError(f"{plan.dir} already exists; add --resume to finish that sweep, or give another --name")
+            resume_, name = ("--resume", "--name") if plan.flags else ("resume=True", "name")
+            raise BncliError(f"{plan.dir} already exists; add {resume_} to finish that sweep, or give another {name}")
         differs = _differs(given, plan) if given.exists() and plan.data else None
         if differs:
             raise BncliError(
@@ -593,81 +608,164 @@ def _prepare(plan: Plan, resume: bool) -> tuple[list[Point], Outcome]:
         raise RunError(f"cannot create {runs}: {e.strerror or e}") from None
     lock(plan.dir)
     try:
+        todo = _todo(plan, resume)  # a refusal first: it leaves the directory as it was
         if not given.exists():
             results.atomic_write(given, plan.text)
-        return _todo(plan, resume)
+        return todo
     except BaseException:
         unlock(plan.dir)
         raise
 
 
 def _todo(plan: Plan, resume: bool) -> tuple[list[Point], Outcome]:
-    """The points to run; on --resume, the finished ones (meta.json done and the CSV there) are kept."""
+    """The points to run; on --resume, the finished ones (meta.json done, the CSV and config.yaml
+    there, and config.yaml the point's config) are kept."""
     runs = plan.dir / "runs"
     csv = studies.get(plan.study).CSV
     outcome = Outcome(plan.dir, len(plan.points), {})
+    done = {}
+    for p in plan.points if resume else []:  # every kept run checked before anything is removed
+        d = runs / p.name
+        status = _status(d / "meta.json")
+        kept = d.is_dir() and not d.is_symlink() and (d / csv).is_file() and (d / "config.yaml").is_file()
+        if status in results.DONE and kept:
+            _same_run(plan, p, d / "config.yaml")
+            done[p.name] = status
     todo = []
     for p in plan.points:
         d = runs / p.name
-        status = _status(d / "meta.json")
-        if resume and status in results.DONE and d.is_dir() and not d.is_symlink() and (d / csv).is_file():
-            outcome.status[p.name] = status
+        if p.name in done:
+            outcome.status[p.name] = done[p.name]
             for tmp in d.glob(".*.tmp"):  # left by a write that a crash cut short
-                tmp.unlink()
+                tmp.unlink(missing_ok=True)
             continue
-        if d.is_symlink() or d.is_file():  # something else in the run's place
-            d.unlink()
-        elif d.exists():  # unfinished (running, interrupted, failed), or its CSV lost: redo it
-            shutil.rmtree(d)
+        try:
+            if d.is_symlink() or d.is_file():  # something else in the run's place
+                d.unlink()
+            elif d.exists():  # unfinished (running, interrupted, failed), or its CSV lost: redo it
+                shutil.rmtree(d)
+        except OSError as e:  # a read-only sweep directory
+            raise RunError(f"cannot remove {d} to redo it: {e.strerror or e}") from None
         todo.append(p)
     outcome.skipped = len(plan.points) - len(todo)
     return todo, outcome
 
 
+def _same_run(plan: Plan, p: Point, path: Path) -> None:
+    """Refuse (naming each field that differs) to keep a finished run whose config.yaml is not
+    the config the sweep gives that point now: a saved sweep.yaml edited by hand, or a sweep
+    deleted and resumed with other values, would otherwise label old runs with new settings."""
+    resume = "--resume" if plan.flags else "resume"
+    try:
+        saved = cfgmod.load(type(p.cfg), path, flags=False, whose=studies.whose(plan.study))
+    except BncliError as e:
+        raise BncliError(
+            f"{resume}: run {p.name}'s config.yaml cannot be read as a config of {plan.study} ({e}); "
+            "remove the run to redo it"
+        ) from None
+    old, new = saved.settings(), p.cfg.settings()
+    changed = [k for k in new if old.get(k) != new[k]]
+    if changed:
+        what = ", ".join(f"{k}: {show(old.get(k))} there, {show(new[k])} now" for k in changed[:MAX_NAMED])
+        more = f" and {len(changed) - MAX_NAMED} more" if len(changed) > MAX_NAMED else ""
+        raise BncliError(
+            f"{resume}: run {p.name} in {plan.dir} was made with other settings than the sweep gives it "
+            f"({what}{more}); resume with the sweep that made it, or start a new sweep with another name"
+        )
+
+
 def lock(directory: Path) -> None:
-    """Take `directory/.lock` for this process, or refuse in one line naming its holder. A lock
-    whose holder has died (SIGKILL, a power cut) on this machine is taken over."""
+    """Take `directory/.lock` for this process, or refuse in one line naming its holder.
+
+    The lock is an flock on the file, held by an open descriptor for as long as the sweep
+    runs: the kernel gives it to one process at a time, and drops it when its holder dies
+    (SIGKILL, a crash), so a dead holder's lock is free again with no guessing from pids. The
+    file's content (pid and host, written once the lock is held) only names the holder. A file
+    we lock that is no longer the one at the path (its holder unlinked it as it finished) is let
+    go and the path tried again, so two processes never hold two files. A holder on another
+    host (a shared disk whose flocks do not reach here) is refused by its content, as before.
+    """
     path = directory / LOCK
-    for _ in range(3):
+    for _ in range(10):
+        fd = _open_lock(path)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            pid, host = _holder(path)
-            if pid is not None and (host != socket.gethostname() or _alive(pid)):
-                where = "" if host == socket.gethostname() else f" on {host}"
-                raise BncliError(
-                    f"{directory} is in use by process {pid}{where}; wait for it to finish or stop it, then --resume"
-                ) from None
-            path.unlink(missing_ok=True)  # its holder is gone
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, host = _holder(fd)
+            os.close(fd)
+            where = "" if host in (None, socket.gethostname()) else f" on {host}"
+            who = f"process {pid}{where}" if pid is not None else "another process"
+            raise BncliError(
+                f"{directory} is in use by {who}; wait for it to finish or stop it, then --resume"
+            ) from None
+        except OSError as e:
+            os.close(fd)
+            raise RunError(f"cannot lock {path}: {e.strerror or e}") from None
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # unlinked by the holder we waited on: lock the file now at the path
+            os.close(fd)
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        pid, host = _holder(fd)
+        if pid is not None and host is not None and host != socket.gethostname():
+            os.close(fd)
+            raise BncliError(
+                f"{directory} is in use by process {pid} on {host}; wait for it to finish or stop it "
+                f"(or remove {path} if it is gone), then --resume"
+            )
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        except OSError as e:
+            os.close(fd)
+            raise RunError(f"cannot write {path}: {e.strerror or e}") from None
+        _HELD[directory] = fd
         return
-    raise BncliError(f"{directory}: cannot take its lock {path}")
+    raise RunError(f"{directory}: cannot take its lock {path} (other processes keep replacing it)")
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file's descriptor, created if need be; refused if anything but a regular file is there."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise RunError(f"{path}: a symlink where bncli keeps the sweep's lock; remove it, then --resume") from None
+        if e.errno == errno.EISDIR:
+            raise RunError(
+                f"{path}: a directory where bncli keeps the sweep's lock; remove it, then --resume"
+            ) from None
+        raise RunError(f"cannot take the lock {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device: never read or locked
+        os.close(fd)
+        raise RunError(f"{path}: not a regular file where bncli keeps the sweep's lock; remove it, then --resume")
+    return fd
 
 
 def unlock(directory: Path) -> None:
-    path = directory / LOCK
-    if _holder(path)[0] == os.getpid():
-        path.unlink(missing_ok=True)
-
-
-def _holder(path: Path) -> tuple[int | None, str | None]:
+    """Remove the lock file and let the lock go (closing its descriptor releases the flock). A
+    lock file that cannot be removed (the directory made read-only meanwhile) is left: it is
+    free once closed."""
+    fd = _HELD.pop(directory, None)
+    if fd is None:
+        return
     try:
-        pid, host = path.read_text().split()
+        (directory / LOCK).unlink(missing_ok=True)  # while still held: no one has locked it since
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _holder(fd: int) -> tuple[int | None, str | None]:
+    """The pid and host a lock file names (at most 256 bytes read), or None, None."""
+    try:
+        pid, host = os.pread(fd, 256, 0).decode().split()
         return int(pid), host
     except (OSError, ValueError):
         return None, None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _status(meta_path: Path) -> str | None:
@@ -744,62 +842,244 @@ def _config_columns(p: Point) -> dict[str, Any]:
     return {k: word(v) if isinstance(v, (list, tuple)) or v is None else v for k, v in p.cfg.settings().items()}
 
 
-def summary(plan: Plan) -> pd.DataFrame:
-    """summary.csv's table, read back from the runs' own files: one row per run per layer."""
+def _cell(v: Any) -> str:
+    """A setting as summary.csv writes it (what pandas' to_csv wrote: 1e-05, True, 10000000000.0)."""
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+@dataclass
+class _Finished:
+    """A run that goes into summary.csv: its point, status, CSV (None: a failed run without one)
+    and that CSV's header."""
+
+    point: Point
+    status: str
+    csv: Path | None
+    header: list[str]
+
+
+def _finished(plan: Plan) -> list[_Finished]:
+    """The sweep's finished runs in its order, each CSV's header read (one line, bounded)."""
     mod = studies.get(plan.study)
-    frames = []
+    out = []
     for p in plan.points:
         run_dir = plan.dir / "runs" / p.name
         status = _status(run_dir / "meta.json")
         if status not in FINISHED:
             continue
-        table = results.read_table(run_dir / mod.CSV) if (run_dir / mod.CSV).exists() else None
-        if table is None or table.empty:  # a failed run: one row, so its status is on record
-            table = pd.DataFrame({c: [pd.NA] for c in mod.ID_COLUMNS})
-        config = {results.setting_column(k, table.columns): v for k, v in _config_columns(p).items()}
-        cols = {"run": p.name, **config, "status": status}
-        head = pd.DataFrame({k: [v] * len(table) for k, v in cols.items()})
-        frames.append(pd.concat([head, table.reset_index(drop=True)], axis=1))
-    if not frames:
-        return pd.DataFrame()
-    out = pd.concat(frames, ignore_index=True)
-    for c in mod.ID_COLUMNS:
-        if out[c].dropna().map(lambda v: isinstance(v, (int, np.integer))).all():  # not the estimator names
-            out[c] = out[c].astype("Int64")
+        csv_path = run_dir / mod.CSV
+        header = _header(csv_path) if csv_path.is_file() else []
+        out.append(_Finished(p, status, csv_path if header else None, header))
     return out
 
 
-def aggregate_table(table: pd.DataFrame, study: str) -> pd.DataFrame:
-    """Mean and sd (ddof 1) across seeds, per config per layer, over ok and diverged runs, of
-    every statistic (the study's text columns aside).
+def _header(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as f, _damaged(path):
+        line = f.readline(MAX_HEADER)
+        return next(csvmod.reader([line]), []) if line.endswith("\n") else []
 
-        `seeds` counts the runs that reached the layer; non-finite values (a diverging layer)
-        are left out of the mean and sd.
-    """
-    mod = studies.get(study)
+
+def _setting_names(plan: Plan, runs: list[_Finished]) -> dict[str, str]:
+    """Each setting -> its summary.csv column: itself, or cfg.FIELD where a statistic of the
+    runs (any run's: a failed run has none of its own) has its name (the depth study's erank)."""
+    seen = {c for r in runs for c in r.header} or set(studies.get(plan.study).COLUMNS)
+    return {k: results.setting_column(k, seen) for k in studies.get(plan.study).CONFIG.FIELDS}
+
+
+def summary_columns(plan: Plan, runs: list[_Finished]) -> list[str]:
+    """summary.csv's header: run, the settings, status, then every run's columns in the order
+    they first appear (ID columns alone for a sweep whose runs all failed)."""
+    mod = studies.get(plan.study)
+    cols: dict[str, None] = {"run": None, **dict.fromkeys(_setting_names(plan, runs).values()), "status": None}
+    for r in runs:
+        cols.update(dict.fromkeys(r.header or mod.ID_COLUMNS))
+    return list(cols)
+
+
+def write_summary(plan: Plan, runs: list[_Finished]) -> None:
+    """summary.csv, one row per run per layer, written run by run as each run's CSV streams by:
+    memory holds one row at a time. A run's cells are copied as its CSV holds them, so an empty
+    cell (a statistic not computed) stays empty and nan or inf (computed, overflowed) stays so;
+    a failed run with no CSV is one row of empty cells but its settings and status."""
+    columns, names = summary_columns(plan, runs), _setting_names(plan, runs)
+    with _streamed(plan.dir / "summary.csv") as out:
+        writer = csvmod.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for r in runs:
+            head = {"run": r.point.name, "status": r.status}
+            head.update({names[k]: _cell(v) for k, v in _config_columns(r.point).items()})
+            where = [head.get(c) for c in columns]
+            at = {c: i for i, c in enumerate(r.header)}
+            picks = [at.get(c) for c in columns]
+            if r.csv is None:
+                writer.writerow(["" if h is None else h for h in where])
+                continue
+            with open(r.csv, newline="", encoding="utf-8") as f, _damaged(r.csv):
+                rows = csvmod.reader(f)
+                next(rows)
+                for row in rows:
+                    writer.writerow(
+                        [
+                            h if h is not None else "" if k is None or k >= len(row) else row[k]
+                            for h, k in zip(where, picks, strict=True)
+                        ]
+                    )
+
+
+@contextmanager
+def _damaged(csv: Path) -> Iterator[None]:
+    """A run CSV that does not read as one (a field over the csv module's limit, bytes that are
+    not UTF-8) is Damaged, naming the run: one line, as everywhere results are read."""
+    try:
+        yield
+    except (csvmod.Error, UnicodeDecodeError) as e:
+        raise Damaged(csv.parent, f"{csv.name} is not a CSV table: {first_line(e)}") from None
+
+
+@contextmanager
+def _streamed(path: Path) -> Iterator[Any]:
+    """A text file written line by line into a temporary file beside `path`, moved into place
+    (results.atomic_write's promise: a reader sees the old file or the whole new one)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), results._MODE)
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        results._sync_dir(path.parent)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise RunError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _Moments:
+    """Per row id and statistic, over a config's runs one at a time: how many runs have the row,
+    have the statistic computed (a cell not empty), and finite; the mean and the sum of squared
+    deviations of the finite values. Mean as pandas' groupby computes it (a Kahan-compensated
+    sum over the count), sd as its Welford update: the numbers aggregate.csv held when it was
+    made by one groupby over every run at once."""
+
+    def __init__(self, stats: list[str]) -> None:
+        self.stats = stats
+        self.keys: Any = None  # the row ids seen, in order (a pandas Index; a MultiIndex for several)
+        self.rows = np.zeros(0)
+        self.computed = self.n = self.sum = self.comp = self.mean = self.m2 = np.zeros((0, len(stats)))
+
+    def _grow(self, k: int) -> None:
+        extra = k - len(self.rows)
+        self.rows = np.concatenate([self.rows, np.zeros(extra)])
+        for name in ("computed", "n", "sum", "comp", "mean", "m2"):
+            setattr(self, name, np.vstack([getattr(self, name), np.zeros((extra, len(self.stats)))]))
+
+    def add(self, keys: pd.Index, values: np.ndarray, computed: np.ndarray) -> None:
+        if self.keys is None:
+            self.keys = keys[:0]
+        new = keys.difference(self.keys, sort=False)
+        if len(new):
+            self.keys = self.keys.append(new)
+            self._grow(len(self.keys))
+        at = self.keys.get_indexer(keys)
+        self.rows[at] += 1
+        self.computed[at] += computed
+        ok = np.isfinite(values)
+        x = np.where(ok, values, 0.0)
+        n, s, c, mean, m2 = (a[at] for a in (self.n, self.sum, self.comp, self.mean, self.m2))
+        n1 = n + ok
+        y = x - c
+        t = s + y
+        c = np.where(ok, t - s - y, c)
+        s = np.where(ok, t, s)
+        old = mean
+        mean = np.where(ok, old + (x - old) / np.maximum(n1, 1), old)
+        m2 = np.where(ok, m2 + (x - mean) * (x - old), m2)
+        self.n[at], self.sum[at], self.comp[at], self.mean[at], self.m2[at] = n1, s, c, mean, m2
+
+    def frame(self) -> pd.DataFrame:
+        """seeds, then each statistic's _mean and _sd, as cells: empty where no run computed it
+        (the sd: fewer than two), nan where none (two) of those that computed it were finite."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(self.n > 0, self.sum / self.n, np.nan)
+            sd = np.sqrt(np.where(self.n > 1, self.m2 / (self.n - 1), np.nan))
+        cols: dict[str, Any] = {"seeds": self.rows.astype(int)}
+        for j, s in enumerate(self.stats):
+            for part, v, need in (("mean", mean[:, j], 1), ("sd", sd[:, j], 2)):
+                col = pd.Series(v, dtype=object)
+                col[self.computed[:, j] < need] = ""
+                cols[f"{s}_{part}"] = col
+        return pd.DataFrame(cols)
+
+
+def _read_run(path: Path, ids: list[str], stats: list[str]) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+    """A run's CSV as (row ids, its statistics as floats, whether each cell was computed): an
+    empty cell is not computed, nan and inf are computed values that overflowed."""
+    exact: dict[str, Any] = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+    try:
+        raw = results.read_file(path, results.MAX_TABLE)  # a regular file, bounded, as every result read back
+        table = pd.read_csv(io.BytesIO(raw), keep_default_na=False, na_values=["nan"], **exact)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise Damaged(path.parent, f"{path.name} is not a CSV table: {first_line(e)}") from None
+    values = np.full((len(table), len(stats)), np.nan)
+    computed = np.zeros((len(table), len(stats)), bool)
+    for j, s in enumerate(stats):
+        if s not in table:
+            continue
+        col = table[s]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            computed[:, j], values[:, j] = True, col.to_numpy(float)
+            continue
+        cells = ["nan" if isinstance(x, float) else str(x) for x in col]  # text: the column has empty cells
+        computed[:, j] = [x != "" for x in cells]
+        try:  # float() reads each cell exactly as written, nan and inf included
+            values[:, j] = [float(x) if x != "" else np.nan for x in cells]
+        except ValueError:
+            raise Damaged(path.parent, f"column {s!r} of {path.name} holds values that are not numbers") from None
+    keys = pd.MultiIndex.from_frame(table[ids]) if len(ids) > 1 else pd.Index(table[ids[0]])
+    return keys, values, computed
+
+
+def write_aggregate(plan: Plan, runs: list[_Finished], columns: list[str]) -> bool:
+    """aggregate.csv: mean and sd (ddof 1) across seeds, per config per layer, over ok and
+    diverged runs, of every statistic (the study's text columns aside), written config by config
+    with one run's table in memory at a time. `seeds` counts the runs that reached the layer;
+    non-finite values (a diverging layer) are left out of the mean and sd, and a statistic no
+    run computed is an empty cell (nan: computed, and none finite). False when no run is done."""
+    mod = studies.get(plan.study)
     ids = mod.ID_COLUMNS
-    done = table[table["status"].isin(results.DONE)] if len(table) else table
-    if done.empty:
-        return pd.DataFrame()
-    settings = results.setting_columns(study, table.columns)
-    config = [c for f, c in settings.items() if f != "seed"]
+    settings = results.setting_columns(plan.study, columns)
     skip = {"run", "status", *ids, *mod.TEXT_COLUMNS, *settings.values()}  # text (module names) has no mean
-    stats = [c for c in table.columns if c not in skip]
-    values = done[stats].astype(float).replace([np.inf, -np.inf], np.nan)
-    grouped = pd.concat([done[config + ids], values], axis=1).groupby(config + ids, sort=False, dropna=False)
-    agg = grouped[stats].agg(["mean", "std"])
-    pairs = cast(pd.MultiIndex, agg.columns)  # (stat, mean or std) pairs; pandas-stubs says Index[str]
-    agg.columns = [f"{s}_{'sd' if f == 'std' else f}" for s, f in pairs]
-    agg.insert(0, "seeds", grouped.size())
-    return agg.reset_index()
+    stats = [c for c in columns if c not in skip]
+    done = [r for r in runs if r.status in results.DONE and r.csv is not None]
+    if not done:
+        return False
+    config = [f for f in settings if f != "seed"]
+    with _streamed(plan.dir / "aggregate.csv") as out:
+        first = True
+        for _, group in itertools.groupby(done, key=lambda r: tuple(word(r.point.cfg.settings()[f]) for f in config)):
+            members = list(group)  # a config's runs: its seeds, next to each other (expand: seeds fastest)
+            moments = _Moments(stats)
+            for r in members:
+                assert r.csv is not None  # done runs have their CSV
+                moments.add(*_read_run(r.csv, ids, stats))
+            keys = moments.keys.to_frame(index=False) if len(ids) > 1 else pd.DataFrame({ids[0]: moments.keys})
+            head = _config_columns(members[0].point)
+            frame = pd.concat(
+                [pd.DataFrame({settings[f]: [head[f]] * len(keys) for f in config}), keys, moments.frame()], axis=1
+            )
+            out.write(frame.to_csv(index=False, header=first, na_rep="nan", lineterminator="\n"))
+            first = False
+    return True
 
 
 def aggregate(plan: Plan) -> None:
-    """Write summary.csv and aggregate.csv from the runs on disk."""
-    table = summary(plan)
-    if table.empty:
+    """Write summary.csv and aggregate.csv from the runs on disk, run by run (bounded memory)."""
+    runs = _finished(plan)
+    if not runs:
         return
-    results.write_csv(plan.dir / "summary.csv", table)
-    agg = aggregate_table(table, plan.study)
-    if not agg.empty:
-        results.write_csv(plan.dir / "aggregate.csv", agg)
+    write_summary(plan, runs)
+    if not write_aggregate(plan, runs, summary_columns(plan, runs)):
+        (plan.dir / "aggregate.csv").unlink(missing_ok=True)

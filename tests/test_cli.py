@@ -389,6 +389,47 @@ def test_shell_completion_completes_commands_and_choices():
     )
 
 
+@pytest.mark.parametrize(
+    "env,says",
+    [
+        ({}, "bash completion needs COMP_WORDS and COMP_CWORD"),
+        ({"COMP_CWORD": "1"}, "bash completion needs COMP_WORDS,"),
+        ({"COMP_WORDS": "bncli dep"}, "bash completion needs COMP_CWORD,"),
+        ({"COMP_WORDS": "bncli dep", "COMP_CWORD": "abc"}, "COMP_CWORD: expected the index"),
+        ({"COMP_WORDS": "bncli dep", "COMP_CWORD": "-1"}, "COMP_CWORD: expected the index"),
+        ({"COMP_WORDS": "bncli dep", "COMP_CWORD": "1.5"}, "COMP_CWORD: expected the index"),
+    ],
+)
+def test_a_completion_request_no_shell_would_make_is_one_line(env, says):
+    """What bash always sets, missing or not a number: one line on stderr, never Typer's traceback."""
+    import os
+
+    base = {k: v for k, v in os.environ.items() if k not in ("COMP_WORDS", "COMP_CWORD")}
+    script = Path(sys.executable).parent / "bncli"
+    r = subprocess.run(
+        [script], env={**base, "_BNCLI_COMPLETE": "complete_bash", **env}, capture_output=True, text=True
+    )
+    assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
+    assert r.stderr.startswith("Error: ") and says in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_a_completion_that_fails_inside_typer_is_one_line(monkeypatch):
+    from typer import _completion_classes
+    from typer.testing import CliRunner
+
+    from bncli.cli import app
+
+    def broken(self):
+        raise KeyError("COMP_POINT")
+
+    monkeypatch.setattr(_completion_classes.BashComplete, "get_completion_args", broken)
+    env = {"_BNCLI_COMPLETE": "complete_bash", "COMP_WORDS": "bncli dep", "COMP_CWORD": "1"}
+    r = CliRunner().invoke(app, [], env=env, prog_name="bncli")
+    assert r.exit_code == 1 and r.output == (
+        "Error: _BNCLI_COMPLETE=complete_bash: shell completion failed: KeyError: 'COMP_POINT'\n"
+    ), r.output
+
+
 @pytest.mark.parametrize("width", [60, 80, 140])
 def test_the_progress_bar_has_its_count_elapsed_time_rate_and_eta_whole_on_a_narrow_terminal(width):
     """What gives way on a narrow terminal is the run's name (ellipsised), never a number."""

@@ -203,3 +203,27 @@ def test_show_names_the_settings_that_differ_from_the_defaults(cli, tmp_path):
     assert shown.output.splitlines()[0] == "settings: depth=8 width=8 batch_size=8 init=normal norm=none device=cpu"
     assert cli("running-stats", "--name", "r").exit_code == 0
     assert cli("show", cli.out / "running-stats" / "r").output.splitlines()[0] == "settings: defaults"
+
+
+def test_csv_keeps_not_computed_missing_and_overflowed_apart(cli, tmp_path):
+    """As the runs' own CSVs: a statistic not computed (erank off) and a row a run lacks are
+    empty cells, a computed value that overflowed (a diverged layer) is nan, saved or in memory."""
+    off, on = saved(tmp_path, "off", depth=4), saved(tmp_path, "on", depth=4, erank=True)
+    blown = saved(tmp_path, "blown", depth=6, init="normal", norm="none", init_std=1e10)
+    r = cli("compare", off, on, "--metric", "erank", "--format", "csv")
+    assert r.exit_code == 0, r.output
+    got = pd.read_csv(pd.io.common.StringIO(r.output), keep_default_na=False, dtype=str)
+    assert got["off"].tolist() == [""] * 4 and got["on / off"].tolist() == [""] * 4
+    assert all(float(v) > 0 for v in got["on"])
+    r = cli("compare", on, blown, "--metric", "std", "--format", "csv")
+    got = pd.read_csv(pd.io.common.StringIO(r.output), keep_default_na=False, dtype=str)
+    blown_std = pd.read_csv(blown / "layers.csv", keep_default_na=False, dtype=str)["std"].tolist()
+    assert "nan" in blown_std and got["blown"].tolist()[: len(blown_std)] == blown_std
+    assert got["on"].tolist()[4:] == [""] * (len(got) - 4)  # rows the 4-layer run lacks
+    in_memory = bncli.compare(
+        bncli.depth_study(**{**SMALL, "depth": 4}),
+        bncli.depth_study(**{**SMALL, "depth": 4}, erank=True),
+        metric="erank",
+    )
+    frame = in_memory.frame()
+    assert frame["run 1"].tolist() == [""] * 4 and frame["run 2 / run 1"].tolist() == [""] * 4

@@ -449,6 +449,10 @@ def test_svg_and_pdf_by_the_extension(cli, small_sweep, tmp_path):
         (["--where", "init=normal"], ["--where", "no run has init=normal; init is one of: kaiming, xavier"]),
         (["--where", "init"], ["--where", "KEY=VALUE"]),
         (["--facet", "nrom"], ["--facet", "'nrom'", "available: none, depth", "norm"]),
+        (["--title", "$x^$", "--mathtext"], ["--title: '$x^$' is not valid mathtext: end of text at character 3"]),
+        (["--title", "$\\fra{1}{2}$", "--mathtext"], ["--title: ", "is not valid mathtext", "leave out --mathtext"]),
+        (["--title", "a\tb"], ["--title: 'a\\tb' holds '\\t', which cannot be drawn"]),
+        (["--title", "a\x1b[31m"], ["--title: ", "holds '\\x1b', which cannot be drawn"]),
     ],
 )
 def test_bad_plot_options_are_one_line_and_write_nothing(cli, small_sweep, tmp_path, args, words):
@@ -458,6 +462,29 @@ def test_bad_plot_options_are_one_line_and_write_nothing(cli, small_sweep, tmp_p
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
     assert r.output.startswith("Error: ") and all(w in r.output for w in words), r.output
     assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("title", ["costs $5 and $10", "$x^$", "$x^2$", "a $ sign", "$\\alpha$ & $"])
+def test_a_title_is_plain_text_every_dollar_kept(cli, small_sweep, tmp_path, title):
+    """matplotlib reads $...$ as math by default: `$x^$` failed to draw, `$5 and $10` lost its $."""
+    r = cli("plot", small_sweep, "--out", tmp_path / "t.png", "--title", title)
+    assert r.exit_code == 0 and is_png(tmp_path / "t.png"), r.output
+    fig, _ = draw([small_sweep], title=title)
+    text = fig._suptitle or fig.axes[0].title
+    assert text.get_text() == title and text._preprocess_math(title) == (title, False)  # not math
+
+
+def test_mathtext_is_read_only_when_asked(cli, small_sweep, tmp_path):
+    r = cli("plot", small_sweep, "--out", tmp_path / "t.png", "--title", "$x^2$ grows", "--mathtext")
+    assert r.exit_code == 0 and is_png(tmp_path / "t.png"), r.output
+    fig, _ = draw([small_sweep], title="$x^2$ grows", mathtext=True)
+    text = fig._suptitle or fig.axes[0].title
+    assert text._preprocess_math("$x^2$ grows") == ("$x^2$ grows", True)
+    import bncli
+
+    with pytest.raises(bncli.BncliError, match=r"^--title: 'a\\udcff' holds '\\udcff', which cannot be drawn"):
+        bncli.plot_runs([small_sweep], tmp_path / "u.png", title="a\udcff")  # a byte no encoding had
+    assert not (tmp_path / "u.png").exists()
 
 
 # -- running stats and convergence ----------------------------------------------------------------

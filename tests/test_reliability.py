@@ -358,9 +358,30 @@ def test_a_taken_name_is_refused_and_the_run_is_untouched(cli, study):
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     r = cli(study, *SMALL[study], "--seed", 1, "--name", "x")
     line = one_line_error(r, 2)
-    assert f"{run} already exists" in line and "choose another --name" in line
+    assert line.startswith(f"Error: --name: {run} already exists") and "choose another --name" in line
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     assert run_dirs(cli.out, study) == [run]
+
+
+def test_the_apis_taken_name_error_names_its_argument_not_a_flag(tmp_path):
+    """The API has no --name: its refusals name the `name` and `out` arguments (the CLI: the flags)."""
+    import bncli
+
+    r = bncli.depth_study(depth=2, width=4, batch_size=2, out=tmp_path, name="x")
+    for again in (
+        lambda: bncli.depth_study(depth=2, width=4, batch_size=2, out=tmp_path, name="x"),
+        lambda: bncli.depth_study(depth=2, width=4, batch_size=2).save(tmp_path, name="x"),
+    ):
+        with pytest.raises(results.BncliError) as e:
+            again()
+        assert str(e.value) == f"name: {r.dir} already exists; bncli never overwrites a run, choose another name"
+    with pytest.raises(results.BncliError, match="^out: 'a/../b' must not contain '..'"):
+        bncli.depth_study(depth=2, width=4, out="a/../b")
+    f = tmp_path / "s.yaml"
+    f.write_text("study: depth-study\nbase: {depth: 2, width: 4, batch_size: 2}\n")
+    bncli.sweep(f, tmp_path)
+    with pytest.raises(results.BncliError, match="add resume=True to finish that sweep, or give another name$"):
+        bncli.sweep(f, tmp_path)
 
 
 def test_a_taken_sweep_name_suggests_resume(cli, tmp_path):
@@ -753,6 +774,32 @@ def test_stdout_failures_never_lose_results_or_print_a_traceback(tmp_path, how, 
     if code:
         assert r.stderr.startswith("Error: cannot write the output: No space left on device")
     assert meta_of(tmp_path / "out" / "depth-study" / "s")["status"] == "ok"
+
+
+def test_a_closed_stdout_makes_and_saves_the_run_and_fails_in_one_line(tmp_path):
+    """`>&-`: Python has no sys.stdout at all. The command runs and saves as ever; the output it
+    cannot print is one line on stderr and exit 1; and a saved result shown to a closed or full
+    stdout is never called damaged (the failure is the output's, not the files')."""
+    import bncli
+
+    bncli.sweep(study="depth-study", base={"depth": 2, "width": 4, "batch_size": 2}, name="s", out=tmp_path / "out")
+    py = f"{sys.executable} -m bncli"
+    cases = [
+        (f"{py} depth-study --depth 3 --width 4 --batch-size 2 --out out --name q -q >&-", "stdout is closed"),
+        (f"{py} show out/sweeps/s >&-", "stdout is closed"),
+        (f"{py} show out/sweeps/s --format csv > /dev/full", "No space left on device"),
+        (f"{py} --help >&-", "stdout is closed"),
+    ]
+    pipe = subprocess.PIPE
+    procs = [  # side by side: each pays the interpreter's start and imports
+        (cmd, says, subprocess.Popen(["bash", "-c", cmd], cwd=tmp_path, stdout=pipe, stderr=pipe, text=True))
+        for cmd, says in cases
+    ]
+    for cmd, says, proc in procs:
+        err = proc.communicate(timeout=120)[1]
+        assert proc.returncode == 1, (cmd, err)
+        assert err == f"Error: cannot write the output: {says} (what the command saved is on disk)\n", (cmd, err)
+    assert meta_of(tmp_path / "out" / "depth-study" / "q")["status"] == "ok"
 
 
 # -- a second signal, an early one, a parent that dies ------------------------------------------

@@ -138,3 +138,30 @@ def test_runs_lists_filters_and_formats(cli, tmp_path):
     assert "--where: expected KEY=VALUE" in cli("runs", cli.out, "--where", "init").output
     listing = cli("show", cli.out)  # a results directory: its listing, not an error
     assert listing.exit_code == 0 and "5 of 5 listed" in listing.output
+
+
+def test_a_default_given_explicitly_or_followed_is_not_listed_as_a_change(cli):
+    """residual's default follows arch (1 for resnet and transformer, 0 for an mlp): passing it, or
+    leaving it, is no change; another value is. Lists read back from config.yaml equal their defaults."""
+    from bncli import results
+
+    resnet = ["--arch", "resnet", "--stages", 1, "--blocks", 1, "--channels", 4, "--image-size", 4]
+    net = "arch=resnet channels=4 image_size=4 stages=1 blocks=1"
+    cases = {
+        "a": (["--depth", 3, "--residual", 0], "depth=3"),
+        "b": (["--depth", 3, "--residual", 1], "depth=3 residual=1"),
+        "c": ([*resnet, "--residual", 1], f"depth=1 {net}"),
+        "d": ([*resnet, "--residual", 0.5], f"depth=1 residual=0.5 {net}"),
+        "e": (["--depth", 3, "--init-std", "1.0", "--norm", "batchnorm", "--dtype", "float32"], "depth=3"),
+    }  # fmt: skip
+    for name, (args, says) in cases.items():
+        assert cli("depth-study", *args, "--width", 4, "--name", name, "-q").exit_code == 0
+        run = results.open_run(cli.out / "depth-study" / name)
+        assert results.settings_line(run) == "settings: " + says.replace("depth=3", "depth=3 width=4", 1).replace(
+            "depth=1", "depth=1 width=4", 1
+        ), name
+    assert cli("running-stats", "--iterations", 3, "--feature-shape", 1, "--name", "r", "-q").exit_code == 0
+    run = results.open_run(cli.out / "running-stats" / "r")
+    assert results.settings_line(run) == "settings: iterations=3"  # feature_shape [1] is its default (1,)
+    r = cli("runs", cli.out, "--format", "csv")
+    assert r.exit_code == 0 and ",depth=3 width=4 residual=1," in r.output and ",depth=3 width=4," in r.output

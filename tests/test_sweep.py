@@ -254,27 +254,6 @@ def test_missing_sweep_file_is_named_as_such(cli, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_sweep_directory_is_locked_while_a_process_works_in_it(cli, tmp_path):
-    import socket
-    import subprocess
-
-    path = write_sweep(tmp_path, seeds=(0,))
-    d = tmp_path / "out" / "sweeps" / "s"
-    assert sweep_cli(cli, path, "--out", tmp_path / "out").exit_code == 0
-    assert not (d / ".lock").exists()  # released when the sweep ends
-    holder = subprocess.Popen(["sleep", "60"])
-    try:
-        (d / ".lock").write_text(f"{holder.pid} {socket.gethostname()}\n")
-        r = sweep_cli(cli, path, "--out", tmp_path / "out", "--resume")
-        assert r.exit_code == 2 and f"is in use by process {holder.pid}" in r.output
-    finally:
-        holder.kill()
-        holder.wait()
-    r = sweep_cli(cli, path, "--out", tmp_path / "out", "--resume")  # its holder is dead: taken over
-    assert r.exit_code == 0, r.output
-    assert not (d / ".lock").exists()
-
-
 def test_resume_redoes_what_is_not_really_there(cli, tmp_path):
     path = write_sweep(tmp_path, seeds=(0,))
     out = tmp_path / "out"

@@ -180,6 +180,8 @@ def test_values_read_as_yaml_and_seeds_as_ranges_lists_or_one():
             ["--set/--grid: run norm=batchnorm,seed=0:", "batch_size must be at least 2"],
         ),
         (["--study", "depth-study", "--name", "a/b"], ["--name:", "not a valid name"]),
+        (["--study", "depth-study", "--name", ""], ["--name: '' is not a valid name"]),  # as a single run's
+        (["--study", "depth-study", "--name", " "], ["--name: ' ' is not a valid name"]),
     ],
 )
 def test_bad_flags_fail_in_one_line_before_anything_is_made(cli, tmp_path, args, words):
@@ -264,6 +266,51 @@ def test_resume_of_a_file_sweep_ignores_comments_but_not_settings(cli, tmp_path)
     assert r.exit_code == 0 and "resumed: 1 of 1" in r.output, r.output
     r = sweep_cli(cli, path, "--set", "width=16", "--out", out, "--resume")  # the file's name, another sweep
     assert r.exit_code == 2 and "differs from the sweep given (in base:" in r.output, r.output
+
+
+def _refused_naming(r, d, run, *diffs):
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert r.output.startswith(f"Error: --resume: run {run} in {d} was made with other settings"), r.output
+    for diff in diffs:
+        assert diff in r.output, (diff, r.output)
+
+
+def test_resume_refuses_runs_made_with_other_settings_naming_them(cli, tmp_path):
+    """Every way the runs on disk and the sweep resumed can part: the saved sweep.yaml edited (a
+    base value, a grid value's meaning through the base), or deleted and resumed with other --set
+    values, or one run's config.yaml not its point's. Each is refused, naming the difference, and
+    nothing is written; the sweep as made still resumes."""
+    out = tmp_path / "out"
+    args = ["--study", "depth-study", *SMALL, "--grid", "init=kaiming,xavier", "--seeds", "0,1", "--name", "s"]
+    assert sweep_cli(cli, *args, "--out", out).exit_code == 0
+    d = out / "sweeps" / "s"
+    saved = (d / "sweep.yaml").read_text()
+    before = file_bytes(d)
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(saved.replace("depth: 3", "depth: 25"))
+    (d / "sweep.yaml").write_text(edited.read_text())  # the saved sweep.yaml edited in place, resumed from itself
+    r = sweep_cli(cli, d / "sweep.yaml", "--out", out, "--resume")
+    _refused_naming(r, d, "init=kaiming,seed=0", "depth: 3 there, 25 now")
+    (d / "sweep.yaml").unlink()  # deleted, then resumed with other flags: nothing left to compare the sweep with
+    other = [a.replace("depth=3", "depth=4") for a in args]
+    r = sweep_cli(cli, *other, "--set", "init_std=2.0", "--out", out, "--resume")
+    _refused_naming(r, d, "init=kaiming,seed=0", "depth: 3 there, 4 now", "init_std: 1.0 there, 2.0 now")
+    assert file_bytes(d) == {k: v for k, v in before.items() if k != "sweep.yaml"}
+    (d / "sweep.yaml").write_text(saved)
+    one = d / "runs" / "init=xavier,seed=1" / "config.yaml"
+    one.write_text(one.read_text().replace("seed: 1", "seed: 7"))  # one run not what its name says
+    r = sweep_cli(cli, *args, "--out", out, "--resume")
+    _refused_naming(r, d, "init=xavier,seed=1", "seed: 7 there, 1 now")
+    one.write_text("study: depth-study\ndepth: [1\n")  # or not a config at all
+    r = sweep_cli(cli, *args, "--out", out, "--resume")
+    assert r.exit_code == 2 and "run init=xavier,seed=1's config.yaml cannot be read as a config" in r.output
+    one.write_text(before["runs/init=xavier,seed=1/config.yaml"].decode())
+    r = sweep_cli(cli, *args, "--out", out, "--resume")
+    assert r.exit_code == 0 and "resumed: 4 of 4 runs were already done" in r.output, r.output
+    (d / "runs" / "init=xavier,seed=1" / "config.yaml").unlink()  # a run without its config: not really there
+    r = sweep_cli(cli, *args, "--out", out, "--resume")
+    assert r.exit_code == 0 and "resumed: 3 of 4 runs were already done" in r.output, r.output
+    assert file_bytes(d / "runs") == {k[5:]: v for k, v in before.items() if k.startswith("runs/") and "meta" not in k}
 
 
 def test_without_a_grid_the_name_is_the_study_and_a_hash_and_the_runs_are_the_seeds(cli, tmp_path):
@@ -391,3 +438,20 @@ def test_a_grid_takes_hydras_range(cli, tmp_path):
     ]:
         r = sweep_cli(cli, "--study", "depth-study", "--grid", f"depth={bad}", "--out", tmp_path, "--dry-run")
         assert r.exit_code == 2 and r.output.startswith(f"Error: --grid depth: {bad}: {message}"), r.output
+
+
+def test_an_empty_name_in_a_file_or_the_api_is_refused_as_for_a_single_run(cli, tmp_path):
+    import bncli
+
+    path = tmp_path / "s.yaml"
+    path.write_text("study: depth-study\nname: ''\nbase: {depth: 2, width: 4, batch_size: 2}\n")
+    r = sweep_cli(cli, path, "--out", tmp_path / "out")
+    assert r.exit_code == 2 and r.output.startswith(f"Error: {path}: name: '' is not a valid name: "), r.output
+    assert len(r.output.splitlines()) == 1
+    for run in (
+        lambda: bncli.sweep(study="depth-study", base={"depth": 2, "width": 4}, name="", out=tmp_path / "out"),
+        lambda: bncli.depth_study(depth=2, width=4, name="", out=tmp_path / "out"),
+    ):
+        with pytest.raises(bncli.BncliError, match="^name: '' is not a valid name"):
+            run()
+    assert not (tmp_path / "out").exists()
