@@ -52,6 +52,17 @@ class _Group(TyperGroup):
                 p.default = False
         return params
 
+    def invoke(self, ctx):
+        # A Ctrl-C outside a study's own handling (while the report of a saved run or sweep is
+        # printed, or before anything started) would reach typer, which exits 130 in silence.
+        SAVED.clear()  # one command's (CliRunner runs many in one process)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            where = f"the results are saved in {_plain(str(SAVED[-1]))}" if SAVED else "nothing was saved"
+            typer.echo(f"interrupted: {where}", err=True)
+            sys.exit(130)
+
     def main(
         self,
         args: Sequence[str] | None = None,
@@ -91,6 +102,8 @@ class _Group(TyperGroup):
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
 
+
+SAVED: list[Any] = []  # the run or sweep directory a command has saved, for a Ctrl-C that comes after
 
 COMPLETE_VAR = "_BNCLI_COMPLETE"  # what the completion script bncli --install-completion writes sets
 
@@ -461,6 +474,7 @@ def _run(
     try:
         with _sigterm_as_interrupt(), _progress(total or 0, study, total is not None) as cb:
             run = api.execute(study, cfg, out, name, progress=cb, flags=True)
+        SAVED.append(run.dir)
     except KeyboardInterrupt:  # before the study's first step: there was nothing to keep
         _console().print("interrupted before the run started: nothing was saved")
         raise typer.Exit(130) from None
@@ -707,6 +721,7 @@ def sweep_cmd(
             progress=cb,
             ray=ray,
         )
+        SAVED.append(outcome.dir)
     _report_sweep(outcome, format, quiet)
 
 

@@ -1090,3 +1090,29 @@ def test_a_path_over_the_systems_limit_and_a_summary_missing_its_grid_key_are_on
     summary.to_csv(d / "summary.csv", index=False)
     for command in ("show", "plot"):
         assert "damaged or incomplete" in one_line_error(cli(command, d), 2)
+
+
+@pytest.mark.parametrize("where", ["run", "sweep"])
+def test_a_ctrl_c_while_the_report_is_printed_says_the_results_are_saved(cli, tmp_path, monkeypatch, where):
+    """A Ctrl-C after the work is saved, while its table is printed (outside the study's own
+    handling), used to reach typer, which exits 130 printing nothing."""
+    from bncli import cli as cli_module
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    if where == "run":
+        monkeypatch.setattr(cli_module, "_streams", ctrl_c)
+        r = cli("depth-study", *SMALL["depth-study"], "--name", "late")
+        saved = cli.out / "depth-study" / "late"
+    else:
+        monkeypatch.setattr(cli_module, "_report_sweep", ctrl_c)
+        f = sweep_file(tmp_path, "late", base={"depth": 2, "width": 4, "batch_size": 2})
+        r = cli("sweep", f, "--out", cli.out, "--no-progress")
+        saved = cli.out / "sweeps" / "late"
+    assert r.exit_code == 130
+    assert r.output.splitlines()[-1] == f"interrupted: the results are saved in {saved}"
+    assert meta_of(saved if where == "run" else saved / "runs" / "seed=0")["status"] == "ok"
+    monkeypatch.setattr(results, "base_meta", ctrl_c)  # and before anything was saved: says so
+    r = cli("depth-study", *SMALL["depth-study"], "--name", "early")
+    assert r.exit_code == 130 and "nothing was saved" in r.output.splitlines()[-1]
