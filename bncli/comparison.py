@@ -295,9 +295,9 @@ def _computed(run: Run, metric: str) -> np.ndarray:
     csv = None if run.dir is None else run.dir / studies.get(run.study).CSV
     if csv is None or not csv.is_file():
         return np.ones(len(run.table), bool)
-    try:  # only the one column, as text: what read_table reads as NaN for both
-        cells = pd.read_csv(csv, usecols=[metric], dtype=str, keep_default_na=False)[metric]
-    except (ValueError, OSError):
+    try:  # only the one column, as text: read_table without keep_empty reads both as NaN
+        cells = results.read_table(csv, keep_empty=True, usecols=[metric], dtype=str)[metric]
+    except (BncliError, ValueError, OSError):
         return np.ones(len(run.table), bool)
     return (cells != "").to_numpy() if len(cells) == len(run.table) else np.ones(len(run.table), bool)
 

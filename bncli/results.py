@@ -168,13 +168,16 @@ def read_json(path: Path) -> Any:
     return json.loads(read_file(path))
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """A CSV as written: empty cells and nan read as NaN, floats exactly as written."""
+def read_table(path: Path, keep_empty: bool = False, **options: Any) -> pd.DataFrame:
+    """A CSV as written: empty cells and nan read as NaN, floats exactly as written; with
+    `keep_empty`, an empty cell (not computed) stays "" apart from nan (computed, overflowed).
+    `options` go to pandas' read_csv (usecols, dtype)."""
     # pandas 3 parses round-trip by default; older pandas needs asking
     exact: dict[str, Any] = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
     raw = read_file(path, MAX_TABLE)
+    na = ["nan"] if keep_empty else ["nan", ""]
     try:
-        return pd.read_csv(io.BytesIO(raw), keep_default_na=False, na_values=["nan", ""], **exact)
+        return pd.read_csv(io.BytesIO(raw), keep_default_na=False, na_values=na, **exact, **options)
     except (ValueError, UnicodeDecodeError) as e:  # pandas' parser and empty-data errors are ValueErrors
         raise Damaged(Path(path).parent, f"{Path(path).name} is not a CSV table: {first_line(e)}") from None
 

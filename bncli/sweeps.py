@@ -20,7 +20,6 @@ import csv as csvmod
 import errno
 import fcntl
 import hashlib
-import io
 import itertools
 import math
 import multiprocessing as mp
@@ -1017,12 +1016,7 @@ class _Moments:
 def _read_run(path: Path, ids: list[str], stats: list[str]) -> tuple[pd.Index, np.ndarray, np.ndarray]:
     """A run's CSV as (row ids, its statistics as floats, whether each cell was computed): an
     empty cell is not computed, nan and inf are computed values that overflowed."""
-    exact: dict[str, Any] = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
-    try:
-        raw = results.read_file(path, results.MAX_TABLE)  # a regular file, bounded, as every result read back
-        table = pd.read_csv(io.BytesIO(raw), keep_default_na=False, na_values=["nan"], **exact)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise Damaged(path.parent, f"{path.name} is not a CSV table: {first_line(e)}") from None
+    table = results.read_table(path, keep_empty=True)  # a regular file, bounded, as every result read back
     values = np.full((len(table), len(stats)), np.nan)
     computed = np.zeros((len(table), len(stats)), bool)
     for j, s in enumerate(stats):

@@ -449,11 +449,11 @@ def _finish(run: Training, done: int, status: str) -> Result:
 
 def layer_table(net: Net, cols: list[str], rec: Recorder, done: int) -> pd.DataFrame:
     arch = net.arch_module()
+    kept = [(step, rows) for step, rows in rec.layers if step < done]
+    read: Any = torch.stack([rows for _, rows in kept]).cpu().numpy() if kept else []  # one read-back for all steps
     frames = []
-    for step, rows in rec.layers:
-        if step >= done:
-            continue
-        f = pd.DataFrame(rows.cpu().numpy(), columns=cols[2 + len(arch.IDS) :])
+    for (step, _), values in zip(kept, read, strict=True):
+        f = pd.DataFrame(values, columns=cols[2 + len(arch.IDS) :])
         for name in reversed(arch.IDS):
             f.insert(0, name, [arch.stage(net, i) for i in range(len(f))])
         f.insert(0, "layer", range(len(f)))
